@@ -1,0 +1,202 @@
+"""The window message: the one contract between producer, broker and workers.
+
+A window is a float32 array ``[n_channels, n_samples]`` sent as raw little-endian
+bytes (C order) with its metadata in AMQP headers; ``message_id`` is
+``<session_id>:<seq>``. ``decode`` validates everything a worker relies on and raises
+``ContractError`` with a reason, which the worker forwards to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMAS = frozenset({SCHEMA_VERSION})
+DTYPE = np.dtype("<f4")
+CONTENT_TYPE = "application/x-neurostream-window"
+# Bodies over this size are refused before any parsing (overridden by settings).
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+
+
+class ContractError(ValueError):
+    """A window that breaks the contract; ``reason`` goes into the dead-letter header."""
+
+    def __init__(self, reason: str, *, session_id: str | None = None, seq: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.session_id = session_id
+        self.seq = seq
+
+
+class WindowKind(StrEnum):
+    SLIDING = "sliding"
+    EPOCH = "epoch"
+
+
+class WindowHeader(BaseModel):
+    """Metadata carried in AMQP headers; validated on decode."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    session_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seq: int = Field(ge=0)
+    t0: float
+    fs: float = Field(gt=0, le=100_000)
+    channels: tuple[str, ...] = Field(min_length=1, max_length=1024)
+    n_samples: int = Field(ge=1, le=10_000_000)
+    kind: WindowKind = WindowKind.SLIDING
+    marker: int | None = None
+    schema_version: int = Field(SCHEMA_VERSION, alias="schema")
+    sent_at: float | None = None
+
+    @field_validator("t0", "fs")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, v: int) -> int:
+        if v not in SUPPORTED_SCHEMAS:
+            raise ValueError(f"unknown schema version {v}; supported: {sorted(SUPPORTED_SCHEMAS)}")
+        return v
+
+    @property
+    def message_id(self) -> str:
+        return message_id(self.session_id, self.seq)
+
+
+def message_id(session_id: str, seq: int) -> str:
+    return f"{session_id}:{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    header: WindowHeader
+    data: np.ndarray  # float32 [n_channels, n_samples]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.header.channels), self.header.n_samples)
+
+
+def make_window(
+    data: np.ndarray,
+    *,
+    session_id: str,
+    seq: int,
+    t0: float,
+    fs: float,
+    channels: tuple[str, ...] | list[str],
+    kind: WindowKind | str = WindowKind.SLIDING,
+    marker: int | None = None,
+) -> Window:
+    """Build a valid window from an array (used by the producer and test factories)."""
+    arr = np.ascontiguousarray(data, dtype=DTYPE)
+    if arr.ndim != 2 or arr.shape[0] != len(channels):
+        raise ContractError(
+            f"data shape {arr.shape} does not match {len(channels)} channels",
+            session_id=session_id,
+            seq=seq,
+        )
+    header = WindowHeader(
+        session_id=session_id,
+        seq=seq,
+        t0=t0,
+        fs=fs,
+        channels=tuple(channels),
+        n_samples=arr.shape[1],
+        kind=WindowKind(kind),
+        marker=marker,
+    )
+    return Window(header=header, data=arr)
+
+
+def encode(window: Window, *, sent_at: float | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Body and AMQP headers for a window; ``sent_at`` stamps the publish time."""
+    h = window.header
+    headers: dict[str, Any] = {
+        "session_id": h.session_id,
+        "seq": h.seq,
+        "t0": float(h.t0),
+        "fs": float(h.fs),
+        "channels": list(h.channels),
+        "n_samples": h.n_samples,
+        "kind": h.kind.value,
+        "schema": h.schema_version,
+        "sent_at": float(sent_at if sent_at is not None else time.time()),
+    }
+    if h.marker is not None:
+        headers["marker"] = int(h.marker)
+    body = np.ascontiguousarray(window.data, dtype=DTYPE).tobytes(order="C")
+    return body, headers
+
+
+def _plain(value: Any) -> Any:
+    """AMQP libraries hand header strings back as bytes or str; normalise to str."""
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def decode(
+    body: bytes,
+    headers: Mapping[str, Any] | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    expected_fs: float | None = None,
+) -> Window:
+    """Validate and decode a window; every violation raises ``ContractError``."""
+    raw = {k: _plain(v) for k, v in (headers or {}).items()}
+    session_id = raw.get("session_id") if isinstance(raw.get("session_id"), str) else None
+    seq_raw = raw.get("seq")
+    seq = seq_raw if isinstance(seq_raw, int) and not isinstance(seq_raw, bool) else None
+    if len(body) > max_bytes:
+        raise ContractError(
+            f"body of {len(body)} bytes exceeds the {max_bytes}-byte limit",
+            session_id=session_id,
+            seq=seq,
+        )
+    if "schema" not in raw:
+        raise ContractError("missing header 'schema'", session_id=session_id, seq=seq)
+    try:
+        header = WindowHeader.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "headers"
+        raise ContractError(
+            f"invalid header '{field}': {first['msg']}", session_id=session_id, seq=seq
+        ) from None
+    n_ch = len(header.channels)
+    expected = n_ch * header.n_samples * DTYPE.itemsize
+    if len(body) != expected:
+        raise ContractError(
+            f"body is {len(body)} bytes but shape [{n_ch}, {header.n_samples}] float32 "
+            f"needs {expected}",
+            session_id=header.session_id,
+            seq=header.seq,
+        )
+    if expected_fs is not None and not math.isclose(header.fs, expected_fs, rel_tol=1e-6):
+        raise ContractError(
+            f"fs {header.fs} Hz does not match the service's {expected_fs} Hz",
+            session_id=header.session_id,
+            seq=header.seq,
+        )
+    data = np.frombuffer(body, dtype=DTYPE).reshape(n_ch, header.n_samples)
+    if not np.isfinite(data).all():
+        raise ContractError(
+            "data contains NaN or Inf", session_id=header.session_id, seq=header.seq
+        )
+    return Window(header=header, data=data)

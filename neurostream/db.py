@@ -1,0 +1,106 @@
+"""PostgreSQL access: one async pool per process and idempotent start-up migrations.
+
+The same schema serves plain PostgreSQL and TimescaleDB: when the ``timescaledb``
+extension is available, the time-series tables become hypertables; otherwise they stay
+plain tables with time indexes. Both paths run through ``migrate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+# Time-series tables and their time column.
+HYPERTABLES: dict[str, str] = {"predictions": "window_ts", "rejections": "rejected_at"}
+_MIGRATION_LOCK = 0x6E657572  # "neur": serialises migrations of services starting together
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL could not be reached; the message names the command that starts it."""
+
+
+def _hint(url: str, exc: Exception) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"cannot reach PostgreSQL at {_redact(url)}: {exc}. Start it with "
+        "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+        "or `neurostream infra up`."
+    )
+
+
+def _redact(url: str) -> str:
+    params = conninfo_to_dict(url)
+    params.pop("password", None)
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in ``url`` if it does not exist; True if created."""
+    params = conninfo_to_dict(url)
+    dbname = str(params.get("dbname", "postgres"))
+    admin = make_conninfo(**{**params, "dbname": "postgres"})  # type: ignore[arg-type]
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone()
+            if exists:
+                return False
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            log.info("created database %s", dbname)
+            return True
+    except psycopg.OperationalError as exc:
+        raise _hint(url, exc) from exc
+
+
+def schema_sql() -> str:
+    return resources.files("neurostream").joinpath("sql/schema.sql").read_text()
+
+
+def timescale_statements(available: bool) -> list[str]:
+    """Statements that turn time-series tables into hypertables, if Timescale exists."""
+    if not available:
+        return []
+    stmts = ["CREATE EXTENSION IF NOT EXISTS timescaledb"]
+    for table, column in HYPERTABLES.items():
+        stmts.append(
+            f"SELECT create_hypertable('{table}', '{column}', "
+            "if_not_exists => TRUE, migrate_data => TRUE)"
+        )
+    return stmts
+
+
+async def migrate(pool: AsyncConnectionPool) -> bool:
+    """Create or update the schema; returns whether hypertables are in use."""
+    async with pool.connection() as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+        try:
+            await conn.execute(schema_sql())  # type: ignore[arg-type]
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+            )
+            available = await cur.fetchone() is not None
+            for stmt in timescale_statements(available):
+                await conn.execute(stmt)  # type: ignore[arg-type]
+            await conn.commit()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
+            await conn.commit()
+    return available
+
+
+async def open_pool(url: str, *, max_size: int = 8, migrate_schema: bool = True) -> AsyncConnectionPool:
+    """Open the process's pool (checking the server is up) and migrate the schema."""
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10)
+    try:
+        await pool.open(wait=True, timeout=10)
+    except Exception as exc:  # psycopg_pool raises PoolTimeout wrapping the cause
+        await pool.close()
+        raise _hint(url, exc) from exc
+    if migrate_schema:
+        await migrate(pool)
+    return pool

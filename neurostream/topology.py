@@ -1,0 +1,68 @@
+"""RabbitMQ topology, declared in one place and idempotently by every service.
+
+- ``eeg.windows`` (topic, routing key = service name) -> quorum queue ``svc.<service>``
+  whose dead-letter exchange ``eeg.dead`` routes to ``svc.<service>.dead``. Workers
+  publish rejected windows to ``eeg.dead`` themselves (so they carry a reason header);
+  the quorum queue's delivery limit dead-letters a window that keeps killing workers.
+- ``eeg.predictions`` (topic, key ``<service>.<session_id>``): results for closed loops.
+- ``models.events`` (topic, key = service): model assignment changes; each worker
+  binds its own exclusive queue so every replica hears every event.
+- ``eeg.labels`` (topic, key = session_id): ground-truth label events.
+"""
+
+from __future__ import annotations
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+WINDOWS_EXCHANGE = "eeg.windows"
+DEAD_EXCHANGE = "eeg.dead"
+PREDICTIONS_EXCHANGE = "eeg.predictions"
+MODEL_EVENTS_EXCHANGE = "models.events"
+LABELS_EXCHANGE = "eeg.labels"
+# A window redelivered this many times (its worker died on it each time) is dead-lettered.
+DELIVERY_LIMIT = 10
+REASON_HEADER = "x-neurostream-reason"
+
+
+def service_queue(service: str) -> str:
+    return f"svc.{service}"
+
+
+def dead_queue(service: str) -> str:
+    return f"svc.{service}.dead"
+
+
+async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExchange]:
+    names = {
+        WINDOWS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
+        DEAD_EXCHANGE: aio_pika.ExchangeType.DIRECT,
+        PREDICTIONS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
+        MODEL_EVENTS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
+        LABELS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
+    }
+    return {
+        name: await channel.declare_exchange(name, kind, durable=True)
+        for name, kind in names.items()
+    }
+
+
+async def declare_service(channel: AbstractChannel, service: str) -> AbstractQueue:
+    """Declare the service's quorum queue and its dead-letter queue; return the former."""
+    ex = await declare_exchanges(channel)
+    dead = await channel.declare_queue(
+        dead_queue(service), durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(ex[DEAD_EXCHANGE], routing_key=service)
+    queue = await channel.declare_queue(
+        service_queue(service),
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+            "x-dead-letter-routing-key": service,
+            "x-delivery-limit": DELIVERY_LIMIT,
+        },
+    )
+    await queue.bind(ex[WINDOWS_EXCHANGE], routing_key=service)
+    return queue
