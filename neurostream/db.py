@@ -47,7 +47,9 @@ def ensure_database(url: str) -> bool:
     admin = make_conninfo(**{**params, "dbname": "postgres"})  # type: ignore[arg-type]
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [dbname]
+            ).fetchone()
             if exists:
                 return False
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
@@ -93,7 +95,9 @@ async def migrate(pool: AsyncConnectionPool) -> bool:
     return available
 
 
-async def open_pool(url: str, *, max_size: int = 8, migrate_schema: bool = True) -> AsyncConnectionPool:
+async def open_pool(
+    url: str, *, max_size: int = 8, migrate_schema: bool = True
+) -> AsyncConnectionPool:
     """Open the process's pool (checking the server is up) and migrate the schema."""
     pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10)
     try:

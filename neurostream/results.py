@@ -1,0 +1,104 @@
+"""Batched, idempotent writes of worker results: predictions and rejected windows.
+
+One statement per batch: arrays are bound as parameters and unnested server-side, and
+``ON CONFLICT DO NOTHING`` on ``(session_id, seq, model_version_id, window_ts)`` makes a
+redelivered window a no-op, so at-least-once delivery never counts a window twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection
+
+_INSERT_PREDICTIONS = """
+INSERT INTO predictions (session_id, seq, model_version_id, window_ts, service, role, kind,
+                         marker, predicted, score, proba, sent_at, worker_id)
+SELECT s, q, m, to_timestamp(t0), %(service)s, r, k, mk, p, sc, pr::real[],
+       to_timestamp(sa), %(worker_id)s
+FROM unnest(%(session_id)s::text[], %(seq)s::int[], %(model)s::int[], %(t0)s::float8[],
+            %(role)s::text[], %(kind)s::text[], %(marker)s::int[], %(predicted)s::int[],
+            %(score)s::float8[], %(proba)s::text[], %(sent_at)s::float8[])
+     AS u(s, q, m, t0, r, k, mk, p, sc, pr, sa)
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_REJECTIONS = """
+INSERT INTO rejections (service, message_id, session_id, seq, reason, worker_id)
+SELECT %(service)s, mid, s, q, r, %(worker_id)s
+FROM unnest(%(message_id)s::text[], %(session_id)s::text[], %(seq)s::int[], %(reason)s::text[])
+     AS u(mid, s, q, r)
+"""
+
+
+@dataclass(slots=True)
+class PredictionRow:
+    session_id: str
+    seq: int
+    model_version_id: int
+    t0: float
+    role: str
+    kind: str
+    marker: int | None
+    predicted: int
+    score: float
+    proba: Sequence[float]
+    sent_at: float | None
+
+
+@dataclass(slots=True)
+class RejectionRow:
+    message_id: str | None
+    session_id: str | None
+    seq: int | None
+    reason: str
+
+
+def _pg_array(values: Sequence[float]) -> str:
+    return "{" + ",".join(f"{v:.6g}" for v in values) + "}"
+
+
+async def write_predictions(
+    conn: AsyncConnection, service: str, worker_id: str, rows: Sequence[PredictionRow]
+) -> int:
+    """Insert a batch; returns how many rows were new (the rest were redeliveries)."""
+    if not rows:
+        return 0
+    cur = await conn.execute(
+        _INSERT_PREDICTIONS,
+        {
+            "service": service,
+            "worker_id": worker_id,
+            "session_id": [r.session_id for r in rows],
+            "seq": [r.seq for r in rows],
+            "model": [r.model_version_id for r in rows],
+            "t0": [r.t0 for r in rows],
+            "role": [r.role for r in rows],
+            "kind": [r.kind for r in rows],
+            "marker": [r.marker for r in rows],
+            "predicted": [r.predicted for r in rows],
+            "score": [r.score for r in rows],
+            "proba": [_pg_array(r.proba) for r in rows],
+            "sent_at": [r.sent_at for r in rows],
+        },
+    )
+    return cur.rowcount
+
+
+async def write_rejections(
+    conn: AsyncConnection, service: str, worker_id: str, rows: Sequence[RejectionRow]
+) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        _INSERT_REJECTIONS,
+        {
+            "service": service,
+            "worker_id": worker_id,
+            "message_id": [r.message_id for r in rows],
+            "session_id": [r.session_id for r in rows],
+            "seq": [r.seq for r in rows],
+            "reason": [r.reason[:1000] for r in rows],
+        },
+    )

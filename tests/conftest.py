@@ -1,0 +1,74 @@
+"""Shared fixtures: an isolated PostgreSQL database and RabbitMQ vhost per test session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from neurostream import infra
+from neurostream.contract import Window, make_window
+from neurostream.settings import CoreSettings
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def core() -> Iterator[CoreSettings]:
+    """CoreSettings pointing at a fresh database and vhost, dropped after the session."""
+    suffix = uuid.uuid4().hex[:8]
+    dbname, vhost = f"ns_test_{suffix}", f"ns_test_{suffix}"
+    settings = CoreSettings(
+        database_url=f"postgresql://postgres@127.0.0.1:5432/{dbname}",
+        amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+        api_token="test-token-0123456789abcdef",
+    )
+    infra.ensure_local(settings.database_url, settings.amqp_url)
+    yield settings
+    infra.delete_vhost(vhost)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
+
+
+@pytest.fixture
+async def pool(core: CoreSettings) -> AsyncIterator[object]:
+    from neurostream.db import open_pool
+
+    p = await open_pool(core.database_url, max_size=4)
+    yield p
+    await p.close()
+
+
+def window_factory(
+    *,
+    session_id: str = "s-test",
+    seq: int = 0,
+    n_channels: int = 16,
+    n_samples: int = 200,
+    fs: float = 250.0,
+    kind: str = "epoch",
+    marker: int | None = 2,
+    seed: int = 0,
+) -> Window:
+    data = np.random.default_rng(seed).normal(0, 10, (n_channels, n_samples))
+    return make_window(
+        data,
+        session_id=session_id,
+        seq=seq,
+        t0=1_700_000_000.0 + seq * 0.25,
+        fs=fs,
+        channels=[f"ch{i}" for i in range(n_channels)],
+        kind=kind,
+        marker=marker,
+    )
+
+
+@pytest.fixture
+def make_window_() -> object:
+    return window_factory

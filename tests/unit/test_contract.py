@@ -1,0 +1,101 @@
+"""The window contract: round trip and every way a window can be rejected."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from neurostream.contract import (
+    SCHEMA_VERSION,
+    ContractError,
+    WindowKind,
+    decode,
+    encode,
+    make_window,
+    message_id,
+)
+from tests.conftest import window_factory
+
+
+def test_round_trip_preserves_data_and_header() -> None:
+    w = window_factory(seq=7, marker=1)
+    body, headers = encode(w, sent_at=123.5)
+    assert len(body) == 16 * 200 * 4
+    assert headers["schema"] == SCHEMA_VERSION and headers["sent_at"] == 123.5
+    out = decode(body, headers)
+    np.testing.assert_array_equal(out.data, w.data)
+    assert out.data.dtype == np.float32 and out.data.shape == (16, 200)
+    assert out.header.seq == 7 and out.header.marker == 1
+    assert out.header.kind is WindowKind.EPOCH
+    assert out.header.message_id == message_id("s-test", 7) == "s-test:7"
+
+
+def test_body_is_little_endian_c_order_float32() -> None:
+    data = np.arange(6, dtype=np.float64).reshape(2, 3)
+    w = make_window(data, session_id="s", seq=0, t0=0.0, fs=100, channels=["a", "b"])
+    body, _ = encode(w)
+    assert body == np.arange(6, dtype="<f4").tobytes()
+
+
+def test_headers_as_bytes_are_accepted() -> None:
+    body, headers = encode(window_factory())
+    as_bytes = {
+        k: (v.encode() if isinstance(v, str) else [c.encode() for c in v] if k == "channels" else v)
+        for k, v in headers.items()
+    }
+    assert decode(body, as_bytes).header.channels[0] == "ch0"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda b, h: (b[:-4], h), "needs"),  # truncated body
+        (lambda b, h: (b + b"\0\0\0\0", h), "needs"),  # wrong shape
+        (lambda b, h: (b, {**h, "schema": 99}), "unknown schema version 99"),
+        (lambda b, h: (b, {k: v for k, v in h.items() if k != "schema"}), "missing header"),
+        (lambda b, h: (b, {**h, "fs": -1.0}), "'fs'"),
+        (lambda b, h: (b, {**h, "fs": math.nan}), "'fs'"),
+        (lambda b, h: (b, {**h, "seq": -3}), "'seq'"),
+        (lambda b, h: (b, {**h, "session_id": "a b;drop"}), "'session_id'"),
+        (lambda b, h: (b, {**h, "kind": "weird"}), "'kind'"),
+    ],
+)
+def test_malformed_windows_are_rejected_with_a_reason(mutate, needle) -> None:  # type: ignore[no-untyped-def]
+    body, headers = encode(window_factory(seq=3))
+    bad_body, bad_headers = mutate(body, headers)
+    with pytest.raises(ContractError) as err:
+        decode(bad_body, bad_headers)
+    assert needle in err.value.reason
+
+
+def test_nan_and_inf_are_rejected_with_session_and_seq() -> None:
+    w = window_factory(seq=4)
+    for bad in (np.nan, np.inf):
+        data = w.data.copy()
+        data[3, 10] = bad
+        body, headers = encode(make_window(data, session_id="s", seq=4, t0=0, fs=250,
+                                           channels=w.header.channels))
+        with pytest.raises(ContractError) as err:
+            decode(body, headers)
+        assert err.value.reason == "data contains NaN or Inf"
+        assert (err.value.session_id, err.value.seq) == ("s", 4)
+
+
+def test_size_limit_checked_before_parsing() -> None:
+    body, headers = encode(window_factory())
+    with pytest.raises(ContractError, match="exceeds the 100-byte limit"):
+        decode(body, headers, max_bytes=100)
+
+
+def test_expected_fs_mismatch() -> None:
+    body, headers = encode(window_factory(fs=250))
+    with pytest.raises(ContractError, match="does not match the service's 500"):
+        decode(body, headers, expected_fs=500)
+    assert decode(body, headers, expected_fs=250.0).header.fs == 250.0
+
+
+def test_make_window_refuses_channel_mismatch() -> None:
+    with pytest.raises(ContractError, match="does not match 3 channels"):
+        make_window(np.zeros((2, 4)), session_id="s", seq=0, t0=0, fs=1, channels=["a", "b", "c"])

@@ -1,0 +1,36 @@
+"""``python -m workers``: one worker replica for ``NEUROSTREAM_WORKER_SERVICE``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from neurostream.settings import CoreSettings
+from workers.settings import WorkerSettings
+from workers.worker import Worker
+
+
+async def serve(core: CoreSettings, settings: WorkerSettings) -> Worker:
+    """Run one worker until SIGTERM/SIGINT, finishing in-flight windows first."""
+    worker = Worker(core, settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.close)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    await worker.run()
+    return worker
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(CoreSettings(), WorkerSettings()))
+
+
+if __name__ == "__main__":
+    main()

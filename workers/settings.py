@@ -1,0 +1,33 @@
+"""Worker settings (prefix ``NEUROSTREAM_WORKER_``), read once by ``python -m workers``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEUROSTREAM_WORKER_", extra="ignore")
+
+    service: str = Field(
+        "p300", description="Service whose queue svc.<service> this worker serves."
+    )
+    worker_id: str = Field(default_factory=_default_worker_id)
+    prefetch: int = Field(
+        512, ge=1, description="Unacked windows held by this worker; bounds batch size and memory."
+    )
+    batch_max: int = Field(256, ge=1, description="Largest micro-batch featurized at once.")
+    heartbeat_s: float = Field(
+        2.0, gt=0, description="Heartbeat and model-assignment check period."
+    )
+    publish_predictions: bool = Field(True, description="Publish results on eeg.predictions.")
+    metrics_port: int = Field(0, ge=0, description="Prometheus port; 0 disables the endpoint.")
+    write_retry_max_s: float = Field(5.0, gt=0, description="Cap of the back-off on DB outages.")

@@ -1,0 +1,403 @@
+"""The worker loop: consume windows, predict in micro-batches, write, then ack.
+
+start -> consume ``svc.<service>`` (prefetch) -> batch -> decode/validate -> featurize +
+classify (in a thread, so the event loop keeps receiving) -> one idempotent INSERT ->
+dead-letter the rejects with a reason -> ack -> publish results. Heartbeats go to the
+``workers`` table and double as a check of the service's model assignment, so a missed
+``models.events`` message still leads to the swap. ``close()`` stops consuming, finishes
+the windows already received, and leaves nothing unacked that was not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aio_pika
+import numpy as np
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from psycopg_pool import AsyncConnectionPool
+
+from neurostream import topology
+from neurostream.contract import ContractError, Window, decode
+from neurostream.db import open_pool
+from neurostream.results import PredictionRow, RejectionRow, write_predictions, write_rejections
+from neurostream.settings import CoreSettings
+from workers import heartbeat, metrics
+from workers.batcher import drain, next_batch
+from workers.model_slot import ModelSlot, Served
+from workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    processed: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    write_retries: int = 0
+    by_version: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@dataclass(slots=True)
+class _Reject:
+    message: AbstractIncomingMessage
+    reason: str
+    session_id: str | None
+    seq: int | None
+
+
+class Worker:
+    def __init__(self, core: CoreSettings, settings: WorkerSettings):
+        self.core = core
+        self.settings = settings
+        self.service = settings.service
+        self.counters = Counters()
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer_tag: str | None = None
+        self.pool: AsyncConnectionPool | None = None
+        self.connection: AbstractRobustConnection | None = None
+        self.slot: ModelSlot | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.pool = await open_pool(self.core.database_url, max_size=4)
+        self.slot = ModelSlot(self.pool, self.service)
+        try:
+            self.connection = await aio_pika.connect_robust(self.core.amqp_url)
+        except Exception as exc:
+            raise RuntimeError(
+                f"cannot reach RabbitMQ at {self.core.amqp_url.split('@')[-1]}: {exc}. Start it "
+                "with `rabbitmq-server -detached` or `neurostream infra up`."
+            ) from exc
+        self._channel = await self.connection.channel(publisher_confirms=True)
+        await self._channel.set_qos(prefetch_count=self.settings.prefetch)
+        self._queue: AbstractQueue = await topology.declare_service(self._channel, self.service)
+        self._dead: AbstractExchange = await self._channel.get_exchange(topology.DEAD_EXCHANGE)
+        self._out_channel: AbstractChannel = await self.connection.channel(publisher_confirms=False)
+        self._predictions = await self._out_channel.get_exchange(topology.PREDICTIONS_EXCHANGE)
+        events = await self._out_channel.declare_queue(exclusive=True, auto_delete=True)
+        await events.bind(topology.MODEL_EVENTS_EXCHANGE, routing_key=self.service)
+        await events.consume(self._on_model_event, no_ack=True)
+        await self._sync_models()
+        await heartbeat.beat(self.pool, self, status="running")
+        self._tasks = [
+            asyncio.create_task(self._process_loop(), name="process"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+        ]
+        log.info("worker %s serving %s", self.settings.worker_id, self.service)
+
+    async def run(self) -> None:
+        """Start, serve until ``close()`` is requested, then shut down cleanly."""
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown()
+
+    def close(self) -> None:
+        """Ask the worker to stop (safe from a signal handler)."""
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        self._stopping.set()
+        await self._stop_consuming()
+        process = next((t for t in self._tasks if t.get_name() == "process"), None)
+        if process is not None:
+            # Finish the batch in flight plus everything already received.
+            self._inbox.put_nowait(_STOP)  # type: ignore[arg-type]
+            try:
+                await asyncio.wait_for(process, timeout=30)
+            except TimeoutError:
+                log.error("in-flight batch did not finish in 30 s; its windows will be redelivered")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.pool is not None:
+            try:
+                await heartbeat.beat(self.pool, self, status="stopped")
+            except Exception:  # the database may be the reason we stop
+                log.warning("could not record the stopped status")
+        if self.connection is not None:
+            await self.connection.close()
+        if self.pool is not None:
+            await self.pool.close()
+        log.info(
+            "worker %s stopped after %d windows", self.settings.worker_id, self.counters.processed
+        )
+
+    # -- consuming -----------------------------------------------------------------------
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        await self._inbox.put(message)
+
+    async def _ensure_consuming(self) -> None:
+        has_model = self.slot is not None and self.slot.current.serving is not None
+        if has_model and self._consumer_tag is None and not self._stopping.is_set():
+            self._consumer_tag = await self._queue.consume(self._on_message)
+        elif not has_model and self._consumer_tag is not None:
+            log.warning("service %s has no model assigned; pausing consumption", self.service)
+            await self._stop_consuming()
+
+    async def _stop_consuming(self) -> None:
+        if self._consumer_tag is not None:
+            tag, self._consumer_tag = self._consumer_tag, None
+            try:
+                await self._queue.cancel(tag)
+            except Exception:
+                log.debug("consumer cancel failed (channel closed)", exc_info=True)
+
+    async def _on_model_event(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = json.loads(message.body)
+            log.info("models.events: %s", event)
+        except ValueError:
+            log.warning("ignoring a malformed models.events message")
+            return
+        await self._sync_models()
+
+    async def _sync_models(self) -> None:
+        assert self.slot is not None
+        try:
+            await self.slot.sync()
+        except Exception:
+            log.exception("model assignment check failed; keeping the current model")
+        serving, shadow = self.slot.current.ids
+        metrics.MODEL_VERSION.labels(self.service, "serving").set(serving or 0)
+        metrics.MODEL_VERSION.labels(self.service, "shadow").set(shadow or 0)
+        await self._ensure_consuming()
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.pool is not None
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat_s)
+            except TimeoutError:
+                pass
+            if self._stopping.is_set():
+                return
+            await self._sync_models()
+            try:
+                await heartbeat.beat(self.pool, self, status="running")
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    # -- processing ----------------------------------------------------------------------
+    async def _process_loop(self) -> None:
+        while True:
+            batch = await next_batch(self._inbox, self.settings.batch_max)
+            stop = _STOP in batch
+            batch = [m for m in batch if m is not _STOP]
+            if stop:
+                batch += [m for m in drain(self._inbox) if m is not _STOP]
+            for i in range(0, len(batch), self.settings.batch_max):
+                await self.process_batch(batch[i : i + self.settings.batch_max])
+            if stop:
+                return
+
+    async def process_batch(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        """Predict, write, dead-letter and ack one micro-batch."""
+        if not batch:
+            return
+        assert self.slot is not None
+        served = self.slot.current
+        if served.serving is None:
+            await self._requeue(batch)
+            return
+        good: list[tuple[AbstractIncomingMessage, Window]] = []
+        rejects: list[_Reject] = []
+        for msg in batch:
+            try:
+                window = decode(msg.body, msg.headers, max_bytes=self.core.max_window_bytes)
+                reason = served.serving.check_input(
+                    window.data.shape[0], window.data.shape[1], window.header.fs
+                )
+                if reason:
+                    raise ContractError(
+                        reason, session_id=window.header.session_id, seq=window.header.seq
+                    )
+                good.append((msg, window))
+            except ContractError as exc:
+                rejects.append(_Reject(msg, exc.reason, exc.session_id, exc.seq))
+        rows: list[PredictionRow] = []
+        if good:
+            try:
+                rows = await asyncio.to_thread(_predict_rows, served, [w for _, w in good])
+            except Exception as exc:
+                label = served.serving.label
+                if self.slot.fail_current(f"model {label} raised on predict: {exc!r}"):
+                    await self.process_batch(batch)  # retry on the previous model
+                else:
+                    await self._requeue(batch, delay=1.0)
+                return
+        if not await self._write(rows, rejects):
+            await self._requeue(batch)
+            return
+        await self._dead_letter(rejects)
+        await self._ack(batch)
+        self._account(rows, rejects, good)
+        if self.settings.publish_predictions and rows:
+            await self._publish(rows)
+
+    async def _write(self, rows: list[PredictionRow], rejects: list[_Reject]) -> bool:
+        """Write durably, retrying through a database outage; False only when stopping."""
+        assert self.pool is not None
+        delay = 0.1
+        rejection_rows = [
+            RejectionRow(r.message.message_id, r.session_id, r.seq, r.reason) for r in rejects
+        ]
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    async with conn.transaction():
+                        new = await write_predictions(
+                            conn, self.service, self.settings.worker_id, rows
+                        )
+                        await write_rejections(
+                            conn, self.service, self.settings.worker_id, rejection_rows
+                        )
+                self.counters.duplicates += len(rows) - new
+                metrics.DUPLICATES.labels(self.service).inc(len(rows) - new)
+                return True
+            except Exception as exc:
+                self.counters.write_retries += 1
+                metrics.WRITE_FAILURES.labels(self.service).inc()
+                if self._stopping.is_set() and delay >= self.settings.write_retry_max_s:
+                    log.error("giving up the write on shutdown: %s", exc)
+                    return False
+                log.warning("write failed (%s); holding the batch, retry in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.write_retry_max_s)
+
+    async def _dead_letter(self, rejects: list[_Reject]) -> None:
+        for r in rejects:
+            headers = dict(r.message.headers or {})
+            headers[topology.REASON_HEADER] = r.reason
+            headers["x-neurostream-worker"] = self.settings.worker_id
+            await self._dead.publish(
+                aio_pika.Message(
+                    body=r.message.body,
+                    headers=headers,
+                    message_id=r.message.message_id,
+                    content_type=r.message.content_type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=self.service,
+            )
+            log.warning("dead-lettered %s: %s", r.message.message_id, r.reason)
+
+    async def _ack(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        # One multiple-ack per channel: every earlier delivery on it was processed already.
+        last: dict[int, AbstractIncomingMessage] = {}
+        for msg in batch:
+            last[id(msg.channel)] = msg
+        for msg in last.values():
+            try:
+                await msg.ack(multiple=True)
+            except Exception as exc:  # channel lost: the broker redelivers, the write is idempotent
+                log.warning("ack failed (%s); the broker will redeliver", exc)
+
+    async def _requeue(self, batch: Sequence[AbstractIncomingMessage], delay: float = 0.0) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        for msg in batch:
+            try:
+                await msg.nack(requeue=True)
+            except Exception:
+                pass
+
+    def _account(
+        self,
+        rows: list[PredictionRow],
+        rejects: list[_Reject],
+        good: list[tuple[AbstractIncomingMessage, Window]],
+    ) -> None:
+        c = self.counters
+        c.processed += len(good)
+        c.rejected += len(rejects)
+        c.batches += 1
+        for r in rows:
+            c.by_version[r.model_version_id] += 1
+        metrics.WINDOWS.labels(self.service).inc(len(good))
+        metrics.REJECTED.labels(self.service).inc(len(rejects))
+        metrics.BATCH.labels(self.service).observe(len(good) + len(rejects))
+        now = time.time()
+        for _, w in good:
+            if w.header.sent_at:
+                metrics.LATENCY.labels(self.service).observe(max(0.0, now - w.header.sent_at))
+
+    async def _publish(self, rows: list[PredictionRow]) -> None:
+        by_session: dict[str, list[dict[str, object]]] = defaultdict(list)
+        for r in rows:
+            if r.role == "serving":
+                by_session[r.session_id].append(
+                    {
+                        "seq": r.seq,
+                        "model_version_id": r.model_version_id,
+                        "predicted": r.predicted,
+                        "score": r.score,
+                        "marker": r.marker,
+                    }
+                )
+        try:
+            for session_id, items in by_session.items():
+                await self._predictions.publish(
+                    aio_pika.Message(
+                        body=json.dumps({"session_id": session_id, "predictions": items}).encode(),
+                        content_type="application/json",
+                    ),
+                    routing_key=f"{self.service}.{session_id}",
+                )
+        except Exception as exc:  # results are already durable; the loop must go on
+            log.warning("could not publish predictions: %s", exc)
+
+
+_STOP = object()
+
+
+def _predict_rows(served: Served, windows: list[Window]) -> list[PredictionRow]:
+    """Featurize and classify a batch with the serving (and shadow) model: pure CPU work."""
+    groups: dict[tuple[int, int, float], list[Window]] = defaultdict(list)
+    for w in windows:
+        groups[(w.data.shape[0], w.data.shape[1], w.header.fs)].append(w)
+    rows: list[PredictionRow] = []
+    for (_, _, fs), group in groups.items():
+        data = np.stack([w.data for w in group])
+        for role, model in (("serving", served.serving), ("shadow", served.shadow)):
+            if model is None:
+                continue
+            if role == "shadow" and model.check_input(data.shape[1], data.shape[2], fs):
+                continue
+            pred = model.predict(data, fs)
+            for i, w in enumerate(group):
+                h = w.header
+                rows.append(
+                    PredictionRow(
+                        session_id=h.session_id,
+                        seq=h.seq,
+                        model_version_id=model.version_id,
+                        t0=h.t0,
+                        role=role,
+                        kind=h.kind.value,
+                        marker=h.marker,
+                        predicted=int(pred.predicted[i]),
+                        score=float(pred.score[i]),
+                        proba=pred.proba[i].tolist(),
+                        sent_at=h.sent_at,
+                    )
+                )
+    return rows
