@@ -1,0 +1,175 @@
+"""What every neurostream HTTP service shares: app factory base, /health, /metrics, errors.
+
+``service_app`` builds the FastAPI app a service's ``create_app`` extends: it stores the
+``CoreSettings`` where ``neurostream.auth`` finds them, counts requests for Prometheus,
+serves ``/health`` (running the checks the service registers on ``app.state``) and
+``/metrics``, and turns bad input into a 4xx whose JSON ``detail`` names the field, so a
+client error is never a 500.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal
+
+import psycopg
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from neurostream import __version__
+from neurostream.settings import CoreSettings
+
+HealthCheck = Callable[[], Awaitable[None]]  # raises when the dependency is unhealthy
+
+REQUESTS = Counter(
+    "neurostream_http_requests_total", "HTTP requests served.", ["app", "method", "route", "status"]
+)
+LATENCY = Histogram(
+    "neurostream_http_request_seconds", "HTTP request latency.", ["app", "method", "route"]
+)
+_LOCATIONS = {"body", "query", "path", "header", "cookie", "form"}
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx body: ``detail`` is a sentence naming the field when there is one."""
+
+    detail: str
+    errors: list[FieldError] = []
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    service: str
+    version: str
+    checks: dict[str, str]
+
+
+def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "metadata", "family")`` -> ``"metadata.family"``."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def error_response(
+    status: int, detail: str, errors: list[FieldError] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        ErrorOut(detail=detail, errors=errors or []).model_dump(), status_code=status
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(field=field_name(e.get("loc", ())), message=e.get("msg", ""), type=e["type"])
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
+    return error_response(422, detail, errors)
+
+
+async def _data_error(_: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value (NUL byte in text, number out of range): bad input.
+    return error_response(422, f"invalid value: {str(exc).splitlines()[0]}")
+
+
+async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, f"conflicts with existing data: {str(exc).splitlines()[0]}")
+
+
+class _MetricsMiddleware:
+    """Counts requests per route template (bounded label cardinality)."""
+
+    def __init__(self, app: ASGIApp, name: str) -> None:
+        self.app, self.name = app, name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            REQUESTS.labels(self.name, method, route, str(status)).inc()
+            LATENCY.labels(self.name, method, route).observe(time.perf_counter() - start)
+
+
+def ops_router() -> APIRouter:
+    """``/health`` and ``/metrics``; checks come from ``app.state.health_checks``."""
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+    async def health(request: Request, response: Response) -> HealthOut:
+        checks: dict[str, HealthCheck] = getattr(request.app.state, "health_checks", {})
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await check()
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = f"error: {exc}"
+        ok = all(v == "ok" for v in results.values())
+        response.status_code = 200 if ok else 503
+        return HealthOut(
+            status="ok" if ok else "degraded",
+            service=request.app.title,
+            version=__version__,
+            checks=results,
+        )
+
+    @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def service_app(
+    name: str,
+    core: CoreSettings,
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    description: str = "",
+    max_body_size: int | None = None,
+) -> FastAPI:
+    """The base app of a neurostream service, before its resource routers are added."""
+    app = FastAPI(
+        title=name,
+        version=__version__,
+        description=description,
+        lifespan=lifespan,
+        max_body_size=max_body_size,
+        responses={422: {"model": ErrorOut}},
+    )
+    app.state.core = core
+    app.state.health_checks = {}
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(psycopg.DataError, _data_error)
+    app.add_exception_handler(psycopg.IntegrityError, _integrity_error)
+    app.add_middleware(_MetricsMiddleware, name=name)
+    app.include_router(ops_router())
+    return app

@@ -1,0 +1,416 @@
+"""The model registry and service assignments, as SQL over one psycopg 3 connection.
+
+The queue manager writes here (versions, aliases, services); workers read here
+(``resolve_service`` then ``fetch_version``) whenever a ``models.events`` message or a
+heartbeat tells them to re-check. A service follows a *ref*: a version number ("3") or an
+alias ("champion"), resolved to a ``model_versions.id`` on every read, so moving an alias
+moves every service that follows it. Functions never commit; multi-statement writes run in
+``conn.transaction()`` so they are atomic inside or outside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+# Aliases may not look like version numbers, so a ref is never ambiguous.
+ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+_VERSION_COLS = """v.id, v.model_name, v.version, v.family, v.feature_pipeline, v.feature_params,
+    v.model_params, v.input_spec, v.classes, v.metrics, v.dataset_hash, v.code_version,
+    v.sha256, v.artifact_size, v.created_at"""
+_SERVICE_SELECT = """SELECT s.name, s.description, s.model_name, s.model_ref, s.shadow_ref,
+    s.created_at, s.updated_at FROM services s"""
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be honoured; ``field`` names the offending input."""
+
+    def __init__(self, message: str, *, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(RegistryError, LookupError):
+    """The named service, model, version or alias does not exist."""
+
+
+class Conflict(RegistryError):
+    """The request clashes with what exists (duplicate name, alias still followed)."""
+
+
+class BadRef(RegistryError, ValueError):
+    """A ref that is neither an existing version number nor an existing alias."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceModels:
+    """The version ids a service should serve now (None: nothing assigned/resolvable)."""
+
+    serving: int | None
+    shadow: int | None
+
+
+def _cursor(conn: AsyncConnection[Any]) -> AsyncCursor[dict[str, Any]]:
+    return conn.cursor(row_factory=dict_row)
+
+
+async def _one(conn: AsyncConnection[Any], query: str, params: Any) -> dict[str, Any] | None:
+    async with _cursor(conn) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+async def _all(conn: AsyncConnection[Any], query: str, params: Any) -> list[dict[str, Any]]:
+    async with _cursor(conn) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+# --- refs -------------------------------------------------------------------------------
+
+
+async def resolve_ref(conn: AsyncConnection[Any], model_name: str, ref: str) -> int | None:
+    """Version id a ref points at now: digits are a version number, else an alias."""
+    if ref.isdigit():
+        if int(ref) > 2**31 - 1:
+            return None
+        row = await _one(
+            conn,
+            "SELECT id FROM model_versions WHERE model_name = %s AND version = %s",
+            [model_name, int(ref)],
+        )
+    else:
+        row = await _one(
+            conn,
+            "SELECT version_id AS id FROM model_aliases WHERE model_name = %s AND alias = %s",
+            [model_name, ref],
+        )
+    return int(row["id"]) if row else None
+
+
+async def resolve_service(conn: AsyncConnection[Any], service: str) -> ServiceModels:
+    """What ``service`` should serve; (None, None) if it is unknown or unassigned."""
+    row = await _one(
+        conn, "SELECT model_name, model_ref, shadow_ref FROM services WHERE name = %s", [service]
+    )
+    if row is None or row["model_name"] is None:
+        return ServiceModels(None, None)
+    name = row["model_name"]
+    serving = await resolve_ref(conn, name, row["model_ref"]) if row["model_ref"] else None
+    shadow = await resolve_ref(conn, name, row["shadow_ref"]) if row["shadow_ref"] else None
+    return ServiceModels(serving, shadow)
+
+
+# --- models and versions -----------------------------------------------------------------
+
+
+async def register_version(
+    conn: AsyncConnection[Any],
+    *,
+    model_name: str,
+    family: str,
+    feature_pipeline: str,
+    feature_params: dict[str, Any],
+    model_params: dict[str, Any],
+    input_spec: dict[str, Any],
+    classes: list[int],
+    metrics: dict[str, Any],
+    dataset_hash: str | None,
+    code_version: str | None,
+    artifact: bytes,
+) -> dict[str, Any]:
+    """Store a new version (next number for the model, creating the model); row sans bytes."""
+    if not NAME_RE.match(model_name):
+        raise RegistryError(f"invalid model name {model_name!r}", field="model_name")
+    sha256 = hashlib.sha256(artifact).hexdigest()
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO models (name, family) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            [model_name, family],
+        )
+        # Row lock: concurrent uploads of one model get consecutive version numbers.
+        await conn.execute("SELECT 1 FROM models WHERE name = %s FOR UPDATE", [model_name])
+        row = await _one(
+            conn,
+            f"""INSERT INTO model_versions AS v (model_name, version, family, feature_pipeline,
+                feature_params, model_params, input_spec, classes, metrics, dataset_hash,
+                code_version, sha256, artifact, artifact_size)
+            VALUES (%(m)s, (SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions
+                            WHERE model_name = %(m)s),
+                %(family)s, %(fp)s, %(fparams)s, %(mparams)s, %(spec)s, %(classes)s, %(metrics)s,
+                %(dh)s, %(cv)s, %(sha)s, %(art)s, %(size)s)
+            RETURNING {_VERSION_COLS}""",
+            {
+                "m": model_name,
+                "family": family,
+                "fp": feature_pipeline,
+                "fparams": Jsonb(feature_params),
+                "mparams": Jsonb(model_params),
+                "spec": Jsonb(input_spec),
+                "classes": Jsonb(classes),
+                "metrics": Jsonb(metrics),
+                "dh": dataset_hash,
+                "cv": code_version,
+                "sha": sha256,
+                "art": artifact,
+                "size": len(artifact),
+            },
+        )
+    assert row is not None
+    return row
+
+
+async def fetch_version(conn: AsyncConnection[Any], version_id: int) -> dict[str, Any] | None:
+    """Full row of one version, artifact bytes included (what ``ServingModel.from_row`` takes)."""
+    return await _one(
+        conn,
+        f"SELECT {_VERSION_COLS}, v.artifact FROM model_versions v WHERE v.id = %s",
+        [version_id],
+    )
+
+
+async def get_version(
+    conn: AsyncConnection[Any], model_name: str, version: int
+) -> dict[str, Any] | None:
+    """One version's metadata (no artifact bytes), by model name and version number."""
+    return await _one(
+        conn,
+        f"SELECT {_VERSION_COLS} FROM model_versions v WHERE v.model_name = %s AND v.version = %s",
+        [model_name, version],
+    )
+
+
+async def list_versions(conn: AsyncConnection[Any], model_name: str) -> list[dict[str, Any]]:
+    """A model's versions, newest first, without artifact bytes."""
+    return await _all(
+        conn,
+        f"SELECT {_VERSION_COLS} FROM model_versions v WHERE v.model_name = %s "
+        "ORDER BY v.version DESC",
+        [model_name],
+    )
+
+
+async def read_artifact_chunk(
+    conn: AsyncConnection[Any], version_id: int, offset: int, size: int
+) -> bytes:
+    """A slice of an artifact, so large artifacts stream without being held whole."""
+    row = await _one(
+        conn,
+        "SELECT substring(artifact FROM %s FOR %s) AS chunk FROM model_versions WHERE id = %s",
+        [offset + 1, size, version_id],
+    )
+    return bytes(row["chunk"]) if row else b""
+
+
+async def get_model(conn: AsyncConnection[Any], model_name: str) -> dict[str, Any] | None:
+    """A model with its version count, latest version and aliases {alias: version}."""
+    rows = await list_models(conn, model_name)
+    return rows[0] if rows else None
+
+
+async def list_models(
+    conn: AsyncConnection[Any], model_name: str | None = None
+) -> list[dict[str, Any]]:
+    """Every model (or one) with version count, latest version number and aliases."""
+    return await _all(
+        conn,
+        """SELECT m.name, m.family, m.description, m.created_at,
+            (SELECT count(*) FROM model_versions v WHERE v.model_name = m.name) AS versions,
+            (SELECT max(version) FROM model_versions v WHERE v.model_name = m.name) AS latest,
+            COALESCE((SELECT jsonb_object_agg(a.alias, v.version) FROM model_aliases a
+                JOIN model_versions v ON v.id = a.version_id WHERE a.model_name = m.name),
+                '{}'::jsonb) AS aliases
+        FROM models m WHERE %(n)s::text IS NULL OR m.name = %(n)s ORDER BY m.name""",
+        {"n": model_name},
+    )
+
+
+# --- aliases -----------------------------------------------------------------------------
+
+
+async def set_alias(
+    conn: AsyncConnection[Any],
+    model_name: str,
+    alias: str,
+    *,
+    version: int | None = None,
+    version_id: int | None = None,
+) -> dict[str, Any]:
+    """Point ``alias`` at a version (by number or id); returns the alias row."""
+    if not ALIAS_RE.match(alias):
+        raise BadRef(
+            f"invalid alias {alias!r}: letters first, then letters, digits, '_', '-', '.'",
+            field="alias",
+        )
+    if (version is None) == (version_id is None):
+        raise ValueError("give exactly one of version or version_id")
+    if version is not None:
+        target = await _one(
+            conn,
+            "SELECT id FROM model_versions WHERE model_name = %s AND version = %s",
+            [model_name, version],
+        )
+    else:
+        target = await _one(
+            conn,
+            "SELECT id FROM model_versions WHERE model_name = %s AND id = %s",
+            [model_name, version_id],
+        )
+    if target is None:
+        if await get_model(conn, model_name) is None:
+            raise NotFound(f"model {model_name!r} not found", field="model_name")
+        raise NotFound(f"model {model_name!r} has no such version", field="version")
+    await conn.execute(
+        """INSERT INTO model_aliases (model_name, alias, version_id) VALUES (%s, %s, %s)
+        ON CONFLICT (model_name, alias)
+        DO UPDATE SET version_id = EXCLUDED.version_id, updated_at = now()""",
+        [model_name, alias, target["id"]],
+    )
+    row = await get_alias(conn, model_name, alias)
+    assert row is not None
+    return row
+
+
+async def get_alias(
+    conn: AsyncConnection[Any], model_name: str, alias: str
+) -> dict[str, Any] | None:
+    rows = await list_aliases(conn, model_name, alias)
+    return rows[0] if rows else None
+
+
+async def list_aliases(
+    conn: AsyncConnection[Any], model_name: str, alias: str | None = None
+) -> list[dict[str, Any]]:
+    """A model's aliases with the version number and id each points at."""
+    return await _all(
+        conn,
+        """SELECT a.model_name, a.alias, a.version_id, v.version, a.updated_at
+        FROM model_aliases a JOIN model_versions v ON v.id = a.version_id
+        WHERE a.model_name = %(m)s AND (%(a)s::text IS NULL OR a.alias = %(a)s)
+        ORDER BY a.alias""",
+        {"m": model_name, "a": alias},
+    )
+
+
+async def delete_alias(conn: AsyncConnection[Any], model_name: str, alias: str) -> None:
+    """Remove an alias no service follows (a followed alias would leave it unresolved)."""
+    users = await services_following(conn, model_name, alias)
+    if users:
+        raise Conflict(f"alias {alias!r} is followed by services {users}", field="alias")
+    cur = await conn.execute(
+        "DELETE FROM model_aliases WHERE model_name = %s AND alias = %s", [model_name, alias]
+    )
+    if cur.rowcount == 0:
+        raise NotFound(f"model {model_name!r} has no alias {alias!r}", field="alias")
+
+
+async def services_following(conn: AsyncConnection[Any], model_name: str, ref: str) -> list[str]:
+    """Services whose serving or shadow ref is ``ref`` of ``model_name``."""
+    rows = await _all(
+        conn,
+        """SELECT name FROM services WHERE model_name = %(m)s
+        AND (model_ref = %(r)s OR shadow_ref = %(r)s) ORDER BY name""",
+        {"m": model_name, "r": ref},
+    )
+    return [r["name"] for r in rows]
+
+
+# --- services ----------------------------------------------------------------------------
+
+
+async def _with_resolved(conn: AsyncConnection[Any], row: dict[str, Any]) -> dict[str, Any]:
+    resolved = await resolve_service(conn, row["name"])
+    return {**row, "serving_version_id": resolved.serving, "shadow_version_id": resolved.shadow}
+
+
+async def get_service(conn: AsyncConnection[Any], name: str) -> dict[str, Any] | None:
+    """A service row plus the version ids its refs resolve to now."""
+    row = await _one(conn, f"{_SERVICE_SELECT} WHERE s.name = %s", [name])
+    return await _with_resolved(conn, row) if row else None
+
+
+async def list_services(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
+    return [
+        await _with_resolved(conn, r)
+        for r in await _all(conn, f"{_SERVICE_SELECT} ORDER BY s.name", [])
+    ]
+
+
+async def create_service(
+    conn: AsyncConnection[Any], name: str, *, description: str = ""
+) -> dict[str, Any]:
+    """Create a service; ``Conflict`` if the name is taken."""
+    if not NAME_RE.match(name):
+        raise RegistryError(f"invalid service name {name!r}", field="name")
+    cur = await conn.execute(
+        "INSERT INTO services (name, description) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+        [name, description],
+    )
+    if cur.rowcount == 0:
+        raise Conflict(f"service {name!r} already exists", field="name")
+    row = await get_service(conn, name)
+    assert row is not None
+    return row
+
+
+async def upsert_service(
+    conn: AsyncConnection[Any], name: str, *, description: str = ""
+) -> dict[str, Any]:
+    """Create a service or update its description (idempotent, for CLIs and start-up)."""
+    if not NAME_RE.match(name):
+        raise RegistryError(f"invalid service name {name!r}", field="name")
+    await conn.execute(
+        """INSERT INTO services (name, description) VALUES (%s, %s) ON CONFLICT (name)
+        DO UPDATE SET description = EXCLUDED.description, updated_at = now()""",
+        [name, description],
+    )
+    row = await get_service(conn, name)
+    assert row is not None
+    return row
+
+
+async def delete_service(conn: AsyncConnection[Any], name: str) -> bool:
+    """Delete a service; False if it did not exist."""
+    cur = await conn.execute("DELETE FROM services WHERE name = %s", [name])
+    return cur.rowcount > 0
+
+
+async def assign(
+    conn: AsyncConnection[Any],
+    service: str,
+    model_name: str,
+    ref: str,
+    shadow_ref: str | None = None,
+) -> ServiceModels:
+    """Make ``service`` serve ``model_name`` at ``ref`` (and ``shadow_ref`` in shadow)."""
+    async with conn.transaction():
+        found = await _one(conn, "SELECT 1 FROM services WHERE name = %s FOR UPDATE", [service])
+        if found is None:
+            raise NotFound(f"service {service!r} not found", field="service")
+        if await get_model(conn, model_name) is None:
+            raise NotFound(f"model {model_name!r} not found", field="model_name")
+        serving = await resolve_ref(conn, model_name, ref)
+        if serving is None:
+            raise BadRef(f"{ref!r} is not a version or alias of {model_name!r}", field="ref")
+        shadow = None
+        if shadow_ref is not None:
+            shadow = await resolve_ref(conn, model_name, shadow_ref)
+            if shadow is None:
+                raise BadRef(
+                    f"{shadow_ref!r} is not a version or alias of {model_name!r}",
+                    field="shadow_ref",
+                )
+        await conn.execute(
+            """UPDATE services SET model_name = %s, model_ref = %s, shadow_ref = %s,
+            updated_at = now() WHERE name = %s""",
+            [model_name, ref, shadow_ref, service],
+        )
+    return ServiceModels(serving, shadow)

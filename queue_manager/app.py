@@ -1,0 +1,82 @@
+"""The queue manager app factory: services, model registry, assignments, jobs, workers.
+
+The lifespan opens the process's PostgreSQL pool (migrating the schema) and a robust AMQP
+connection whose confirmed channel publishes ``models.events``; routers are per resource.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aio_pika
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from neurostream import registry, topology
+from neurostream.api import error_response, service_app
+from neurostream.db import open_pool
+from neurostream.settings import CoreSettings
+from queue_manager.notify import Notifier
+from queue_manager.routers import aliases, jobs, models, services, workers
+from queue_manager.settings import QueueManagerSettings
+
+log = logging.getLogger(__name__)
+_STATUS = {registry.NotFound: 404, registry.Conflict: 409, registry.BadRef: 422}
+
+
+async def _registry_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, registry.RegistryError)
+    status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 422)
+    return error_response(status, f"{exc.field}: {exc}")
+
+
+def create_app(core: CoreSettings, settings: QueueManagerSettings) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await open_pool(core.database_url, max_size=core.db_pool_max)
+        try:
+            try:
+                connection = await aio_pika.connect_robust(core.amqp_url, timeout=10)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"cannot reach RabbitMQ at {core.amqp_url.split('@')[-1]}: {exc}. Start it "
+                    "with `rabbitmq-server -detached` or `neurostream infra up`."
+                ) from exc
+            async with connection:
+                channel = await connection.channel(publisher_confirms=True)
+                exchanges = await topology.declare_exchanges(channel)
+                app.state.pool = pool
+                app.state.notifier = Notifier(pool, exchanges[topology.MODEL_EVENTS_EXCHANGE])
+
+                async def check_db() -> None:
+                    async with pool.connection() as conn:
+                        await conn.execute("SELECT 1")
+
+                async def check_amqp() -> None:
+                    if connection.is_closed or channel.is_closed:
+                        raise RuntimeError("AMQP connection closed (reconnecting)")
+
+                app.state.health_checks = {"database": check_db, "broker": check_amqp}
+                yield
+        finally:
+            await pool.close()
+
+    app = service_app(
+        "queue_manager",
+        core,
+        lifespan=lifespan,
+        description="Services, the model registry (versions, aliases), assignments, jobs and "
+        "workers of neurostream. Write endpoints need `Authorization: Bearer <token>`.",
+    )
+    app.state.settings = settings
+    app.add_exception_handler(registry.RegistryError, _registry_error)
+    app.include_router(services.router)
+    app.include_router(models.router, max_body_size=settings.max_upload_bytes)
+    app.include_router(aliases.router)
+    app.include_router(jobs.router)
+    app.include_router(workers.router)
+    return app

@@ -1,0 +1,28 @@
+"""FastAPI dependencies: the process's pool and notifier, taken from ``app.state``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from psycopg_pool import AsyncConnectionPool
+
+from queue_manager.notify import Notifier
+from queue_manager.settings import QueueManagerSettings
+
+
+def _pool(request: Request) -> AsyncConnectionPool:
+    return request.app.state.pool
+
+
+def _notifier(request: Request) -> Notifier:
+    return request.app.state.notifier
+
+
+def _settings(request: Request) -> QueueManagerSettings:
+    return request.app.state.settings
+
+
+Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
+Notify = Annotated[Notifier, Depends(_notifier)]
+Settings = Annotated[QueueManagerSettings, Depends(_settings)]
