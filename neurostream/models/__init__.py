@@ -1,0 +1,31 @@
+"""Model families, safe artifacts, serving and training.
+
+A model version is a family (``sklearn-lda``, ``torch-eegnet``) trained on one feature
+pipeline; ``artifacts`` stores and verifies it, ``serving`` turns a registry row into a
+worker's in-memory model, ``training`` produces new versions. Torch loads only when a
+``torch-eegnet`` model is trained or loaded.
+"""
+
+from __future__ import annotations
+
+from neurostream.models.artifacts import ArtifactError, dump, load, sha256_hex
+from neurostream.models.families import FAMILIES, Classifier
+from neurostream.models.metrics import classification_metrics
+from neurostream.models.serving import Prediction, ServingModel
+from neurostream.models.training import TrainedModel, dataset_hash, evaluate, train_model
+
+__all__ = [
+    "FAMILIES",
+    "ArtifactError",
+    "Classifier",
+    "Prediction",
+    "ServingModel",
+    "TrainedModel",
+    "classification_metrics",
+    "dataset_hash",
+    "dump",
+    "evaluate",
+    "load",
+    "sha256_hex",
+    "train_model",
+]

@@ -1,0 +1,170 @@
+"""The model a worker serves: a registry row turned into a ready ``predict`` over windows.
+
+``ServingModel.from_row`` checks everything a worker must refuse before swapping a model
+in (hash, safe loading, known feature pipeline, classes, and a warm-up on a dummy batch of
+the declared input shape), so a bad model version is rejected at swap time and never
+fails mid-stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from neurostream.features import FeaturePipeline, get_pipeline
+from neurostream.models import artifacts
+from neurostream.models.artifacts import ArtifactError
+from neurostream.models.families import FAMILIES, Classifier
+
+_REQUIRED = (
+    "id",
+    "model_name",
+    "version",
+    "family",
+    "feature_pipeline",
+    "feature_params",
+    "model_params",
+    "input_spec",
+    "classes",
+    "sha256",
+    "artifact",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    predicted: np.ndarray  # int64 [n], a class label
+    score: np.ndarray  # float64 [n]: P(positive class) if binary, else P(predicted class)
+    proba: np.ndarray  # float64 [n, k], columns ordered like ServingModel.classes
+
+
+def _json(value: Any) -> Any:
+    """JSON columns may arrive decoded (psycopg jsonb) or as text."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+class ServingModel:
+    """A loaded, verified model version plus the feature pipeline it was trained on."""
+
+    def __init__(
+        self,
+        *,
+        version_id: int,
+        model_name: str,
+        version: int,
+        family: str,
+        pipeline: FeaturePipeline,
+        feature_params: dict[str, Any],
+        model_params: dict[str, Any],
+        input_spec: dict[str, Any],
+        classes: list[int],
+        sha256: str,
+        classifier: Classifier,
+    ) -> None:
+        self.version_id = version_id
+        self.model_name = model_name
+        self.version = version
+        self.family = family
+        self.pipeline = pipeline
+        self.feature_pipeline = pipeline.key
+        self.feature_params = feature_params
+        self.model_params = model_params
+        self.input_spec = input_spec
+        self.classes = classes
+        self.sha256 = sha256
+        self.classifier = classifier
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name}:{self.version}"
+
+    def __repr__(self) -> str:
+        return f"ServingModel({self.label}, id={self.version_id}, {self.family})"
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ServingModel:
+        """Raises ``ArtifactError`` (or ``UnknownPipeline``) for a version that must not serve."""
+        missing = [k for k in _REQUIRED if k not in row or row[k] is None]
+        if missing:
+            raise ArtifactError(f"model_versions row lacks {missing}")
+        family = str(row["family"])
+        if family not in FAMILIES:
+            raise ArtifactError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
+        pipeline = get_pipeline(str(row["feature_pipeline"]))
+        model_params = dict(_json(row["model_params"]))
+        input_spec = dict(_json(row["input_spec"]))
+        classes = [int(c) for c in _json(row["classes"])]
+        try:
+            feature_params = pipeline.default_params() | dict(_json(row["feature_params"]))
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"bad feature_params: {exc}") from exc
+        classifier = artifacts.load(
+            bytes(row["artifact"]), family, sha256=str(row["sha256"]), model_params=model_params
+        )
+        if list(classifier.classes) != classes:
+            raise ArtifactError(f"artifact classes {classifier.classes} != row classes {classes}")
+        model = cls(
+            version_id=int(row["id"]),
+            model_name=str(row["model_name"]),
+            version=int(row["version"]),
+            family=family,
+            pipeline=pipeline,
+            feature_params=feature_params,
+            model_params=model_params,
+            input_spec=input_spec,
+            classes=classes,
+            sha256=str(row["sha256"]),
+            classifier=classifier,
+        )
+        model._warm_up()
+        return model
+
+    def _warm_up(self) -> None:
+        """Run a zero batch of the declared shape: catches spec/feature/model mismatches early."""
+        spec = self.input_spec
+        if not {"n_channels", "n_samples", "fs"} <= spec.keys():
+            raise ArtifactError(f"input_spec {spec} lacks n_channels, n_samples or fs")
+        dummy = np.zeros((2, int(spec["n_channels"]), int(spec["n_samples"])), np.float32)
+        try:
+            self.predict(dummy, float(spec["fs"]))
+        except Exception as exc:
+            raise ArtifactError(
+                f"{self.label} cannot predict on its input_spec {spec}: {exc}"
+            ) from exc
+
+    def check_input(self, n_channels: int, n_samples: int, fs: float) -> str | None:
+        """Why a window cannot go to this model, or None when it fits."""
+        spec = self.input_spec
+        if n_channels != int(spec["n_channels"]):
+            return f"{n_channels} channels, model {self.label} expects {spec['n_channels']}"
+        if n_samples != int(spec["n_samples"]):
+            return f"{n_samples} samples, model {self.label} expects {spec['n_samples']}"
+        if not math.isclose(fs, float(spec["fs"]), rel_tol=1e-6):
+            return f"fs {fs} Hz, model {self.label} expects {spec['fs']} Hz"
+        return None
+
+    def features(self, batch: np.ndarray, fs: float) -> np.ndarray:
+        """The model's input features for a batch (also what monitoring records)."""
+        return self.pipeline.transform(batch, fs, self.feature_params)
+
+    def predict(self, batch: np.ndarray, fs: float) -> Prediction:
+        """Vectorised over the batch ``[n, c, s]``; call ``check_input`` per window first."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 3:
+            raise ValueError(f"batch must be [n, channels, samples], got {batch.shape}")
+        reason = self.check_input(batch.shape[1], batch.shape[2], fs)
+        if reason:
+            raise ValueError(reason)
+        k = len(self.classes)
+        if batch.shape[0] == 0:
+            return Prediction(np.empty(0, np.int64), np.empty(0), np.empty((0, k)))
+        proba = self.classifier.predict_proba(self.features(batch, fs))
+        idx = np.argmax(proba, axis=1)
+        predicted = np.asarray(self.classes, dtype=np.int64)[idx]
+        score = proba[:, 1] if k == 2 else proba[np.arange(len(idx)), idx]
+        return Prediction(predicted=predicted, score=np.ascontiguousarray(score), proba=proba)

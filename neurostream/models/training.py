@@ -1,0 +1,184 @@
+"""Training: epochs and labels in, a registrable model version out.
+
+``train_model`` fits a family on one feature pipeline, scores it on a stratified hold-out
+split and returns everything a ``model_versions`` row needs (artifact, sha256, metrics,
+dataset hash). The artifact is the model fitted on the training split, so its metrics
+describe exactly what will serve. ``evaluate`` scores any model the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from neurostream.features import get_pipeline
+from neurostream.models import artifacts
+from neurostream.models.families import (
+    SKLEARN_LDA,
+    Classifier,
+    check_family,
+    fit_lda,
+    lda_params,
+)
+from neurostream.models.metrics import classification_metrics
+from neurostream.models.serving import ServingModel
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    family: str
+    feature_pipeline: str
+    feature_params: dict[str, Any]
+    model_params: dict[str, Any]
+    input_spec: dict[str, Any]
+    classes: list[int]
+    artifact: bytes = field(repr=False)
+    sha256: str
+    metrics: dict[str, Any]
+    dataset_hash: str
+    classifier: Classifier = field(repr=False, compare=False)
+
+    def to_row(self, *, model_name: str, version: int = 1, id: int = 0) -> dict[str, Any]:
+        """A ``model_versions``-shaped dict, e.g. for ``ServingModel.from_row`` in tests."""
+        return {
+            "id": id,
+            "model_name": model_name,
+            "version": version,
+            "family": self.family,
+            "feature_pipeline": self.feature_pipeline,
+            "feature_params": self.feature_params,
+            "model_params": self.model_params,
+            "input_spec": self.input_spec,
+            "classes": self.classes,
+            "sha256": self.sha256,
+            "artifact": self.artifact,
+            "metrics": self.metrics,
+            "dataset_hash": self.dataset_hash,
+        }
+
+
+def dataset_hash(windows: np.ndarray, y: np.ndarray) -> str:
+    """Identity of a training snapshot: shape, float32 samples and int64 labels."""
+    w = np.ascontiguousarray(windows, dtype="<f4")
+    labels = np.ascontiguousarray(y, dtype="<i8")
+    h = hashlib.sha256(repr(w.shape).encode())
+    h.update(w.tobytes())
+    h.update(labels.tobytes())
+    return h.hexdigest()
+
+
+def _check(windows: np.ndarray, y: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
+    w = np.asarray(windows, dtype=np.float32)
+    labels = np.asarray(y).astype(np.int64)
+    if w.ndim != 3:
+        raise ValueError(f"windows must be [n, channels, samples], got {w.shape}")
+    if labels.shape != (w.shape[0],):
+        raise ValueError(f"y has shape {labels.shape}, expected ({w.shape[0]},)")
+    if not fs > 0:
+        raise ValueError(f"fs must be positive, got {fs}")
+    if not np.isfinite(w).all():
+        raise ValueError("windows contain NaN or Inf")
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2 or counts.min() < 2:
+        found = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+        raise ValueError(f"need >= 2 classes with >= 2 windows each, got {found}")
+    return w, labels
+
+
+def _fit(
+    family: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: list[int],
+    n_channels: int,
+    model_params: Mapping[str, Any] | None,
+    seed: int,
+) -> tuple[Classifier, dict[str, Any]]:
+    if family == SKLEARN_LDA:
+        params = lda_params(model_params)
+        return fit_lda(X, y, params), params
+    from neurostream.models import eegnet
+
+    if X.shape[1] % n_channels:
+        raise ValueError(f"{X.shape[1]} features do not fold into {n_channels} channels")
+    shape = {
+        "n_channels": n_channels,
+        "n_times": X.shape[1] // n_channels,
+        "n_classes": len(classes),
+        "classes": classes,
+    }
+    params = eegnet.resolve_params({**dict(model_params or {}), **shape})
+    y_index = np.searchsorted(np.asarray(classes), y)
+    return eegnet.fit(X, y_index, params, seed=seed), params
+
+
+def train_model(
+    family: str,
+    windows: np.ndarray,
+    y: np.ndarray,
+    fs: float,
+    *,
+    pipeline: str = "erp@1",
+    feature_params: Mapping[str, Any] | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    test_size: float = 0.2,
+) -> TrainedModel:
+    """Fit on a stratified split, score on the hold-out, package for the registry."""
+    from sklearn.model_selection import train_test_split
+
+    check_family(family)
+    w, labels = _check(windows, y, fs)
+    pipe = get_pipeline(pipeline)
+    fparams = pipe.default_params() | dict(feature_params or {})
+    X = pipe.transform(w, fs, fparams)
+    classes = [int(c) for c in np.unique(labels)]
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, labels, test_size=test_size, stratify=labels, random_state=seed
+    )
+    clf, mparams = _fit(family, X_train, y_train, classes, w.shape[1], model_params, seed)
+    metrics = classification_metrics(y_test, clf.predict_proba(X_test), clf.classes)
+    artifact = artifacts.dump(clf, family)
+    return TrainedModel(
+        family=family,
+        feature_pipeline=pipe.key,
+        feature_params=fparams,
+        model_params=mparams,
+        input_spec={
+            "fs": float(fs),
+            "n_channels": int(w.shape[1]),
+            "n_samples": int(w.shape[2]),
+            "kind": "epoch",
+        },
+        classes=clf.classes,
+        artifact=artifact,
+        sha256=artifacts.sha256_hex(artifact),
+        metrics=metrics,
+        dataset_hash=dataset_hash(w, labels),
+        classifier=clf,
+    )
+
+
+def evaluate(
+    model: ServingModel | TrainedModel | Classifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    fs: float | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on labelled data: windows ``[n, c, s]`` for a ServingModel or
+    TrainedModel (features are computed), a feature matrix ``[n, f]`` for a bare Classifier."""
+    labels = np.asarray(y).astype(np.int64)
+    if isinstance(model, ServingModel):
+        rate = float(fs if fs is not None else model.input_spec["fs"])
+        return classification_metrics(labels, model.predict(X, rate).proba, model.classes)
+    if isinstance(model, TrainedModel):
+        pipe = get_pipeline(model.feature_pipeline)
+        rate = float(fs if fs is not None else model.input_spec["fs"])
+        feats = pipe.transform(np.asarray(X, dtype=np.float32), rate, model.feature_params)
+        return classification_metrics(labels, model.classifier.predict_proba(feats), model.classes)
+    return classification_metrics(labels, model.predict_proba(np.asarray(X)), model.classes)
