@@ -414,3 +414,23 @@ async def assign(
             [model_name, ref, shadow_ref, service],
         )
     return ServiceModels(serving, shadow)
+
+
+async def register_trained(
+    conn: AsyncConnection[Any], model_name: str, trained: Any, *, code_version: str | None = None
+) -> dict[str, Any]:
+    """Register a ``neurostream.models.TrainedModel`` (training CLI, retraining jobs, tests)."""
+    return await register_version(
+        conn,
+        model_name=model_name,
+        family=trained.family,
+        feature_pipeline=trained.feature_pipeline,
+        feature_params=trained.feature_params,
+        model_params=trained.model_params,
+        input_spec=trained.input_spec,
+        classes=trained.classes,
+        metrics=trained.metrics,
+        dataset_hash=trained.dataset_hash,
+        code_version=code_version,
+        artifact=trained.artifact,
+    )

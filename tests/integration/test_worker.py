@@ -1,0 +1,323 @@
+"""Workers against the real RabbitMQ and PostgreSQL: predict, dead-letter, swap, scale, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aio_pika
+import numpy as np
+import pytest
+
+from neurostream import registry, topology
+from neurostream.contract import Window, encode, make_window
+from neurostream.events import publish_model_event
+from neurostream.models.training import TrainedModel, train_model
+from neurostream.settings import CoreSettings
+from tests.factories import FS, synthetic_p300, unique
+from workers.settings import WorkerSettings
+from workers.worker import Worker
+
+pytestmark = pytest.mark.integration
+CHANNELS = 4
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[TrainedModel, TrainedModel]:
+    x, y = synthetic_p300(channels=CHANNELS, seed=1)
+    x2, y2 = synthetic_p300(channels=CHANNELS, seed=2)
+    return train_model("sklearn-lda", x, y, FS), train_model("sklearn-lda", x2, y2, FS)
+
+
+@pytest.fixture
+async def service(pool, models) -> dict[str, Any]:
+    """A fresh service serving version 1 of a fresh model (version 2 registered too)."""
+    name, model = unique("svc"), unique("lda")
+    async with pool.connection() as conn:
+        v1 = await registry.register_trained(conn, model, models[0], code_version="test")
+        v2 = await registry.register_trained(conn, model, models[1], code_version="test")
+        await registry.create_service(conn, name)
+        await registry.assign(conn, name, model, "1")
+    return {"name": name, "model": model, "v1": v1["id"], "v2": v2["id"]}
+
+
+@pytest.fixture
+async def channel(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    ch = await conn.channel(publisher_confirms=True)
+    await topology.declare_exchanges(ch)
+    yield ch
+    await conn.close()
+
+
+@pytest.fixture
+async def workers(core: CoreSettings) -> AsyncIterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.close()
+        await w._shutdown()
+
+
+async def start_worker(
+    core: CoreSettings, service: str, started: list[Worker], **kw: Any
+) -> Worker:
+    w = Worker(core, WorkerSettings(service=service, heartbeat_s=0.3, **kw))
+    await w.start()
+    started.append(w)
+    return w
+
+
+def epochs(session: str, start: int, n: int, channels: int = CHANNELS) -> list[Window]:
+    x, _ = synthetic_p300(n=n, channels=channels, seed=start + 100)
+    return [
+        make_window(
+            x[i],
+            session_id=session,
+            seq=start + i,
+            t0=1.7e9 + (start + i) * 0.25,
+            fs=FS,
+            channels=[f"c{j}" for j in range(channels)],
+            kind="epoch",
+            marker=1,
+        )
+        for i in range(n)
+    ]
+
+
+async def publish(channel: Any, service: str, items: Sequence[Window | tuple[bytes, dict]]) -> None:
+    await topology.declare_service(channel, service)
+    ex = await channel.get_exchange(topology.WINDOWS_EXCHANGE)
+    for item in items:
+        body, headers = encode(item) if isinstance(item, Window) else item
+        msg_id = f"{headers.get('session_id')}:{headers.get('seq')}"
+        await ex.publish(aio_pika.Message(body, headers=headers, message_id=msg_id), service)
+
+
+async def wait_for(
+    pool, query: str, params: Sequence[Any], expected: int, timeout: float = 20
+) -> int:
+    deadline = time.monotonic() + timeout
+    n = -1
+    while time.monotonic() < deadline:
+        async with pool.connection() as conn:
+            n = (await (await conn.execute(query, params)).fetchone())[0]
+        if n >= expected:
+            return n
+        await asyncio.sleep(0.1)
+    return n
+
+
+COUNT = "SELECT count(*) FROM predictions WHERE session_id = %s"
+
+
+async def test_each_window_gets_one_prediction_and_redeliveries_are_not_counted_twice(
+    core, pool, service, channel, workers
+) -> None:
+    w = await start_worker(core, service["name"], workers)
+    session = unique("s")
+    windows = epochs(session, 0, 200)
+    await publish(channel, service["name"], windows + windows[:20])  # 20 duplicates
+    assert await wait_for(pool, COUNT, [session], 200) == 200
+    await asyncio.sleep(0.5)
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT count(DISTINCT seq), min(seq), max(seq), count(*) FILTER "
+                "(WHERE model_version_id = %s), count(*) FILTER (WHERE sent_at IS NULL), "
+                "avg(score) FILTER (WHERE marker = 1) FROM predictions WHERE session_id = %s",
+                [service["v1"], session],
+            )
+        ).fetchone()
+    assert rows[:5] == (200, 0, 199, 200, 0)
+    assert w.counters.processed == 220 and w.counters.duplicates == 20
+    # The synthetic epochs alternate target/non-target: predictions must follow the truth.
+    async with pool.connection() as conn:
+        scores = dict(
+            await (
+                await conn.execute(
+                    "SELECT seq, score FROM predictions WHERE session_id = %s", [session]
+                )
+            ).fetchall()
+        )
+    _, y = synthetic_p300(n=200, channels=CHANNELS, seed=100)
+    s = np.array([scores[i] for i in range(200)])
+    assert s[y == 1].mean() > s[y == 0].mean() + 0.5
+
+
+async def test_malformed_windows_are_dead_lettered_with_a_reason(
+    core, pool, service, channel, workers
+) -> None:
+    w = await start_worker(core, service["name"], workers)
+    session = unique("s")
+    good = epochs(session, 0, 3)
+    body, headers = encode(good[0])
+    nan = good[1].data.copy()
+    nan[0, 5] = np.nan
+    bad: list[tuple[bytes, dict]] = [
+        (body[:-8], {**headers, "seq": 10}),
+        (np.full_like(nan, 0).tobytes()[:-4] + b"\x00\x00\xc0\x7f", {**headers, "seq": 11}),
+        (body, {**headers, "seq": 12, "schema": 42}),
+        encode(
+            make_window(
+                np.zeros((8, 200)),
+                session_id=session,
+                seq=13,
+                t0=0,
+                fs=FS,
+                channels=[f"x{i}" for i in range(8)],
+            )
+        ),
+        (body, {**headers, "seq": 14, "fs": 500.0}),
+    ]
+    await publish(channel, service["name"], [good[0], *bad, good[1], good[2]])
+    assert await wait_for(pool, COUNT, [session], 3) == 3
+    dead = await channel.declare_queue(
+        topology.dead_queue(service["name"]), durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    reasons: dict[int, str] = {}
+    for _ in range(50):
+        msg = await dead.get(no_ack=True, fail=False)
+        if msg is None:
+            if len(reasons) == 5:
+                break
+            await asyncio.sleep(0.1)
+            continue
+        reasons[int(msg.headers["seq"])] = str(msg.headers[topology.REASON_HEADER])
+    assert set(reasons) == {10, 11, 12, 13, 14}
+    assert "needs" in reasons[10] and "NaN or Inf" in reasons[11]
+    assert "unknown schema version 42" in reasons[12]
+    assert "8 channels" in reasons[13] and "fs 500.0" in reasons[14]
+    async with pool.connection() as conn:
+        stored = await (
+            await conn.execute(
+                "SELECT seq, reason FROM rejections WHERE session_id = %s ORDER BY seq", [session]
+            )
+        ).fetchall()
+    assert [s for s, _ in stored] == [10, 11, 12, 13, 14]
+    assert w.counters.rejected == 5 and w.counters.processed == 3
+
+
+async def test_model_swap_mid_stream_without_restart_or_loss(
+    core, pool, service, channel, workers
+) -> None:
+    w = await start_worker(core, service["name"], workers)
+    session = unique("s")
+    await publish(channel, service["name"], epochs(session, 0, 100))
+    assert await wait_for(pool, COUNT, [session], 100) == 100
+    async with pool.connection() as conn:
+        await registry.assign(conn, service["name"], service["model"], "2")
+    t0 = time.monotonic()
+    await publish_model_event(channel, service["name"], service["v2"], None, "test")
+    while w.slot.current.ids[0] != service["v2"] and time.monotonic() - t0 < 5:
+        await asyncio.sleep(0.02)
+    swap_s = time.monotonic() - t0
+    assert w.slot.current.ids == (service["v2"], None), "no swap within 5 s"
+    await publish(channel, service["name"], epochs(session, 100, 100))
+    assert await wait_for(pool, COUNT, [session], 200) == 200
+    async with pool.connection() as conn:
+        by_version = dict(
+            await (
+                await conn.execute(
+                    "SELECT model_version_id, count(*) FROM predictions WHERE session_id = %s "
+                    "GROUP BY 1",
+                    [session],
+                )
+            ).fetchall()
+        )
+        late = await (
+            await conn.execute(
+                "SELECT DISTINCT model_version_id FROM predictions WHERE session_id = %s "
+                "AND seq >= 100",
+                [session],
+            )
+        ).fetchall()
+    assert by_version == {service["v1"]: 100, service["v2"]: 100}
+    assert late == [(service["v2"],)]
+    assert swap_s < 5
+
+
+async def test_a_model_that_cannot_load_is_refused_and_the_previous_keeps_serving(
+    core, pool, service, channel, models, workers
+) -> None:
+    w = await start_worker(core, service["name"], workers)
+    async with pool.connection() as conn:
+        bad = await registry.register_trained(conn, service["model"], models[1])
+        await conn.execute(
+            "UPDATE model_versions SET feature_pipeline = 'erp@99' WHERE id = %s", [bad["id"]]
+        )
+        await registry.assign(conn, service["name"], service["model"], str(bad["version"]))
+    await publish_model_event(channel, service["name"], bad["id"], None, "test")
+    deadline = time.monotonic() + 5
+    while w.slot.last_error is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert w.slot.last_error and "erp@99" in w.slot.last_error
+    assert w.slot.current.ids == (service["v1"], None)
+    session = unique("s")
+    await publish(channel, service["name"], epochs(session, 0, 10))
+    assert await wait_for(pool, COUNT, [session], 10) == 10
+    await asyncio.sleep(0.7)  # a heartbeat reports the refusal
+    async with pool.connection() as conn:
+        hb = await (
+            await conn.execute(
+                "SELECT model_version_id, errors, last_error FROM workers WHERE worker_id = %s",
+                [w.settings.worker_id],
+            )
+        ).fetchone()
+    assert hb[0] == service["v1"] and hb[1] >= 1 and "erp@99" in hb[2]
+
+
+async def test_two_replicas_share_the_queue_and_sigterm_finishes_in_flight_work(
+    core, pool, service, channel, workers
+) -> None:
+    a = await start_worker(core, service["name"], workers, prefetch=32, batch_max=8)
+    b = await start_worker(core, service["name"], workers, prefetch=32, batch_max=8)
+    session = unique("s")
+    await publish(channel, service["name"], epochs(session, 0, 600))
+    while a.counters.processed + b.counters.processed < 100:
+        await asyncio.sleep(0.01)
+    a.close()
+    await a._shutdown()  # graceful stop mid-stream: unacked windows go back to the queue
+    assert await wait_for(pool, COUNT, [session], 600, timeout=30) == 600
+    async with pool.connection() as conn:
+        distinct = (
+            await (
+                await conn.execute(
+                    "SELECT count(DISTINCT seq) FROM predictions WHERE session_id = %s", [session]
+                )
+            ).fetchone()
+        )[0]
+        status = (
+            await (
+                await conn.execute(
+                    "SELECT status FROM workers WHERE worker_id = %s", [a.settings.worker_id]
+                )
+            ).fetchone()
+        )[0]
+    assert distinct == 600 and status == "stopped"
+    assert a.counters.processed > 0 and b.counters.processed > 0
+    assert a.counters.processed + b.counters.processed - b.counters.duplicates >= 600
+
+
+async def test_predictions_are_published_for_closed_loops(
+    core, pool, service, channel, workers
+) -> None:
+    q = await channel.declare_queue(exclusive=True)
+    await q.bind(topology.PREDICTIONS_EXCHANGE, routing_key=f"{service['name']}.#")
+    await start_worker(core, service["name"], workers)
+    session = unique("s")
+    await publish(channel, service["name"], epochs(session, 0, 5))
+    seen: list[int] = []
+    deadline = time.monotonic() + 10
+    while len(seen) < 5 and time.monotonic() < deadline:
+        msg = await q.get(no_ack=True, fail=False)
+        if msg is None:
+            await asyncio.sleep(0.05)
+            continue
+        body = json.loads(msg.body)
+        assert body["session_id"] == session
+        seen += [p["seq"] for p in body["predictions"]]
+    assert sorted(seen) == [0, 1, 2, 3, 4]
