@@ -1,0 +1,1 @@
+"""BrainFlow producer: board -> windows -> RabbitMQ (see ``producer.session.run_session``)."""

@@ -1,0 +1,254 @@
+"""Publish windows and label events to RabbitMQ with confirms, surviving broker outages.
+
+Messages go out in order through one pump with up to ``max_in_flight`` unconfirmed
+publishes at once (serial confirms would cap throughput at one round trip per window).
+A message leaves the buffer only when the broker confirms it. When the connection
+drops, every unconfirmed message goes back to the front of the buffer in its original
+order, the pump waits for ``connect_robust`` to restore the channel and resends them
+with their original ``seq`` and ``message_id`` (duplicates are possible, gaps are not;
+consumers deduplicate on ``session_id:seq``). The buffer is bounded: when full, the
+producer blocks rather than dropping a window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+
+from neurostream import contract, topology
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """RabbitMQ could not be reached at start-up; the message names what to run."""
+
+
+@dataclass(slots=True)
+class _Item:
+    order: int
+    exchange: str
+    routing_key: str
+    message: aio_pika.Message
+    is_window: bool
+
+
+class WindowPublisher:
+    """Ordered, confirmed, buffered publishing for one producer session."""
+
+    def __init__(
+        self,
+        amqp_url: str,
+        service: str,
+        *,
+        buffer_max: int = 10_000,
+        max_in_flight: int = 512,
+        confirm_timeout_s: float = 10.0,
+    ) -> None:
+        self.amqp_url = amqp_url
+        self.service = service
+        self.buffer_max = buffer_max
+        self.max_in_flight = max_in_flight
+        self.confirm_timeout_s = confirm_timeout_s
+        self.windows_published = 0
+        self.windows_confirmed = 0
+        self.labels_confirmed = 0
+        self._queue: deque[_Item] = deque()
+        self._in_flight: dict[int, _Item] = {}
+        self._failed: list[_Item] = []
+        self._order = 0
+        self._outage = False
+        self._backoff = 0.1
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._pump_task: asyncio.Task[None] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Messages not yet confirmed (queued or in flight)."""
+        return len(self._queue) + len(self._in_flight) + len(self._failed)
+
+    @property
+    def in_outage(self) -> bool:
+        return self._outage
+
+    async def start(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(self.amqp_url)
+        except (OSError, aio_pika.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(
+                f"cannot reach RabbitMQ at {_redact(self.amqp_url)}: {exc}. Start it with "
+                "`rabbitmq-server -detached` or `neurostream infra up`."
+            ) from exc
+        channel = await self._connection.channel(publisher_confirms=True)
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        await topology.declare_service(channel, self.service)
+        self._exchanges = await topology.declare_exchanges(channel)
+        self._pump_task = asyncio.create_task(self._pump(), name="producer-publisher")
+
+    async def publish_window(self, window: contract.Window) -> None:
+        """Queue a window; blocks while the buffer is full."""
+        body, headers = contract.encode(window)
+        message = aio_pika.Message(
+            body,
+            headers=headers,
+            message_id=window.header.message_id,
+            content_type=contract.CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self._enqueue(topology.WINDOWS_EXCHANGE, self.service, message, is_window=True)
+        self.windows_published += 1
+
+    async def publish_label(self, session_id: str, seq: int, label: int) -> None:
+        """Ground truth the paradigm knows, keyed like the window it belongs to."""
+        body = json.dumps(
+            {"session_id": session_id, "seq": seq, "label": label, "source": "paradigm"}
+        ).encode()
+        message = aio_pika.Message(
+            body,
+            message_id=f"{contract.message_id(session_id, seq)}:label",
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=time.time(),
+        )
+        await self._enqueue(topology.LABELS_EXCHANGE, session_id, message, is_window=False)
+
+    async def flush(self, wait_s: float | None = None) -> bool:
+        """Wait until everything queued is confirmed; False if ``wait_s`` ran out."""
+        self._check_pump()
+        try:
+            async with asyncio.timeout(wait_s):
+                await self._idle.wait()
+        except TimeoutError:
+            log.error("flush timed out with %d messages unconfirmed", self.buffered)
+            return False
+        return True
+
+    async def close(self, flush_s: float | None = None) -> bool:
+        """Flush (up to ``flush_s``), stop the pump and close the connection."""
+        flushed = True
+        if self._pump_task is not None and not self._pump_task.done():
+            flushed = await self.flush(flush_s)
+            self._pump_task.cancel()
+            await asyncio.gather(self._pump_task, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+        return flushed
+
+    async def _enqueue(
+        self, exchange: str, routing_key: str, message: aio_pika.Message, *, is_window: bool
+    ) -> None:
+        self._check_pump()
+        warned = False
+        while self.buffered >= self.buffer_max:
+            if self._outage and not warned:
+                log.error(
+                    "outage buffer full (%d windows); blocking the producer until the "
+                    "broker is back",
+                    self.buffered,
+                )
+                warned = True
+            self._space.clear()
+            await self._space.wait()
+            self._check_pump()
+        self._queue.append(_Item(self._order, exchange, routing_key, message, is_window))
+        self._order += 1
+        self._idle.clear()
+        self._wake.set()
+
+    def _check_pump(self) -> None:
+        if self._pump_task is None:
+            raise RuntimeError("WindowPublisher.start() was not awaited")
+        if self._pump_task.done() and not self._pump_task.cancelled():
+            exc = self._pump_task.exception()
+            if exc is not None:
+                raise RuntimeError("the publisher pump died") from exc
+
+    async def _pump(self) -> None:
+        while True:
+            self._wake.clear()
+            if self._outage:
+                if self._in_flight:
+                    await self._wake.wait()
+                    continue
+                # Every publish has settled: put the failed ones back in order and resend.
+                self._failed.sort(key=lambda it: it.order)
+                self._queue.extendleft(reversed(self._failed))
+                self._failed.clear()
+                await self._await_broker()
+                self._outage = False
+                continue
+            while self._queue and len(self._in_flight) < self.max_in_flight:
+                self._launch(self._queue.popleft())
+            if not self._queue and not self._in_flight:
+                self._idle.set()
+            await self._wake.wait()
+
+    def _launch(self, item: _Item) -> None:
+        exchange = self._exchanges[item.exchange]
+        task = asyncio.ensure_future(
+            exchange.publish(
+                item.message,
+                item.routing_key,
+                mandatory=False,
+                timeout=self.confirm_timeout_s,
+            )
+        )
+        self._in_flight[item.order] = item
+        task.add_done_callback(lambda t, item=item: self._settled(item, t))
+
+    def _settled(self, item: _Item, task: asyncio.Future[object]) -> None:
+        del self._in_flight[item.order]
+        error = "cancelled" if task.cancelled() else task.exception()
+        if error is not None:
+            self._failed.append(item)
+            if not self._outage:
+                self._outage = True
+                log.warning(
+                    "broker unavailable (%r); buffering, %d messages unconfirmed",
+                    error,
+                    self.buffered,
+                )
+                self._space.set()  # blocked producers re-check, and say the buffer is full
+        else:
+            self._backoff = 0.1
+            if item.is_window:
+                self.windows_confirmed += 1
+            else:
+                self.labels_confirmed += 1
+            self._space.set()
+        self._wake.set()
+
+    async def _await_broker(self) -> None:
+        """Wait for the robust channel to come back, reporting the buffer meanwhile."""
+        assert self._channel is not None
+        await asyncio.sleep(self._backoff)  # a timeout without a disconnect: do not spin
+        self._backoff = min(self._backoff * 2, 2.0)
+        while True:
+            try:
+                async with asyncio.timeout(5.0):
+                    await self._channel.ready()
+                break
+            except TimeoutError:
+                log.warning("broker still unavailable; %d messages buffered", self.buffered)
+        log.warning("broker back; resending %d buffered messages in order", self.buffered)
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

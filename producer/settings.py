@@ -1,0 +1,93 @@
+"""Producer settings, read once by ``python -m producer`` and passed down.
+
+Everything the producer needs beyond ``CoreSettings`` (where the broker and the store are):
+which board to read, how to cut windows, the simulated oddball paradigm, and how hard to
+hold on to windows while the broker is away. Env prefix ``NEUROSTREAM_PRODUCER_``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Centro-parietal weights: where a P300 is largest (Pz) and how it spreads.
+DEFAULT_P300_CHANNELS: dict[str, float] = {
+    "Pz": 1.0,
+    "CPz": 0.9,
+    "Cz": 0.8,
+    "P3": 0.8,
+    "P4": 0.8,
+    "PO7": 0.6,
+    "PO8": 0.6,
+    "C3": 0.5,
+    "C4": 0.5,
+    "Oz": 0.4,
+    "Fz": 0.3,
+}
+
+
+def new_session_id() -> str:
+    """Sortable and unique without coordination: UTC time plus random bits."""
+    return f"s-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+
+
+class ProducerSettings(BaseSettings):
+    """One headset session: board, windowing, paradigm and publishing limits."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEUROSTREAM_PRODUCER_", env_file=".env", extra="ignore"
+    )
+
+    service: str = Field("p300", pattern=r"^[A-Za-z0-9_.\-]+$")
+    board: str = Field(
+        "synthetic",
+        description="'synthetic', 'playback' (BrainFlow file through PLAYBACK_FILE_BOARD), "
+        "'recording' (file replayed at `speed`), a BrainFlow board name such as "
+        "CYTON_BOARD / MUSE_S_BOARD / CROWN_BOARD, or a numeric board id.",
+    )
+    serial_port: str = ""
+    mac_address: str = ""
+    ip_address: str = ""
+    ip_port: int = 0
+    serial_number: str = ""
+    other_info: str = ""
+    timeout: int = 0
+    file: str = Field("", description="BrainFlow file for 'playback' and 'recording'.")
+    master_board: str = Field(
+        "synthetic", description="Board whose layout the playback/recording file has."
+    )
+    session_id: str = Field(default_factory=new_session_id, pattern=r"^[A-Za-z0-9_.\-]+$")
+    duration_s: float | None = Field(None, gt=0, description="None: until stopped.")
+    window_s: float = Field(1.0, gt=0)
+    step_s: float = Field(0.5, gt=0)
+    epoch_tmin: float = -0.1
+    epoch_tmax: float = 0.7
+    sliding: bool = True
+    paradigm: Literal["oddball", "none"] = "oddball"
+    soa_s: float = Field(0.25, gt=0)
+    target_prob: float = Field(1 / 6, gt=0, lt=1)
+    p300_amplitude_uv: float = Field(6.0, ge=0)
+    p300_latency_s: float = Field(0.3, gt=0)
+    p300_width_s: float = Field(0.06, gt=0, description="Standard deviation of the peak.")
+    p300_channels: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_P300_CHANNELS))
+    extra_noise_uv: float = Field(10.0, ge=0)
+    seed: int = 0
+    speed: float = Field(
+        1.0, ge=0, description="Replay speed of 'recording': 1 real time, 0 as fast as possible."
+    )
+    loop: bool = Field(True, description="Loop a 'recording' file until duration_s.")
+    poll_s: float = Field(0.04, gt=0, description="Board read interval when no data is due.")
+    buffer_max: int = Field(10_000, ge=1, description="Windows held during a broker outage.")
+    max_in_flight: int = Field(512, ge=1, description="Unconfirmed publishes at once.")
+    confirm_timeout_s: float = Field(10.0, gt=0)
+    flush_timeout_s: float = Field(60.0, gt=0, description="Wait for confirms at shutdown.")
+
+    @model_validator(mode="after")
+    def _epoch_order(self) -> ProducerSettings:
+        if self.epoch_tmax <= self.epoch_tmin:
+            raise ValueError("epoch_tmax must be greater than epoch_tmin")
+        return self
