@@ -18,7 +18,11 @@ from psycopg_pool import AsyncConnectionPool
 log = logging.getLogger(__name__)
 
 # Time-series tables and their time column.
-HYPERTABLES: dict[str, str] = {"predictions": "window_ts", "rejections": "rejected_at"}
+HYPERTABLES: dict[str, str] = {
+    "predictions": "window_ts",
+    "rejections": "rejected_at",
+    "windows": "window_ts",
+}
 _MIGRATION_LOCK = 0x6E657572  # "neur": serialises migrations of services starting together
 
 
@@ -60,7 +64,12 @@ def ensure_database(url: str) -> bool:
 
 
 def schema_sql() -> str:
-    return resources.files("neurostream").joinpath("sql/schema.sql").read_text()
+    """All schema files in order (each service area owns one ``NN_<area>.sql``)."""
+    folder = resources.files("neurostream").joinpath("sql")
+    files = sorted(
+        (f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
+    )
+    return "\n".join(f.read_text() for f in files)
 
 
 def timescale_statements(available: bool) -> list[str]:
