@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse
 from neurostream import registry, topology
 from neurostream.api import error_response, service_app
 from neurostream.db import open_pool
+from neurostream.notify import Notifier
 from neurostream.settings import CoreSettings
-from queue_manager.notify import Notifier
 from queue_manager.routers import aliases, jobs, models, services, workers
 from queue_manager.settings import QueueManagerSettings
 

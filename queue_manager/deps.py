@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
 
-from queue_manager.notify import Notifier
+from neurostream.notify import Notifier
 from queue_manager.settings import QueueManagerSettings
 
 

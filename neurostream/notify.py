@@ -18,7 +18,7 @@ from neurostream.events import publish_model_event
 
 log = logging.getLogger(__name__)
 EVENTS = Counter(
-    "neurostream_qm_model_events_total", "models.events messages published.", ["reason", "outcome"]
+    "neurostream_model_events_total", "models.events messages published.", ["reason", "outcome"]
 )
 
 
