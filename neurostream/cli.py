@@ -15,7 +15,9 @@ import typer
 
 from neurostream.settings import CoreSettings
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
 infra_app = typer.Typer(help="Local PostgreSQL and RabbitMQ.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
 
@@ -78,15 +80,16 @@ def worker(
 
 @app.command()
 def produce(
-    board: Annotated[str | None, typer.Option(help="synthetic | playback | BrainFlow board name/id")]
-    = None,
+    board: Annotated[
+        str | None, typer.Option(help="synthetic | playback | recording | BrainFlow board name/id")
+    ] = None,
     service: Annotated[str | None, typer.Option()] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds to stream.")] = None,
     file: Annotated[Path | None, typer.Option(help="Recording for the playback board.")] = None,
     session_id: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Stream a headset session (synthetic oddball by default) to the service's queue."""
-    from producer.__main__ import run
+    from producer.__main__ import serve as produce_session
     from producer.settings import ProducerSettings
 
     _logging()
@@ -101,7 +104,85 @@ def produce(
         }.items()
         if v is not None
     }
-    run(CoreSettings(), ProducerSettings(**overrides))
+    result = asyncio.run(produce_session(CoreSettings(), ProducerSettings(**overrides)))
+    typer.echo(
+        f"session {result.session_id}: {result.windows_confirmed} windows confirmed, "
+        f"{result.epochs} epochs"
+    )
+
+
+@app.command()
+def record(
+    out: Annotated[Path, typer.Argument(help="BrainFlow file to write.")],
+    seconds: Annotated[float, typer.Option(help="How long to record (real time).")] = 20.0,
+    board: Annotated[str, typer.Option(help="Board name or id.")] = "synthetic",
+) -> None:
+    """Record a board into a BrainFlow file (for playback, recording replay and training)."""
+    from producer.board import record as record_board
+
+    data = record_board(board, seconds, out)
+    typer.echo(f"wrote {data.shape[1]} samples x {data.shape[0]} rows to {out}")
+
+
+@app.command()
+def train(
+    family: Annotated[str, typer.Option(help="sklearn-lda | torch-eegnet")] = "sklearn-lda",
+    model_name: Annotated[str, typer.Option(help="Registry name.")] = "p300-lda",
+    service: Annotated[str, typer.Option(help="Service to create/assign if unassigned.")] = "p300",
+    seconds: Annotated[float, typer.Option(help="Seconds of simulated session.")] = 600.0,
+    seed: Annotated[int, typer.Option(help="Paradigm seed of the training session.")] = 1,
+    file: Annotated[
+        Path | None, typer.Option(help="Recorded BrainFlow file instead of the synthetic board.")
+    ] = None,
+    alias: Annotated[str, typer.Option(help="Alias to point at the new version.")] = "champion",
+    assign: Annotated[
+        bool, typer.Option(help="Assign the service even if it has a model.")
+    ] = False,
+) -> None:
+    """Train a model on a simulated oddball session and register it (first model of an install)."""
+    from neurostream import bootstrap
+
+    _logging()
+    core = CoreSettings()
+    trained = bootstrap.train_from_simulation(family, seconds=seconds, seed=seed, file=file)
+    reg = asyncio.run(
+        bootstrap.register(
+            core, trained, model_name=model_name, service=service, alias=alias, assign=assign
+        )
+    )
+    m = reg.metrics
+    typer.echo(
+        f"registered {reg.model_name} v{reg.version} (id {reg.version_id}) as {alias}: "
+        f"validation ROC-AUC {m.get('roc_auc')}, balanced accuracy {m.get('balanced_accuracy')}"
+    )
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of live session.")] = 60.0,
+    workers: Annotated[int, typer.Option(help="Worker replicas.")] = 2,
+    swap_at: Annotated[
+        float, typer.Option(help="Swap the model at this fraction of the session (<0: never).")
+    ] = 0.5,
+    keep: Annotated[bool, typer.Option(help="Keep the services running afterwards.")] = False,
+    port: Annotated[int, typer.Option(help="Queue manager port.")] = 8000,
+) -> None:
+    """Live demo: set up, train if needed, start queue manager + workers, stream a session."""
+    from neurostream.demo import DemoOptions, run_demo
+
+    _logging()
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    opts = DemoOptions(
+        duration_s=duration,
+        workers=workers,
+        swap_at=swap_at if swap_at >= 0 else None,
+        keep=keep,
+        qm_port=port,
+    )
+    report = asyncio.run(run_demo(CoreSettings(), opts))
+    ok = not report.missing and report.duplicated == 0 and report.predicted == report.confirmed
+    raise typer.Exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

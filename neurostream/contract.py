@@ -128,13 +128,15 @@ def encode(window: Window, *, sent_at: float | None = None) -> tuple[bytes, dict
     headers: dict[str, Any] = {
         "session_id": h.session_id,
         "seq": h.seq,
-        "t0": float(h.t0),
-        "fs": float(h.fs),
+        # AMQP tables carry floats as 32-bit (pamqp), which would round a Unix time to
+        # minutes: times and rates travel as exact decimal strings instead.
+        "t0": repr(float(h.t0)),
+        "fs": repr(float(h.fs)),
         "channels": list(h.channels),
         "n_samples": h.n_samples,
         "kind": h.kind.value,
         "schema": h.schema_version,
-        "sent_at": float(sent_at if sent_at is not None else time.time()),
+        "sent_at": repr(float(sent_at if sent_at is not None else time.time())),
     }
     if h.marker is not None:
         headers["marker"] = int(h.marker)

@@ -66,9 +66,7 @@ def ensure_database(url: str) -> bool:
 def schema_sql() -> str:
     """All schema files in order (each service area owns one ``NN_<area>.sql``)."""
     folder = resources.files("neurostream").joinpath("sql")
-    files = sorted(
-        (f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
-    )
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return "\n".join(f.read_text() for f in files)
 
 

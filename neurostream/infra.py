@@ -67,7 +67,8 @@ def ensure_rabbitmq(amqp_url: str) -> None:
     if not port_open(host, port):
         if host not in _LOCAL or not shutil.which("rabbitmq-server"):
             raise RuntimeError(
-                f"RabbitMQ is not reachable at {host}:{port}; start it (`rabbitmq-server -detached`)"
+                f"RabbitMQ is not reachable at {host}:{port}; "
+                "start it (`rabbitmq-server -detached`)"
             )
         _run(["rabbitmq-server", "-detached"])
         _run(["rabbitmqctl", "wait", "--timeout", "60", "--pid", "0"], timeout=90)

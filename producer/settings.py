@@ -66,7 +66,11 @@ class ProducerSettings(BaseSettings):
     step_s: float = Field(0.5, gt=0)
     epoch_tmin: float = -0.1
     epoch_tmax: float = 0.7
-    sliding: bool = True
+    sliding: bool = Field(
+        False,
+        description="Also cut sliding windows (band-power services such as alpha detection); "
+        "a P300 service only takes epochs.",
+    )
     paradigm: Literal["oddball", "none"] = "oddball"
     soa_s: float = Field(0.25, gt=0)
     target_prob: float = Field(1 / 6, gt=0, lt=1)

@@ -12,12 +12,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from neurostream.features import UnknownPipeline
-from neurostream.models.artifacts import ArtifactError
-from neurostream.models.serving import ServingModel
 from psycopg_pool import AsyncConnectionPool
 
 from neurostream import registry
+from neurostream.features import UnknownPipeline
+from neurostream.models.artifacts import ArtifactError
+from neurostream.models.serving import ServingModel
 
 log = logging.getLogger(__name__)
 

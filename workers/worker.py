@@ -361,6 +361,7 @@ class Worker:
                         content_type="application/json",
                     ),
                     routing_key=f"{self.service}.{session_id}",
+                    mandatory=False,  # no closed-loop listener is fine
                 )
         except Exception as exc:  # results are already durable; the loop must go on
             log.warning("could not publish predictions: %s", exc)

@@ -17,6 +17,10 @@ CREATE TABLE IF NOT EXISTS windows (
     PRIMARY KEY (session_id, seq, window_ts)
 );
 CREATE INDEX IF NOT EXISTS windows_service_time ON windows (service, window_ts DESC);
+-- Channel names as sent in the window header, so snapshots can name their channels even for
+-- sessions the producer never registered.
+ALTER TABLE windows ADD COLUMN IF NOT EXISTS channels jsonb;
+CREATE INDEX IF NOT EXISTS windows_session_seq ON windows (session_id, seq);
 
 -- Immutable dataset snapshots: (name, version); content_hash = sha256 over the rows.
 CREATE TABLE IF NOT EXISTS datasets (
@@ -46,3 +50,5 @@ CREATE TABLE IF NOT EXISTS dataset_rows (
     data       bytea NOT NULL,                -- float32 [n_channels, n_samples]
     PRIMARY KEY (dataset_id, idx)
 );
+
+CREATE INDEX IF NOT EXISTS labels_created ON labels (created_at DESC);

@@ -23,7 +23,7 @@ def test_round_trip_preserves_data_and_header() -> None:
     w = window_factory(seq=7, marker=1)
     body, headers = encode(w, sent_at=123.5)
     assert len(body) == 16 * 200 * 4
-    assert headers["schema"] == SCHEMA_VERSION and headers["sent_at"] == 123.5
+    assert headers["schema"] == SCHEMA_VERSION and headers["sent_at"] == "123.5"
     out = decode(body, headers)
     np.testing.assert_array_equal(out.data, w.data)
     assert out.data.dtype == np.float32 and out.data.shape == (16, 200)
@@ -37,6 +37,20 @@ def test_body_is_little_endian_c_order_float32() -> None:
     w = make_window(data, session_id="s", seq=0, t0=0.0, fs=100, channels=["a", "b"])
     body, _ = encode(w)
     assert body == np.arange(6, dtype="<f4").tobytes()
+
+
+def test_times_keep_microsecond_precision_through_amqp_tables() -> None:
+    from pamqp.decode import field_table
+    from pamqp.encode import field_table as encode_table
+
+    w = make_window(
+        np.zeros((1, 2)), session_id="s", seq=0, t0=1795425792.123456, fs=255.9, channels=["a"]
+    )
+    body, headers = encode(w, sent_at=1795425792.654321)
+    _, wire = field_table(encode_table(headers))
+    out = decode(body, wire)
+    assert out.header.t0 == 1795425792.123456 and out.header.fs == 255.9
+    assert out.header.sent_at == 1795425792.654321
 
 
 def test_headers_as_bytes_are_accepted() -> None:
@@ -75,8 +89,9 @@ def test_nan_and_inf_are_rejected_with_session_and_seq() -> None:
     for bad in (np.nan, np.inf):
         data = w.data.copy()
         data[3, 10] = bad
-        body, headers = encode(make_window(data, session_id="s", seq=4, t0=0, fs=250,
-                                           channels=w.header.channels))
+        body, headers = encode(
+            make_window(data, session_id="s", seq=4, t0=0, fs=250, channels=w.header.channels)
+        )
         with pytest.raises(ContractError) as err:
             decode(body, headers)
         assert err.value.reason == "data contains NaN or Inf"

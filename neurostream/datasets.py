@@ -1,0 +1,265 @@
+"""Dataset snapshots: immutable, versioned sets of labelled windows with a content hash.
+
+ml_data_api builds snapshots from archived session windows joined with ground-truth
+labels (or from uploaded rows); retraining_api loads them to train and evaluate. A
+snapshot's ``content_hash`` is ``neurostream.models.training.dataset_hash`` of its arrays,
+so a model version's ``dataset_hash`` points at exactly the snapshot it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from neurostream.models.training import dataset_hash
+
+Kind = Literal["training", "testing"]
+KINDS: frozenset[str] = frozenset({"training", "testing"})
+_LOCK_CLASS = 0x64617461  # "data": serialises version numbering per dataset name
+_INT32 = (-(2**31), 2**31 - 1)
+
+_COLUMNS = """id, name, version, kind, description, source, n_rows, fs, n_channels, n_samples,
+    channels, label_counts, content_hash, created_at"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A loaded snapshot: ``x`` float32 ``[n, channels, samples]``, ``y`` int64 ``[n]``."""
+
+    meta: dict[str, Any]
+    x: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    session_ids: list[str | None] = field(repr=False)
+    seqs: list[int | None] = field(repr=False)
+
+
+def check_arrays(
+    windows: np.ndarray, labels: np.ndarray, *, fs: float, channels: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and normalise snapshot arrays; ValueError names what is wrong."""
+    x = np.asarray(windows)
+    if x.ndim != 3:
+        raise ValueError(f"windows: expected [n, channels, samples], got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("windows: a snapshot needs at least one row")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise ValueError(f"windows: expected real numbers, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype="<f4")
+    if not np.isfinite(x).all():
+        raise ValueError("windows: contain NaN or Inf (or values beyond float32)")
+    y = np.asarray(labels)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels: expected shape ({x.shape[0]},), got {y.shape}")
+    if y.dtype.kind not in "iub":
+        if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+            pass
+        else:
+            raise ValueError(f"labels: expected integers, got dtype {y.dtype}")
+    y = y.astype("<i8")
+    if y.min() < _INT32[0] or y.max() > _INT32[1]:
+        raise ValueError("labels: values must fit in a 32-bit integer")
+    if not (isinstance(fs, int | float) and np.isfinite(fs) and fs > 0):
+        raise ValueError(f"fs: must be a positive finite number, got {fs!r}")
+    if len(channels) != x.shape[1]:
+        raise ValueError(
+            f"channels: {len(channels)} names given but windows have {x.shape[1]} channels"
+        )
+    if not all(isinstance(c, str) and c for c in channels):
+        raise ValueError("channels: every channel name must be a non-empty string")
+    return x, y
+
+
+async def create_snapshot(
+    conn: AsyncConnection[Any],
+    *,
+    name: str,
+    kind: Kind,
+    windows: np.ndarray,
+    labels: np.ndarray,
+    fs: float,
+    channels: list[str],
+    description: str = "",
+    source: dict[str, Any] | None = None,
+    session_ids: list[str | None] | None = None,
+    seqs: list[int | None] | None = None,
+) -> dict[str, Any]:
+    """Store a new version of dataset ``name`` (max + 1) in one transaction; return its row."""
+    if not name or not name.strip():
+        raise ValueError("name: must not be empty")
+    if kind not in KINDS:
+        raise ValueError(f"kind: must be one of {sorted(KINDS)}, got {kind!r}")
+    x, y = check_arrays(windows, labels, fs=fs, channels=channels)
+    n = x.shape[0]
+    sids = list(session_ids) if session_ids is not None else [None] * n
+    sqs = list(seqs) if seqs is not None else [None] * n
+    if len(sids) != n:
+        raise ValueError(f"session_ids: expected {n} entries, got {len(sids)}")
+    if len(sqs) != n:
+        raise ValueError(f"seqs: expected {n} entries, got {len(sqs)}")
+    counts = {str(k): v for k, v in sorted(Counter(y.tolist()).items())}
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_LOCK_CLASS, name])
+        await cur.execute(
+            f"""INSERT INTO datasets (name, version, kind, description, source, n_rows, fs,
+                n_channels, n_samples, channels, label_counts, content_hash)
+            SELECT %(name)s, COALESCE(max(version), 0) + 1, %(kind)s, %(description)s,
+                %(source)s, %(n)s, %(fs)s, %(c)s, %(s)s, %(channels)s, %(counts)s, %(hash)s
+            FROM datasets WHERE name = %(name)s
+            RETURNING {_COLUMNS}""",
+            {
+                "name": name,
+                "kind": kind,
+                "description": description,
+                "source": json.dumps(source or {}),
+                "n": n,
+                "fs": float(fs),
+                "c": x.shape[1],
+                "s": x.shape[2],
+                "channels": json.dumps(list(channels)),
+                "counts": json.dumps(counts),
+                "hash": dataset_hash(x, y),
+            },
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        copy_sql = "COPY dataset_rows (dataset_id, idx, session_id, seq, label, data) FROM STDIN"
+        async with cur.copy(copy_sql) as copy:
+            for i in range(n):
+                await copy.write_row((row["id"], i, sids[i], sqs[i], int(y[i]), x[i].tobytes()))
+    return row
+
+
+async def get_dataset(
+    conn: AsyncConnection[Any], name: str, version: int | None = None
+) -> dict[str, Any] | None:
+    """One snapshot's metadata by name; the latest version when ``version`` is None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""SELECT {_COLUMNS} FROM datasets
+            WHERE name = %s AND (%s::int IS NULL OR version = %s)
+            ORDER BY version DESC LIMIT 1""",
+            [name, version, version],
+        )
+        return await cur.fetchone()
+
+
+async def get_dataset_by_id(conn: AsyncConnection[Any], id: int) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_COLUMNS} FROM datasets WHERE id = %s", [id])
+        return await cur.fetchone()
+
+
+async def list_datasets(
+    conn: AsyncConnection[Any], name: str | None = None
+) -> list[dict[str, Any]]:
+    """Every snapshot (optionally of one name), newest first within a name."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""SELECT {_COLUMNS} FROM datasets WHERE %(name)s::text IS NULL OR name = %(name)s
+            ORDER BY name, version DESC""",
+            {"name": name},
+        )
+        return await cur.fetchall()
+
+
+async def load_snapshot(conn: AsyncConnection[Any], dataset_id: int) -> Snapshot:
+    """The snapshot's arrays in row order; KeyError when the id does not exist."""
+    meta = await get_dataset_by_id(conn, dataset_id)
+    if meta is None:
+        raise KeyError(f"dataset id {dataset_id} does not exist")
+    cur = await conn.execute(
+        "SELECT session_id, seq, label, data FROM dataset_rows WHERE dataset_id = %s ORDER BY idx",
+        [dataset_id],
+    )
+    rows = await cur.fetchall()
+    shape = (len(rows), meta["n_channels"], meta["n_samples"])
+    x = np.frombuffer(b"".join(bytes(r[3]) for r in rows), dtype="<f4").reshape(shape)
+    y = np.array([r[2] for r in rows], dtype=np.int64)
+    return Snapshot(
+        meta=meta,
+        x=x.copy(),
+        y=y,
+        session_ids=[r[0] for r in rows],
+        seqs=[r[1] for r in rows],
+    )
+
+
+_LABELLED = """
+SELECT DISTINCT ON (w.session_id, w.seq) w.session_id, w.seq, w.fs, w.n_channels,
+    w.n_samples, w.channels, w.data, l.label
+FROM windows w JOIN labels l ON l.session_id = w.session_id AND l.seq = w.seq
+WHERE w.session_id = ANY(%(ids)s) AND w.kind = 'epoch'
+ORDER BY w.session_id, w.seq, w.window_ts
+"""
+
+
+async def snapshot_from_sessions(
+    conn: AsyncConnection[Any],
+    *,
+    name: str,
+    kind: Kind,
+    session_ids: list[str],
+    description: str = "",
+) -> dict[str, Any]:
+    """Snapshot the labelled epoch windows of ``session_ids`` (in that order, then by seq)."""
+    if not session_ids:
+        raise ValueError("session_ids: at least one session is needed")
+    ids = list(dict.fromkeys(session_ids))
+    cur = await conn.execute(_LABELLED, {"ids": ids})
+    rows = await cur.fetchall()
+    if not rows:
+        raise ValueError(
+            f"session_ids: no labelled epoch windows in sessions {ids} "
+            "(are the windows archived and the labels collected?)"
+        )
+    order = {sid: i for i, sid in enumerate(ids)}
+    rows.sort(key=lambda r: (order[r[0]], r[1]))
+    shapes = {(r[3], r[4]) for r in rows}
+    rates = {float(r[2]) for r in rows}
+    if len(shapes) > 1 or len(rates) > 1:
+        raise ValueError(
+            f"session_ids: windows have mixed shapes {sorted(shapes)} or sampling rates "
+            f"{sorted(rates)}; snapshot sessions recorded with the same montage"
+        )
+    channels = await _channels(conn, ids, rows)
+    (n_ch, n_s), fs = shapes.pop(), rates.pop()
+    x = np.frombuffer(b"".join(bytes(r[6]) for r in rows), dtype="<f4").reshape(-1, n_ch, n_s)
+    y = np.array([r[7] for r in rows], dtype=np.int64)
+    return await create_snapshot(
+        conn,
+        name=name,
+        kind=kind,
+        windows=x,
+        labels=y,
+        fs=fs,
+        channels=channels,
+        description=description,
+        source={"sessions": ids, "kind": "epoch"},
+        session_ids=[r[0] for r in rows],
+        seqs=[r[1] for r in rows],
+    )
+
+
+async def _channels(
+    conn: AsyncConnection[Any], ids: list[str], rows: list[tuple[Any, ...]]
+) -> list[str]:
+    """Channel names from the archived windows, else the sessions table, else generic."""
+    names = {tuple(r[5]) for r in rows if r[5]}
+    if not names:
+        cur = await conn.execute(
+            "SELECT DISTINCT channels FROM sessions WHERE session_id = ANY(%s)", [ids]
+        )
+        names = {tuple(r[0]) for r in await cur.fetchall() if r[0]}
+    if len(names) > 1:
+        raise ValueError(f"session_ids: sessions have different channels {sorted(names)}")
+    if names:
+        found = list(names.pop())
+        if len(found) == rows[0][3]:
+            return found
+    return [f"ch{i}" for i in range(rows[0][3])]
