@@ -1,0 +1,170 @@
+"""Shared set-up for the benchmark scripts: an isolated database/vhost, a served model,
+worker processes and pre-built windows. Benchmarks print tables; they never assert."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aio_pika
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from neurostream import infra, registry, topology
+from neurostream.contract import encode, make_window
+from neurostream.db import open_pool
+from neurostream.models.training import TrainedModel, train_model
+from neurostream.settings import CoreSettings
+
+FS, N_CH, N_S = 250.0, 16, 200  # one P300 epoch of the synthetic board
+
+
+def bench_core(name: str) -> CoreSettings:
+    """A fresh database and vhost for this benchmark run."""
+    core = CoreSettings(
+        database_url=f"postgresql://postgres@127.0.0.1:5432/{name}",
+        amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{name}",
+    )
+    infra.ensure_rabbitmq("amqp://guest:guest@127.0.0.1:5672/")
+    infra.delete_vhost(name)
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    infra.ensure_local(core.database_url, core.amqp_url)
+    return core
+
+
+def train(family: str = "sklearn-lda") -> TrainedModel:
+    rng = np.random.default_rng(0)
+    t = np.arange(N_S) / FS - 0.1
+    y = (np.arange(600) % 6 == 0).astype(np.int64)
+    x = rng.normal(0, 10, (600, N_CH, N_S)).astype(np.float32)
+    x[y == 1] += (6 * np.exp(-((t - 0.3) ** 2) / (2 * 0.06**2))).astype(np.float32)
+    return train_model(family, x, y, FS)
+
+
+async def serve_model(core: CoreSettings, service: str, trained: TrainedModel) -> int:
+    pool = await open_pool(core.database_url, max_size=1)
+    try:
+        async with pool.connection() as conn:
+            row = await registry.register_trained(conn, f"{service}-model", trained)
+            if await registry.get_service(conn, service) is None:
+                await registry.create_service(conn, service)
+            await registry.assign(conn, service, f"{service}-model", str(row["version"]))
+            return int(row["id"])
+    finally:
+        await pool.close()
+
+
+def windows(session: str, n: int) -> list[tuple[bytes, dict[str, object]]]:
+    """Pre-encoded epochs (encoding cost stays out of the consumer's numbers)."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(0, 10, (N_CH, N_S)).astype(np.float32)
+    chans = [f"ch{i}" for i in range(N_CH)]
+    out = []
+    for seq in range(n):
+        w = make_window(
+            base,
+            session_id=session,
+            seq=seq,
+            t0=1.7e9 + seq * 0.25,
+            fs=FS,
+            channels=chans,
+            kind="epoch",
+            marker=2,
+        )
+        out.append(encode(w))
+    return out
+
+
+async def fill(
+    core: CoreSettings,
+    service: str,
+    items: list[tuple[bytes, dict[str, object]]],
+    *,
+    in_flight: int = 1000,
+) -> float:
+    """Publish with confirms, ``in_flight`` at once; returns messages/s."""
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        await topology.declare_service(ch, service)
+        ex = await ch.get_exchange(topology.WINDOWS_EXCHANGE)
+        sem = asyncio.Semaphore(in_flight)
+
+        async def one(body: bytes, headers: dict[str, object]) -> None:
+            async with sem:
+                await ex.publish(
+                    aio_pika.Message(
+                        body,
+                        headers=headers,  # type: ignore[arg-type]
+                        message_id=f"{headers['session_id']}:{headers['seq']}",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    service,
+                )
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one(b, h) for b, h in items))
+        return len(items) / (time.perf_counter() - t)
+
+
+@contextmanager
+def worker_procs(core: CoreSettings, service: str, n: int, **settings: str) -> Iterator[None]:
+    env = (
+        dict(os.environ)
+        | {
+            "NEUROSTREAM_DATABASE_URL": core.database_url,
+            "NEUROSTREAM_AMQP_URL": core.amqp_url,
+            "NEUROSTREAM_WORKER_SERVICE": service,
+        }
+        | {f"NEUROSTREAM_WORKER_{k.upper()}": v for k, v in settings.items()}
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "workers"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+
+
+async def count(core: CoreSettings, session: str) -> int:
+    async with await psycopg.AsyncConnection.connect(core.database_url) as c:
+        row = await (
+            await c.execute("SELECT count(*) FROM predictions WHERE session_id = %s", [session])
+        ).fetchone()
+        return int(row[0])  # type: ignore[index]
+
+
+async def wait_count(core: CoreSettings, session: str, n: int, timeout_s: float = 300) -> int:
+    deadline = time.monotonic() + timeout_s
+    got = 0
+    while time.monotonic() < deadline:
+        got = await count(core, session)
+        if got >= n:
+            break
+        await asyncio.sleep(0.2)
+    return got
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    print(f"\n{title}")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    print("  " + "  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        print("  " + "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)))
