@@ -103,10 +103,21 @@ async def migrate(pool: AsyncConnectionPool) -> bool:
 
 
 async def open_pool(
-    url: str, *, max_size: int = 8, migrate_schema: bool = True
+    url: str, *, max_size: int = 8, migrate_schema: bool = True, autocommit: bool = False
 ) -> AsyncConnectionPool:
-    """Open the process's pool (checking the server is up) and migrate the schema."""
-    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10)
+    """Open the process's pool (checking the server is up) and migrate the schema.
+
+    ``autocommit`` suits hot paths whose writes are single statements (one round trip
+    instead of statement + COMMIT); multi-statement writes still use ``conn.transaction()``.
+    """
+    pool = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        timeout=10,
+        kwargs={"autocommit": autocommit},
+    )
     try:
         await pool.open(wait=True, timeout=10)
     except Exception as exc:  # psycopg_pool raises PoolTimeout wrapping the cause

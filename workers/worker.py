@@ -76,7 +76,7 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        self.pool = await open_pool(self.core.database_url, max_size=4)
+        self.pool = await open_pool(self.core.database_url, max_size=4, autocommit=True)
         self.slot = ModelSlot(self.pool, self.service)
         try:
             self.connection = await aio_pika.connect_robust(self.core.amqp_url)
@@ -236,7 +236,14 @@ class Worker:
         rows: list[PredictionRow] = []
         if good:
             try:
-                rows = await asyncio.to_thread(_predict_rows, served, [w for _, w in good])
+                windows = [w for _, w in good]
+                # A thread lets the loop keep receiving during a big batch; for a few
+                # windows the hop costs more than the work.
+                rows = (
+                    _predict_rows(served, windows)
+                    if len(windows) <= _INLINE_MAX
+                    else await asyncio.to_thread(_predict_rows, served, windows)
+                )
             except Exception as exc:
                 label = served.serving.label
                 if self.slot.fail_current(f"model {label} raised on predict: {exc!r}"):
@@ -263,12 +270,17 @@ class Worker:
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    async with conn.transaction():
+                    if rejection_rows:
+                        async with conn.transaction():
+                            new = await write_predictions(
+                                conn, self.service, self.settings.worker_id, rows
+                            )
+                            await write_rejections(
+                                conn, self.service, self.settings.worker_id, rejection_rows
+                            )
+                    else:  # one autocommitted statement: one round trip
                         new = await write_predictions(
                             conn, self.service, self.settings.worker_id, rows
-                        )
-                        await write_rejections(
-                            conn, self.service, self.settings.worker_id, rejection_rows
                         )
                 self.counters.duplicates += len(rows) - new
                 metrics.DUPLICATES.labels(self.service).inc(len(rows) - new)
@@ -368,6 +380,7 @@ class Worker:
 
 
 _STOP = object()
+_INLINE_MAX = 8
 
 
 def _predict_rows(served: Served, windows: list[Window]) -> list[PredictionRow]:
