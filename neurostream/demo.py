@@ -32,6 +32,13 @@ from neurostream.settings import CoreSettings
 
 log = logging.getLogger(__name__)
 LDA, CNN = "p300-lda", "p300-eegnet"
+_REPORT_SQL = """
+SELECT p.seq, p.model_version_id, p.score,
+       (extract(epoch FROM p.predicted_at) - extract(epoch FROM p.sent_at))::float8,
+       extract(epoch FROM p.predicted_at)::float8, v.model_name || ':' || v.version
+FROM predictions p JOIN model_versions v ON v.id = p.model_version_id
+WHERE p.session_id = %s AND p.role = 'serving' ORDER BY p.seq
+"""
 
 
 @dataclass
@@ -280,11 +287,7 @@ async def _report(
             async with pool.connection() as conn:
                 rows = await (
                     await conn.execute(
-                        "SELECT p.seq, p.model_version_id, p.score, "
-                        "(extract(epoch FROM p.predicted_at) - extract(epoch FROM p.sent_at))::float8, "
-                        "extract(epoch FROM p.predicted_at)::float8, v.model_name || ':' || v.version "
-                        "FROM predictions p JOIN model_versions v ON v.id = p.model_version_id "
-                        "WHERE p.session_id = %s AND p.role = 'serving' ORDER BY p.seq",
+                        _REPORT_SQL,
                         [session_id],
                     )
                 ).fetchall()

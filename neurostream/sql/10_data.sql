@@ -1,7 +1,7 @@
 -- Data owned by ml_data_api: archived raw windows and dataset snapshots.
 
 -- Raw windows of every session, archived by ml_data_api's window archiver (queue
--- archive.windows bound to eeg.windows with '#'), so datasets can be built from sessions.
+-- data.windows bound to eeg.windows with '#'), so datasets can be built from sessions.
 CREATE TABLE IF NOT EXISTS windows (
     session_id text NOT NULL,
     seq        integer NOT NULL,

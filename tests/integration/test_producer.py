@@ -206,7 +206,7 @@ async def test_broker_outage_buffers_and_resends_without_gaps(
     proxy = TcpProxy()
     await proxy.start()
     core = CoreSettings(database_url=database_url, amqp_url=proxy.url)
-    settings = ProducerSettings(service=service, duration_s=60.0, paradigm="none")
+    settings = ProducerSettings(service=service, duration_s=60.0, paradigm="none", sliding=True)
     source = RecordingSource.from_file(recording, speed=40, loop=True)  # 60 s of data in 1.5 s
 
     async def outage() -> None:
@@ -278,7 +278,7 @@ async def test_stop_event_ends_the_session_with_everything_confirmed(
 
 async def test_live_synthetic_board(database_url: str, service: str) -> None:
     core = CoreSettings(database_url=database_url)
-    settings = ProducerSettings(service=service, board="synthetic", duration_s=2.0)
+    settings = ProducerSettings(service=service, board="synthetic", duration_s=2.0, sliding=True)
     result = await asyncio.wait_for(run_session(core, settings), 30)
     assert result.fs == 250.0 and len(result.channels) == 16 and result.channels[0] == "Fz"
     assert result.windows_confirmed == result.windows_published >= 3

@@ -1,0 +1,73 @@
+"""The ML data API app factory: datasets, production data, labels and sessions.
+
+The lifespan opens the process's PostgreSQL pool (migrating the schema) and, unless
+``consumers`` is off, the ground-truth collector and window archiver on one robust AMQP
+connection; they stop (finishing in-flight batches) before the pool closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from ml_data_api import errors
+from ml_data_api.consumers import Consumers, connect
+from ml_data_api.routers import datasets, labels, production, sessions
+from ml_data_api.settings import DataApiSettings
+from neurostream.api import service_app
+from neurostream.db import open_pool
+from neurostream.settings import CoreSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(core: CoreSettings, settings: DataApiSettings) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await open_pool(core.database_url, max_size=core.db_pool_max)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(pool.close)
+            app.state.pool = pool
+
+            async def check_db() -> None:
+                async with pool.connection() as conn:
+                    await conn.execute("SELECT 1")
+
+            app.state.health_checks = {"database": check_db}
+            if settings.consumers:
+                connection = await connect(core)
+                stack.push_async_callback(connection.close)
+                consumers = Consumers(pool, core, settings)
+                await consumers.start(connection)
+                stack.push_async_callback(consumers.close)
+                app.state.consumers = consumers
+
+                async def check_amqp() -> None:
+                    if connection.is_closed:
+                        raise RuntimeError("AMQP connection closed (reconnecting)")
+
+                app.state.health_checks["broker"] = check_amqp
+            yield
+
+    app = service_app(
+        "ml_data_api",
+        core,
+        lifespan=lifespan,
+        description="Training / testing datasets, production data (predictions, windows), "
+        "ground-truth labels and sessions of neurostream. Write endpoints need "
+        "`Authorization: Bearer <token>`.",
+        max_body_size=settings.max_upload_bytes,  # uploads and label batches alike
+    )
+    app.state.settings = settings
+    app.add_exception_handler(errors.DataApiError, errors.handle)
+    app.include_router(datasets.uploads)
+    app.include_router(datasets.router)
+    app.include_router(production.router)
+    app.include_router(labels.router)
+    app.include_router(sessions.router)
+    return app

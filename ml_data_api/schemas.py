@@ -1,0 +1,192 @@
+"""Request and response models of the ML data API (its OpenAPI contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+SESSION_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+INT32 = 2**31 - 1
+Kind = Literal["training", "testing"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- datasets ------------------------------------------------------------------------------
+
+
+class DatasetFromSessions(_In):
+    name: str = Field(pattern=NAME_PATTERN, examples=["p300-train"])
+    kind: Kind
+    session_ids: list[str] = Field(min_length=1, max_length=1000)
+    description: str = Field("", max_length=2000)
+
+
+class UploadRow(_In):
+    data: list[list[float]] = Field(description="[n_channels][n_samples] samples of one window.")
+    label: StrictInt = Field(ge=-INT32, le=INT32)
+    session_id: str | None = Field(None, pattern=SESSION_PATTERN)
+    seq: StrictInt | None = Field(None, ge=0, le=INT32)
+
+
+class DatasetUpload(_In):
+    name: str = Field(pattern=NAME_PATTERN, examples=["p300-upload"])
+    kind: Kind
+    fs: float = Field(gt=0, le=100_000, allow_inf_nan=False)
+    channels: list[str] = Field(min_length=1, max_length=1024)
+    description: str = Field("", max_length=2000)
+    rows: list[UploadRow] = Field(min_length=1)
+
+
+class DatasetOut(BaseModel):
+    id: int
+    name: str
+    version: int
+    kind: str
+    description: str
+    source: dict[str, Any]
+    n_rows: int
+    fs: float
+    n_channels: int
+    n_samples: int
+    channels: list[str]
+    label_counts: dict[str, int]
+    content_hash: str
+    created_at: datetime
+
+
+# --- production data -----------------------------------------------------------------------
+
+
+class PredictionOut(BaseModel):
+    session_id: str
+    seq: int
+    model_version_id: int
+    window_ts: datetime
+    service: str
+    role: str
+    kind: str
+    marker: int | None
+    predicted: int
+    score: float
+    proba: list[float]
+    label: int | None = Field(description="Ground truth, when collected.")
+    predicted_at: datetime
+    worker_id: str
+
+
+class WindowOut(BaseModel):
+    session_id: str
+    seq: int
+    window_ts: datetime
+    service: str
+    kind: str
+    marker: int | None
+    fs: float
+    n_channels: int
+    n_samples: int
+    channels: list[str] | None
+    label: int | None
+    stored_at: datetime
+    data: list[list[float]] | None = Field(None, description="Only with include_data=true.")
+
+
+class PredictionPage(BaseModel):
+    items: list[PredictionOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
+
+
+class WindowPage(BaseModel):
+    items: list[WindowOut]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+# --- labels --------------------------------------------------------------------------------
+
+
+class LabelBySeq(_In):
+    session_id: str = Field(pattern=SESSION_PATTERN)
+    seq: StrictInt = Field(ge=0, le=INT32)
+    label: StrictInt = Field(ge=-INT32, le=INT32)
+    source: str = Field("api", min_length=1, max_length=64)
+
+
+class LabelByRange(_In):
+    """Every archived window of the session whose ``window_ts`` is in [t_from, t_to]."""
+
+    session_id: str = Field(pattern=SESSION_PATTERN)
+    t_from: datetime = Field(description="ISO 8601 or Unix seconds (window t0).")
+    t_to: datetime
+    label: StrictInt = Field(ge=-INT32, le=INT32)
+    kind: Literal["sliding", "epoch"] | None = Field(None, description="Only windows of a kind.")
+    source: str = Field("api", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LabelByRange:
+        if self.t_to < self.t_from:
+            raise ValueError("t_to must not be before t_from")
+        return self
+
+
+class LabelsStored(BaseModel):
+    stored: int = Field(description="Labels written (a window labelled twice counts once).")
+
+
+class LabelOut(BaseModel):
+    session_id: str
+    seq: int
+    label: int
+    source: str
+    created_at: datetime
+
+
+class LabelPage(BaseModel):
+    items: list[LabelOut]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    service: str | None
+    board: str | None
+    fs: float | None
+    channels: list[str] | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    windows: int = Field(description="Archived windows.")
+    labelled: int = Field(description="Archived windows with a label.")
+    labelled_share: float | None
+
+
+class ModelPerformance(BaseModel):
+    model_version_id: int | None = Field(description="null: all serving predictions together.")
+    n: int
+    accuracy: float | None
+    roc_auc: float | None
+
+
+class SessionDetail(SessionOut):
+    paradigm: dict[str, Any]
+    epochs: int
+    duration_s: float | None
+    first_window_ts: datetime | None
+    last_window_ts: datetime | None
+    labels: int = Field(description="Labels collected (also for windows not archived).")
+    predictions: int = Field(description="Serving predictions.")
+    accuracy: float | None
+    roc_auc: float | None
+    by_model_version: list[ModelPerformance]

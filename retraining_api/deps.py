@@ -1,0 +1,34 @@
+"""FastAPI dependencies: the process's pool, notifier, runner and settings from ``app.state``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from psycopg_pool import AsyncConnectionPool
+
+from neurostream.notify import Notifier
+from retraining_api.runner import Runner
+from retraining_api.settings import RetrainingSettings
+
+
+def _pool(request: Request) -> AsyncConnectionPool:
+    return request.app.state.pool
+
+
+def _notifier(request: Request) -> Notifier:
+    return request.app.state.notifier
+
+
+def _runner(request: Request) -> Runner | None:
+    return request.app.state.runner
+
+
+def _settings(request: Request) -> RetrainingSettings:
+    return request.app.state.settings
+
+
+Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
+Notify = Annotated[Notifier, Depends(_notifier)]
+RunnerDep = Annotated[Runner | None, Depends(_runner)]
+Settings = Annotated[RetrainingSettings, Depends(_settings)]

@@ -1,0 +1,128 @@
+"""The CPU part of a retrain job: train (or search), then score challenger and champion.
+
+Pure over arrays and a registry row, run in a worker thread by the runner: no database,
+no event loop. Both models are scored on the same testing dataset by the same
+``classification_metrics``, so the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from neurostream.datasets import Snapshot
+from neurostream.models.serving import ServingModel
+from neurostream.models.training import TrainedModel, evaluate, train_model
+from retraining_api.progress import JobProgress
+from retraining_api.search import run_search
+
+METRICS = ("roc_auc", "balanced_accuracy", "f1", "mcc")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    trained: TrainedModel
+    validation: dict[str, Any]
+    test: dict[str, Any]
+    champion_test: dict[str, Any] | None
+    champion_note: str | None
+    search: dict[str, Any] | None
+
+
+def _score_champion(
+    row: Mapping[str, Any], test: Snapshot, progress: JobProgress
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The champion's test metrics, or None and why it cannot be scored on this dataset."""
+    label = f"{row['model_name']}:{row['version']}"
+    try:
+        champion = ServingModel.from_row(row)
+    except Exception as exc:  # a champion that no longer loads is reported, not fatal
+        return None, f"champion {label} cannot be loaded: {exc}"
+    fs = float(test.meta["fs"])
+    reason = champion.check_input(test.x.shape[1], test.x.shape[2], fs)
+    if reason:
+        return None, f"champion {label} cannot score the testing dataset: {reason}"
+    metrics = evaluate(champion, test.x, test.y, fs=fs)
+    progress.log(f"champion {label} test roc_auc {metrics['roc_auc']}")
+    return metrics, None
+
+
+def run(
+    spec: Mapping[str, Any],
+    train: Snapshot,
+    test: Snapshot,
+    champion_row: Mapping[str, Any] | None,
+    progress: JobProgress,
+) -> Outcome:
+    """Train the challenger on ``train`` and score it and the champion on ``test``."""
+    fs = float(train.meta["fs"])
+    params = spec["params"]
+    progress.set(0.1, f"training {spec['family']} on {len(train.y)} windows")
+    search: dict[str, Any] | None = None
+    if spec.get("search"):
+        trained, search = run_search(spec, train.x, train.y, fs, progress, span=(0.1, 0.8))
+        progress.log(f"best trial {search['best_trial']}: {search['best_params']}")
+    else:
+        progress.checkpoint()
+        trained = train_model(
+            spec["family"],
+            train.x,
+            train.y,
+            fs,
+            pipeline=str(params.get("feature_pipeline", "erp@1")),
+            feature_params=params.get("feature_params") or {},
+            model_params=params.get("model_params") or {},
+            seed=int(spec["seed"]),
+            test_size=float(spec["validation_size"]),
+        )
+    progress.set(0.8, f"validation roc_auc {trained.metrics['roc_auc']}")
+    progress.checkpoint()
+    test_metrics = evaluate(trained, test.x, test.y, fs=float(test.meta["fs"]))
+    progress.set(0.85, f"challenger test roc_auc {test_metrics['roc_auc']}")
+    champion_test, note = (None, None)
+    if champion_row is not None:
+        champion_test, note = _score_champion(champion_row, test, progress)
+        if note:
+            progress.log(note, "warning")
+    progress.set(0.9)
+    progress.checkpoint()
+    return Outcome(trained, trained.metrics, test_metrics, champion_test, note, search)
+
+
+def compare(test: Mapping[str, Any], champion_test: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Metric -> {challenger, champion, delta}: the side-by-side table of the result."""
+    table: dict[str, Any] = {}
+    for m in METRICS:
+        a = test.get(m)
+        b = champion_test.get(m) if champion_test else None
+        delta = a - b if a is not None and b is not None else None
+        table[m] = {"challenger": a, "champion": b, "delta": delta}
+    table["confusion_matrix"] = {
+        "challenger": test.get("confusion_matrix"),
+        "champion": champion_test.get("confusion_matrix") if champion_test else None,
+    }
+    return table
+
+
+def promote_decision(
+    rule: Mapping[str, Any] | None,
+    test: Mapping[str, Any],
+    champion_test: Mapping[str, Any] | None,
+    has_champion: bool,
+) -> tuple[bool, str]:
+    """(promote?, why): no rule -> never; no champion -> always; else the metric margin."""
+    if not rule:
+        return False, "no promote rule in the request; promote with POST /models/{name}/promote"
+    metric, margin = str(rule["metric"]), float(rule["min_improvement"])
+    if not has_champion:
+        return True, "there is no champion yet"
+    new = test.get(metric)
+    if new is None:
+        return False, f"challenger {metric} is undefined on the testing dataset"
+    old = champion_test.get(metric) if champion_test else None
+    if old is None:
+        return True, f"the champion has no {metric} on the testing dataset"
+    verdict = new - old >= margin
+    sign = ">=" if verdict else "<"
+    return verdict, f"{metric} {new:.4f} - {old:.4f} = {new - old:+.4f} {sign} {margin}"

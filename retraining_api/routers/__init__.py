@@ -1,0 +1,1 @@
+"""HTTP resources of the retraining API: jobs, models (promotion, importance), triggers."""
