@@ -53,12 +53,22 @@ async def ceiling(core: CoreSettings, n: int, prefetch: int) -> float:
         return (n - 1) / (time.perf_counter() - t0)
 
 
-async def worker_rate(core: CoreSettings, n: int, prefetch: int, batch: int) -> dict[str, float]:
-    service = f"tp{prefetch}x{batch}"
-    await serve_model(core, service, train())
-    session = f"tp-{prefetch}-{batch}"
+async def worker_rate(
+    core: CoreSettings,
+    n: int,
+    prefetch: int,
+    batch: int,
+    *,
+    family: str = "sklearn-lda",
+    replicas: int = 1,
+    tag: str = "",
+) -> dict[str, float]:
+    """Windows/s of ``replicas`` worker processes draining a pre-filled queue of ``n``."""
+    service = f"tp{prefetch}x{batch}{family[:5]}{tag}"
+    await serve_model(core, service, train(family))
+    session = f"tp-{service}"
     await fill(core, service, windows(session, n))
-    with worker_procs(core, service, 1, prefetch=str(prefetch), batch_max=str(batch)):
+    with worker_procs(core, service, replicas, prefetch=str(prefetch), batch_max=str(batch)):
         await wait_count(core, session, n)
     async with await psycopg.AsyncConnection.connect(core.database_url) as c:
         first, last, got = await (

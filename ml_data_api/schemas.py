@@ -25,6 +25,12 @@ class DatasetFromSessions(_In):
     kind: Kind
     session_ids: list[str] = Field(min_length=1, max_length=1000)
     description: str = Field("", max_length=2000)
+    base_dataset: int | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="Grow this dataset id: its rows first, then the sessions' new windows.",
+    )
 
 
 class UploadRow(_In):

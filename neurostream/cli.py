@@ -165,7 +165,12 @@ def demo(
         float, typer.Option(help="Swap the model at this fraction of the session (<0: never).")
     ] = 0.5,
     keep: Annotated[bool, typer.Option(help="Keep the services running afterwards.")] = False,
-    port: Annotated[int, typer.Option(help="Queue manager port.")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Queue manager port (+1 data, +2 monitoring, +3 retraining).")
+    ] = 8000,
+    retrain: Annotated[
+        bool, typer.Option(help="Then retrain on the grown labelled data and promote live.")
+    ] = True,
 ) -> None:
     """Live demo: set up, train if needed, start queue manager + workers, stream a session."""
     from neurostream.demo import DemoOptions, run_demo
@@ -179,9 +184,11 @@ def demo(
         swap_at=swap_at if swap_at >= 0 else None,
         keep=keep,
         qm_port=port,
+        retrain=retrain,
     )
     report = asyncio.run(run_demo(CoreSettings(), opts))
-    ok = not report.missing and report.duplicated == 0 and report.predicted == report.confirmed
+    reports = [report] + ([report.second] if report.second else [])
+    ok = all(not r.missing and r.duplicated == 0 and r.predicted == r.confirmed for r in reports)
     raise typer.Exit(0 if ok else 1)
 
 

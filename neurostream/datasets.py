@@ -206,8 +206,13 @@ async def snapshot_from_sessions(
     kind: Kind,
     session_ids: list[str],
     description: str = "",
+    base_dataset_id: int | None = None,
 ) -> dict[str, Any]:
-    """Snapshot the labelled epoch windows of ``session_ids`` (in that order, then by seq)."""
+    """Snapshot the labelled epoch windows of ``session_ids`` (in that order, then by seq).
+
+    With ``base_dataset_id`` the snapshot grows an earlier one: its rows first, then the
+    sessions' windows it does not already hold, so training data accumulates.
+    """
     if not session_ids:
         raise ValueError("session_ids: at least one session is needed")
     ids = list(dict.fromkeys(session_ids))
@@ -231,6 +236,12 @@ async def snapshot_from_sessions(
     (n_ch, n_s), fs = shapes.pop(), rates.pop()
     x = np.frombuffer(b"".join(bytes(r[6]) for r in rows), dtype="<f4").reshape(-1, n_ch, n_s)
     y = np.array([r[7] for r in rows], dtype=np.int64)
+    sids: list[str | None] = [r[0] for r in rows]
+    seqs: list[int | None] = [r[1] for r in rows]
+    source: dict[str, Any] = {"sessions": ids, "kind": "epoch"}
+    if base_dataset_id is not None:
+        x, y, sids, seqs = await _grow(conn, base_dataset_id, x, y, sids, seqs, fs, channels)
+        source["base_dataset_id"] = base_dataset_id
     return await create_snapshot(
         conn,
         name=name,
@@ -240,9 +251,41 @@ async def snapshot_from_sessions(
         fs=fs,
         channels=channels,
         description=description,
-        source={"sessions": ids, "kind": "epoch"},
-        session_ids=[r[0] for r in rows],
-        seqs=[r[1] for r in rows],
+        source=source,
+        session_ids=sids,
+        seqs=seqs,
+    )
+
+
+async def _grow(
+    conn: AsyncConnection[Any],
+    base_id: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    sids: list[str | None],
+    seqs: list[int | None],
+    fs: float,
+    channels: list[str],
+) -> tuple[np.ndarray, np.ndarray, list[str | None], list[int | None]]:
+    """The base snapshot's rows followed by the new rows it does not already hold."""
+    try:
+        base = await load_snapshot(conn, base_id)
+    except KeyError:
+        raise ValueError(f"base_dataset: dataset {base_id} does not exist") from None
+    if base.x.shape[1:] != x.shape[1:] or float(base.meta["fs"]) != fs:
+        raise ValueError(
+            f"base_dataset: shape {base.x.shape[1:]} at {base.meta['fs']} Hz does not match "
+            f"the sessions' {x.shape[1:]} at {fs} Hz"
+        )
+    if list(base.meta.get("channels") or channels) != channels:
+        raise ValueError("base_dataset: its channels differ from the sessions' channels")
+    held = {(s, q) for s, q in zip(base.session_ids, base.seqs, strict=True) if s is not None}
+    keep = [i for i, key in enumerate(zip(sids, seqs, strict=True)) if key not in held]
+    return (
+        np.concatenate([base.x, x[keep]]),
+        np.concatenate([base.y, y[keep]]),
+        base.session_ids + [sids[i] for i in keep],
+        base.seqs + [seqs[i] for i in keep],
     )
 
 

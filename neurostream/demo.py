@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,8 @@ class DemoReport:
     swap_seen_after_s: float | None
     latency_ms: dict[str, float]
     urls: dict[str, str] = field(default_factory=dict)
+    retrain_job: dict[str, Any] | None = None
+    second: DemoReport | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class DemoOptions:
     train_seconds: float = 600.0
     session_seed: int = 7
     keep: bool = False
+    retrain: bool = True
+    second_s: float = 20.0
 
 
 def _env(core: CoreSettings, token: str, extra: dict[str, str]) -> dict[str, str]:
@@ -92,40 +97,55 @@ def _env(core: CoreSettings, token: str, extra: dict[str, str]) -> dict[str, str
     return env | extra
 
 
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _apis(opts: DemoOptions) -> dict[str, tuple[str, int, dict[str, str]]]:
+    """HTTP services the demo runs: name -> (module, port, settings)."""
+    apis = {
+        "queue manager": ("queue_manager", opts.qm_port, {"NEUROSTREAM_QM_LOG_LEVEL": "warning"}),
+        "ml data API": ("ml_data_api", opts.qm_port + 1, {}),
+        "retraining API": ("retraining_api", opts.qm_port + 3, {}),
+    }
+    if _has_module("monitoring_api.app"):
+        apis["monitoring API"] = ("monitoring_api", opts.qm_port + 2, {})
+    prefixes = {
+        "queue_manager": "QM",
+        "ml_data_api": "DATA",
+        "retraining_api": "RT",
+        "monitoring_api": "MON",
+    }
+    return {
+        name: (module, port, extra | {f"NEUROSTREAM_{prefixes[module]}_PORT": str(port)})
+        for name, (module, port, extra) in apis.items()
+    }
+
+
 @contextmanager
 def _services(core: CoreSettings, opts: DemoOptions, token: str) -> Iterator[list[str]]:
-    """Queue manager + workers as child processes, stopped with SIGTERM on exit."""
+    """The HTTP services + workers as child processes, stopped with SIGTERM on exit."""
     procs: list[subprocess.Popen[bytes]] = []
     worker_ids = [
         f"demo-{opts.service}-{i + 1}-{secrets.token_hex(2)}" for i in range(opts.workers)
     ]
     try:
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "queue_manager"],
-                env=_env(
-                    core,
-                    token,
-                    {
-                        "NEUROSTREAM_QM_PORT": str(opts.qm_port),
-                        "NEUROSTREAM_QM_LOG_LEVEL": "warning",
-                    },
-                ),
+        for module, _, extra in _apis(opts).values():
+            procs.append(
+                subprocess.Popen([sys.executable, "-m", module], env=_env(core, token, extra))
             )
-        )
         for i, wid in enumerate(worker_ids):
+            worker_env = {
+                "NEUROSTREAM_WORKER_SERVICE": opts.service,
+                "NEUROSTREAM_WORKER_WORKER_ID": wid,
+                "NEUROSTREAM_WORKER_METRICS_PORT": str(opts.metrics_port + i),
+            }
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "workers"],
-                    env=_env(
-                        core,
-                        token,
-                        {
-                            "NEUROSTREAM_WORKER_SERVICE": opts.service,
-                            "NEUROSTREAM_WORKER_WORKER_ID": wid,
-                            "NEUROSTREAM_WORKER_METRICS_PORT": str(opts.metrics_port + i),
-                        },
-                    ),
+                    [sys.executable, "-m", "workers"], env=_env(core, token, worker_env)
                 )
             )
         yield worker_ids
@@ -140,25 +160,39 @@ def _services(core: CoreSettings, opts: DemoOptions, token: str) -> Iterator[lis
                 p.kill()
 
 
-async def _wait_ready(core: CoreSettings, opts: DemoOptions, worker_ids: list[str]) -> None:
+async def _wait_ready(opts: DemoOptions, worker_ids: list[str]) -> None:
     deadline = time.monotonic() + 90
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{opts.qm_port}") as http:
-        while True:
+    apis = {name: port for name, (_, port, _) in _apis(opts).items()}
+    down: list[str] = list(apis)
+    missing: set[str] = set(worker_ids)
+    async with httpx.AsyncClient(timeout=5) as http:
+        while time.monotonic() < deadline:
+            down = []
+            for name, port in apis.items():
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/health")).status_code != 200:
+                        down.append(name)
+                except httpx.HTTPError:
+                    down.append(name)
             try:
-                health = (await http.get("/health")).status_code == 200
-                rows = (await http.get("/workers", params={"service": opts.service})).json()
-                ready = {
+                rows = (
+                    await http.get(
+                        f"http://127.0.0.1:{opts.qm_port}/workers", params={"service": opts.service}
+                    )
+                ).json()
+                missing = set(worker_ids) - {
                     r["worker_id"]
                     for r in rows
                     if r["status"] == "running" and r.get("model_version_id")
                 }
-                if health and set(worker_ids) <= ready:
-                    return
-            except (httpx.HTTPError, ValueError, TypeError):
+            except (httpx.HTTPError, ValueError, TypeError, KeyError):
                 pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("queue manager or workers did not become ready in 90 s")
+            if not down and not missing:
+                return
             await asyncio.sleep(0.5)
+    raise RuntimeError(
+        f"not ready after 90 s: services down {down}, workers without a model {sorted(missing)}"
+    )
 
 
 async def ensure_models(core: CoreSettings, opts: DemoOptions) -> dict[str, int]:
@@ -203,57 +237,126 @@ async def _assign(opts: DemoOptions, token: str, model_name: str) -> None:
         r.raise_for_status()
 
 
-async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
+async def _live_session(
+    core: CoreSettings,
+    opts: DemoOptions,
+    *,
+    duration_s: float,
+    seed: int,
+    act_at: float | None,
+    act: Callable[[], Awaitable[object]] | None,
+) -> DemoReport:
+    """Stream one live synthetic session; run ``act`` (a model change) at ``act_at``."""
     from producer.session import run_session
     from producer.settings import ProducerSettings
+
+    settings = ProducerSettings(
+        service=opts.service, board="synthetic", duration_s=duration_s, seed=seed, sliding=False
+    )
+    t_start = time.time()
+    acted: list[float] = []
+
+    async def later() -> None:
+        assert act_at is not None and act is not None
+        await asyncio.sleep(duration_s * act_at)
+        acted.append(time.time())
+        await act()
+
+    task = asyncio.create_task(later()) if act is not None and act_at is not None else None
+    result = await run_session(core, settings)
+    if task is not None:
+        await task
+    report = await _report(
+        core,
+        result.session_id,
+        result.windows_confirmed,
+        result.truth,
+        t_start,
+        acted[0] if acted else None,
+    )
+    report.urls = {
+        "session summary": f"http://127.0.0.1:{opts.qm_port}/sessions/{result.session_id}/summary",
+        "jobs": f"http://127.0.0.1:{opts.qm_port}/jobs?session_id={result.session_id}",
+    }
+    return report
+
+
+async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
+    """Session 1 swaps EEGNet -> LDA by assignment; then (``retrain``) a retrain job on the
+    grown labelled data and session 2 promotes the challenger live."""
+    from neurostream import demo_retrain
 
     infra.ensure_local(core.database_url, core.amqp_url)
     await ensure_models(core, opts)
     token = core.api_token.get_secret_value() if core.api_token else secrets.token_urlsafe(24)
-    await _assign_direct(core, opts.service, LDA)
+    auth = {"Authorization": f"Bearer {token}"}
+    await _assign_direct(core, opts.service, CNN)
     with _services(core, opts, token) as worker_ids:
-        await _wait_ready(core, opts, worker_ids)
-        settings = ProducerSettings(
-            service=opts.service,
-            board="synthetic",
+        await _wait_ready(opts, worker_ids)
+        print(
+            f"\n[1] live session, {opts.duration_s:.0f} s: serving {CNN}; "
+            f"the queue manager assigns {LDA} at {opts.swap_at or 0:.0%}"
+        )
+        report = await _live_session(
+            core,
+            opts,
             duration_s=opts.duration_s,
             seed=opts.session_seed,
-            sliding=False,
+            act_at=opts.swap_at,
+            act=lambda: _assign(opts, token, LDA),
         )
-        t_start = time.time()
-        swap_at: list[float] = []
-
-        async def swap() -> None:
-            assert opts.swap_at is not None
-            await asyncio.sleep(opts.duration_s * opts.swap_at)
-            swap_at.append(time.time())
-            await _assign(opts, token, CNN)
-
-        swapper = asyncio.create_task(swap()) if opts.swap_at is not None else None
-        result = await run_session(core, settings)
-        if swapper is not None:
-            await swapper
-        report = await _report(
-            core,
-            result.session_id,
-            result.windows_confirmed,
-            result.truth,
-            t_start,
-            swap_at[0] if swap_at else None,
-        )
-        report.urls = {
-            "queue manager API docs": f"http://127.0.0.1:{opts.qm_port}/docs",
-            "session summary": f"http://127.0.0.1:{opts.qm_port}/sessions/{result.session_id}/summary",
-            "jobs": f"http://127.0.0.1:{opts.qm_port}/jobs?session_id={result.session_id}",
+        print_report(report)
+        if opts.retrain:
+            data = httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{opts.qm_port + 1}", headers=auth, timeout=120
+            )
+            rt = httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{opts.qm_port + 3}", headers=auth, timeout=120
+            )
+            async with data, rt:
+                await demo_retrain.ensure_datasets(data)
+                training = await demo_retrain.grow_training_dataset(data, opts.service)
+                print(
+                    f"\n[2] training snapshot p300-train v{training['version']}: "
+                    f"{training['n_rows']} labelled windows (the last version grown by the live "
+                    f"sessions), hash {training['content_hash'][:12]}"
+                )
+                job = await demo_retrain.retrain(rt, LDA, f"p300-train@{training['version']}")
+                report.retrain_job = job
+                demo_retrain.print_comparison(job)
+                print(
+                    "  (the demo promotes whatever the comparison says, to show the live swap; "
+                    "a job can carry a promote rule instead)"
+                )
+                print(
+                    f"\n[3] live session, {opts.second_s:.0f} s: the challenger is promoted "
+                    "to champion a third of the way in (the service follows the alias)"
+                )
+                report.second = await _live_session(
+                    core,
+                    opts,
+                    duration_s=opts.second_s,
+                    seed=opts.session_seed + 1,
+                    act_at=1 / 3,
+                    act=lambda: demo_retrain.promote(rt, LDA),
+                )
+                print_report(report.second)
+        urls = {name: f"http://127.0.0.1:{port}/docs" for name, (_, port, _) in _apis(opts).items()}
+        urls |= {
             "workers": f"http://127.0.0.1:{opts.qm_port}/workers",
             **{
                 f"worker {i + 1} metrics": f"http://127.0.0.1:{opts.metrics_port + i}/metrics"
                 for i in range(opts.workers)
             },
         }
-        print_report(report)
+        if "monitoring API" in _apis(opts):
+            urls["dashboard"] = f"http://127.0.0.1:{opts.qm_port + 2}/dashboard"
+        report.urls |= urls
+        print("\nwhere to look:")
+        for name, url in urls.items():
+            print(f"  {name:<24} {url}")
         if opts.keep:
-            print("services keep running; Ctrl-C to stop")
+            print(f"services keep running (API token: {token}); Ctrl-C to stop")
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
     return report
@@ -376,5 +479,3 @@ def print_report(r: DemoReport) -> None:
             "  latency publish -> prediction row: "
             + ", ".join(f"{k} {v:.1f} ms" for k, v in r.latency_ms.items())
         )
-    for name, url in r.urls.items():
-        print(f"  {name:<24} {url}")

@@ -51,6 +51,7 @@ async def create_from_sessions(body: DatasetFromSessions, pool: Pool) -> Dataset
                 kind=body.kind,
                 session_ids=body.session_ids,
                 description=body.description,
+                base_dataset_id=body.base_dataset,
             )
         except ValueError as exc:
             raise _invalid(exc) from None

@@ -27,6 +27,7 @@ async def test_live_oddball_session_with_two_workers_and_a_mid_session_swap(core
         qm_port=free_port(),
         metrics_port=free_port(),
         train_seconds=400,
+        second_s=15,
     )
     report = await run_demo(core, opts)
     # ~4 epochs/s for 30 s, less the first 0.5 s and the last epoch's tail
@@ -34,7 +35,7 @@ async def test_live_oddball_session_with_two_workers_and_a_mid_session_swap(core
     assert report.predicted == report.confirmed == report.distinct_seq
     assert report.missing == [] and report.duplicated == 0 and report.rejected == 0
     labels = [v.label.split(":")[0] for v in report.versions]
-    assert labels == [LDA, CNN]
+    assert labels == [CNN, LDA]
     first_new = report.versions[1].first_seq
     assert report.versions[0].first_seq == 0
     # Two replicas swap independently: at most a few windows overlap the boundary.
@@ -44,3 +45,17 @@ async def test_live_oddball_session_with_two_workers_and_a_mid_session_swap(core
     # Held-out: trained on a simulated session with another seed, scored on this live one.
     assert report.roc_auc is not None and report.roc_auc > 0.75
     assert report.latency_ms["p50"] > 0
+
+    # Act 2: labels collected during the session grew the training data; a retrain job
+    # registered a challenger with lineage; its promotion swapped the serving model live.
+    job = report.retrain_job
+    assert job is not None and job["status"] == "succeeded"
+    result = job["result"]
+    assert result["model_name"] == LDA and result["version"] >= 2
+    assert set(result["comparison"]["roc_auc"]) >= {"challenger", "champion"}
+    second = report.second
+    assert second is not None
+    assert second.predicted == second.confirmed == second.distinct_seq and not second.missing
+    versions = [v.label for v in second.versions]
+    assert versions[0].startswith(f"{LDA}:") and versions[-1] == f"{LDA}:{result['version']}"
+    assert second.swap_seen_after_s is not None and second.swap_seen_after_s < 5
