@@ -22,6 +22,7 @@ HYPERTABLES: dict[str, str] = {
     "predictions": "window_ts",
     "rejections": "rejected_at",
     "windows": "window_ts",
+    "drift_metrics": "time",
 }
 _MIGRATION_LOCK = 0x6E657572  # "neur": serialises migrations of services starting together
 

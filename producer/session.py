@@ -25,6 +25,7 @@ from producer.board import BrainFlowSource, RecordingSource, Source, resolve_boa
 from producer.paradigm import OddballParadigm, label_for
 from producer.publisher import WindowPublisher
 from producer.settings import ProducerSettings
+from producer.shift import ChannelShift
 from producer.windowing import Windower
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,22 @@ def make_paradigm(
     )
 
 
+def make_shift(
+    settings: ProducerSettings, fs: float, channels: tuple[str, ...]
+) -> ChannelShift | None:
+    if settings.shift_after_s is None or not settings.shift_channels:
+        return None
+    return ChannelShift(
+        fs,
+        channels,
+        after_s=settings.shift_after_s,
+        shift_channels=settings.shift_channels,
+        gain=settings.shift_gain,
+        noise_uv=settings.shift_noise_uv,
+        seed=settings.seed,
+    )
+
+
 async def run_session(
     core: CoreSettings,
     settings: ProducerSettings,
@@ -145,6 +162,7 @@ async def _stream(
     result: SessionResult,
 ) -> None:
     paradigm = make_paradigm(settings, src.fs, result.channels)
+    shift = make_shift(settings, src.fs, result.channels)
     windower = Windower(
         session_id=settings.session_id,
         fs=src.fs,
@@ -169,6 +187,8 @@ async def _stream(
         data, markers = chunk.data, chunk.markers
         if paradigm is not None:
             data, markers = paradigm.apply(chunk.data, result.samples)
+        if shift is not None:
+            data = shift.apply(data, result.samples)
         result.samples += chunk.n
         for window in windower.push(data, chunk.timestamps, markers):
             seq = window.header.seq

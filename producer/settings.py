@@ -80,6 +80,12 @@ class ProducerSettings(BaseSettings):
     p300_channels: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_P300_CHANNELS))
     extra_noise_uv: float = Field(10.0, ge=0)
     seed: int = 0
+    shift_after_s: float | None = Field(
+        None, ge=0, description="Demo drift: from this many seconds on, shift some channels."
+    )
+    shift_channels: list[str] = Field(default_factory=list, description="Channels to shift.")
+    shift_gain: float = Field(1.0, ge=0, description="Gain applied to the shifted channels.")
+    shift_noise_uv: float = Field(0.0, ge=0, description="White noise added to them (µV).")
     speed: float = Field(
         1.0, ge=0, description="Replay speed of 'recording': 1 real time, 0 as fast as possible."
     )

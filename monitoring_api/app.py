@@ -1,0 +1,60 @@
+"""The monitoring app factory: drift, performance, quality, alerts, dashboard.
+
+The lifespan opens the process's PostgreSQL pool (migrating the schema), an HTTP client for
+webhooks and, unless ``evaluator`` is off, the background evaluator, which stops before
+the client and the pool close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from monitoring_api import errors
+from monitoring_api.evaluator import Evaluator
+from monitoring_api.routers import alerts, drift, overview, performance, quality
+from monitoring_api.settings import MonitoringSettings
+from neurostream.api import service_app
+from neurostream.db import open_pool
+from neurostream.settings import CoreSettings
+
+
+def create_app(core: CoreSettings, settings: MonitoringSettings) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await open_pool(core.database_url, max_size=core.db_pool_max)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(pool.close)
+            client = httpx.AsyncClient(timeout=settings.webhook_timeout_s)
+            stack.push_async_callback(client.aclose)
+            app.state.pool = pool
+
+            async def check_db() -> None:
+                async with pool.connection() as conn:
+                    await conn.execute("SELECT 1")
+
+            app.state.health_checks = {"database": check_db}
+            app.state.evaluator = Evaluator(pool, settings, client)
+            if settings.evaluator:
+                app.state.evaluator.start()
+                stack.push_async_callback(app.state.evaluator.close)
+            yield
+
+    app = service_app(
+        "monitoring_api",
+        core,
+        lifespan=lifespan,
+        description="Data drift (per feature / channel, MMD, Evidently reports), prediction "
+        "drift, performance (measured and estimated), data quality, alerts with webhooks and a "
+        "live dashboard at /dashboard. Write endpoints need `Authorization: Bearer <token>`.",
+    )
+    app.state.settings = settings
+    app.add_exception_handler(errors.MonitoringError, errors.handle)
+    for module in (drift, performance, quality, alerts, overview):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,113 @@
+"""The live view of a service (throughput, latency, model in service) and the dashboard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+from psycopg.rows import dict_row
+from pydantic import BaseModel, Field
+
+from monitoring_api.deps import Pool
+from monitoring_api.schemas import NAME_PATTERN
+
+router = APIRouter(tags=["overview"])
+
+_SERIES = """
+SELECT to_timestamp(floor(extract(epoch FROM predicted_at) / %(b)s) * %(b)s) AS start,
+    count(*) AS n, (count(*) / %(b)s)::float8 AS per_s,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM predicted_at - sent_at) * 1000)
+        AS latency_ms_p50,
+    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM predicted_at - sent_at) * 1000)
+        AS latency_ms_p95
+FROM predictions
+WHERE service = %(service)s AND role = 'serving'
+  AND predicted_at > (SELECT max(predicted_at) FROM predictions WHERE service = %(service)s)
+      - make_interval(secs => %(w)s)
+GROUP BY 1 ORDER BY 1
+"""
+_SERVING = """
+SELECT p.model_version_id, p.role, count(*) AS predictions, max(p.predicted_at) AS last_at,
+    CASE WHEN v.id IS NULL THEN NULL ELSE v.model_name || ':' || v.version END AS label
+FROM predictions p LEFT JOIN model_versions v ON v.id = p.model_version_id
+WHERE p.service = %(service)s
+  AND p.predicted_at > (SELECT max(predicted_at) FROM predictions WHERE service = %(service)s)
+      - make_interval(secs => %(w)s)
+GROUP BY p.model_version_id, p.role, v.id ORDER BY last_at DESC
+"""
+_TOTALS = """
+SELECT count(*) AS predictions, count(DISTINCT session_id) AS sessions,
+    max(predicted_at) AS last_predicted_at,
+    (SELECT count(*) FROM rejections WHERE service = %(service)s) AS rejections
+FROM predictions WHERE service = %(service)s AND role = 'serving'
+"""
+_SERVICES = """
+SELECT name FROM services UNION SELECT DISTINCT service FROM drift_metrics
+UNION SELECT DISTINCT service FROM alert_rules ORDER BY 1
+"""
+
+
+class ThroughputPoint(BaseModel):
+    start: datetime
+    n: int
+    per_s: float
+    latency_ms_p50: float | None
+    latency_ms_p95: float | None
+
+
+class VersionInService(BaseModel):
+    model_version_id: int
+    label: str | None = Field(description="'<model>:<version>' when registered")
+    role: str
+    predictions: int
+    last_at: datetime
+
+
+class OverviewOut(BaseModel):
+    service: str | None
+    services: list[str]
+    predictions: int = 0
+    sessions: int = 0
+    rejections: int = 0
+    last_predicted_at: datetime | None = None
+    versions: list[VersionInService] = Field(description="Versions seen in the window")
+    series: list[ThroughputPoint]
+
+
+@router.get("/overview", response_model=OverviewOut)
+async def overview(
+    pool: Pool,
+    service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    window_s: Annotated[float, Query(gt=0, le=7 * 86400)] = 300.0,
+    bucket_s: Annotated[float, Query(gt=0, le=86400)] = 5.0,
+) -> dict[str, Any]:
+    """Throughput and latency per bucket over the last ``window_s`` of predictions."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_SERVICES)
+        services = [r["name"] for r in await cur.fetchall()]
+        out: dict[str, Any] = {
+            "service": service,
+            "services": services,
+            "versions": [],
+            "series": [],
+        }
+        if service is None:
+            return out
+        params = {"service": service, "w": window_s, "b": bucket_s}
+        await cur.execute(_TOTALS, params)
+        out |= await cur.fetchone() or {}
+        await cur.execute(_SERVING, params)
+        out["versions"] = await cur.fetchall()
+        await cur.execute(_SERIES, params)
+        out["series"] = await cur.fetchall()
+    return out
+
+
+@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=True)
+async def dashboard() -> HTMLResponse:
+    """The built-in dashboard: plain HTML + JS polling the JSON endpoints."""
+    page = resources.files("monitoring_api").joinpath("static/dashboard.html").read_text()
+    return HTMLResponse(page)

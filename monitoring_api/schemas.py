@@ -1,0 +1,210 @@
+"""Request and response models of the monitoring API (its OpenAPI contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+
+from monitoring_api.alerts import METRICS
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+Scope = Literal["feature", "channel", "overall"]
+Metric = Literal[tuple(METRICS)]  # type: ignore[valid-type]
+Comparison = Literal[">", ">=", "<", "<="]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- drift -------------------------------------------------------------------------------
+
+
+class DriftPoint(BaseModel):
+    time: datetime = Field(description="End of the current window (data time)")
+    service: str
+    scope: Scope
+    name: str = Field(description="'<channel>:<band>', a channel, or 'share' / 'mmd'")
+    method: str
+    statistic: float | None
+    p_value: float | None = Field(description="Bonferroni-adjusted")
+    drifted: bool
+    share: float | None
+    n_reference: int | None
+    n_current: int | None
+
+
+class ReferenceIn(_In):
+    """A dataset snapshot, or a time range of the service's archived windows."""
+
+    dataset_id: int | None = Field(None, ge=1)
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ReferenceIn:
+        has_range = self.start is not None or self.end is not None
+        if (self.dataset_id is None) == (not has_range):
+            raise ValueError("give either dataset_id or start and end")
+        if has_range and (self.start is None or self.end is None or self.end <= self.start):
+            raise ValueError("start and end must both be given, end after start")
+        return self
+
+
+class ReferenceOut(BaseModel):
+    service: str
+    kind: str = Field(description="'dataset', 'range' or 'session-start' (the default)")
+    dataset_id: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class ChannelDrift(BaseModel):
+    name: str
+    statistic: float = Field(description="Largest KS D over the channel's bands")
+    p_value: float = Field(description="Smallest Bonferroni-adjusted p over its bands")
+    share: float
+    drifted: bool
+
+
+class FeatureDrift(BaseModel):
+    name: str
+    statistic: float
+    p_value: float
+    p_adjusted: float
+    drifted: bool
+
+
+class DriftOut(BaseModel):
+    service: str
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    share: float = Field(description="Share of features drifted (Bonferroni over features)")
+    mmd: float = Field(description="Unbiased MMD² (RBF kernel, median heuristic)")
+    alpha: float
+    n_reference: int
+    n_current: int
+    drifted_channels: list[str]
+    channels: list[ChannelDrift]
+    features: list[FeatureDrift]
+    stored: bool = False
+
+
+class EvidentlyOut(BaseModel):
+    service: str
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    summary: dict[str, Any] = Field(description="drifted_count, drifted_share, columns")
+    report: dict[str, Any] = Field(description="Evidently snapshot .dict()")
+
+
+# --- predictions and performance ----------------------------------------------------------
+
+
+class DistributionBucket(BaseModel):
+    start: datetime
+    model_version_id: int
+    role: str
+    n: int
+    class_counts: dict[str, int]
+    mean_score: float | None
+    score_histogram: list[int] = Field(description="Counts of score in 10 bins over [0, 1]")
+
+
+class PerformanceBucket(BaseModel):
+    start: datetime
+    model_version_id: int
+    role: str
+    estimated: bool = Field(description="True: a label-free estimate (CBPE-style), not measured")
+    n: int
+    accuracy: float | None = None
+    f1: float | None = None
+    mcc: float | None = None
+    roc_auc: float | None = None
+    expected_accuracy: float | None = Field(None, description="Only for estimates")
+    calibrated: bool | None = Field(None, description="Estimate used an isotonic calibration")
+
+
+class PerformanceOut(BaseModel):
+    service: str
+    start: datetime | None
+    end: datetime | None
+    bucket_s: float
+    buckets: list[PerformanceBucket]
+    per_version: list[PerformanceBucket] = Field(description="Whole range, per version")
+
+
+# --- quality ------------------------------------------------------------------------------
+
+
+class ChannelQuality(BaseModel):
+    channel: str
+    missing_share: float
+    flat_share: float
+    saturated_share: float
+    out_of_range_share: float
+    max_abs_uv: float
+    mean_std_uv: float
+    flags: list[str]
+
+
+class SeqGap(BaseModel):
+    start: int
+    end: int = Field(description="inclusive")
+
+
+class QualityOut(BaseModel):
+    session_id: str
+    service: str | None
+    windows_analysed: int
+    windows_seen: int
+    expected_windows: int
+    dropped: int
+    gaps: list[SeqGap]
+    channels: list[ChannelQuality]
+
+
+# --- alerts -------------------------------------------------------------------------------
+
+
+class RuleIn(_In):
+    name: str = Field(pattern=NAME_PATTERN, examples=["p300-drift"])
+    service: str = Field(pattern=NAME_PATTERN, examples=["p300"])
+    metric: Metric = Field(examples=["drift_share"])  # type: ignore[valid-type]
+    comparison: Comparison = ">"
+    threshold: float = Field(allow_inf_nan=False, examples=[0.3])
+    window_s: float = Field(60.0, gt=0, le=30 * 86400)
+    webhook_url: AnyHttpUrl | None = Field(None, examples=["http://127.0.0.1:9000/hook"])
+    enabled: bool = True
+
+
+class RuleOut(BaseModel):
+    id: int
+    name: str
+    service: str
+    metric: str
+    comparison: str
+    threshold: float
+    window_s: float
+    webhook_url: str | None
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class AlertOut(BaseModel):
+    id: int
+    rule_id: int
+    rule_name: str
+    service: str
+    metric: str
+    comparison: str
+    threshold: float
+    value: float
+    state: Literal["firing", "cleared"]
+    fired_at: datetime
+    cleared_at: datetime | None
+    cleared_value: float | None
+    webhook_status: str | None

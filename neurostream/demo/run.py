@@ -1,0 +1,199 @@
+"""The demo's acts: live session with an assignment swap, retrain, promotion live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from neurostream import bootstrap, infra
+from neurostream.db import open_pool
+from neurostream.demo import retrain as demo_retrain
+from neurostream.demo.options import CNN, LDA, DemoOptions, DemoReport
+from neurostream.demo.report import print_report, session_report
+from neurostream.demo.services import apis, services, wait_ready
+from neurostream.settings import CoreSettings
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_models(core: CoreSettings, opts: DemoOptions) -> dict[str, int]:
+    """Train + register the LDA (champion, serving) and the EEGNet if not registered yet."""
+    from neurostream import registry
+
+    pool = await open_pool(core.database_url, max_size=1)
+    async with pool.connection() as conn:
+        have = {m: await registry.get_alias(conn, m, "champion") for m in (LDA, CNN)}
+    await pool.close()
+    ids: dict[str, int] = {}
+    for name, family in ((LDA, "sklearn-lda"), (CNN, "torch-eegnet")):
+        if have[name] is not None:
+            ids[name] = int(have[name]["version_id"])  # type: ignore[index]
+            continue
+        trained = await asyncio.to_thread(
+            bootstrap.train_from_simulation, family, seconds=opts.train_seconds
+        )
+        reg = await bootstrap.register(
+            core,
+            trained,
+            model_name=name,
+            service=opts.service,
+            alias="champion",
+            assign=False,
+        )
+        print(
+            f"registered {name} v{reg.version}: validation ROC-AUC "
+            f"{reg.metrics.get('roc_auc', float('nan')):.3f}"
+        )
+        ids[name] = reg.version_id
+    return ids
+
+
+async def _assign(opts: DemoOptions, token: str, model_name: str) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{opts.qm_port}") as http:
+        r = await http.put(
+            f"/services/{opts.service}/assign",
+            json={"model_name": model_name, "ref": "champion"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        r.raise_for_status()
+
+
+async def _live_session(
+    core: CoreSettings,
+    opts: DemoOptions,
+    *,
+    duration_s: float,
+    seed: int,
+    act_at: float | None,
+    act: Callable[[], Awaitable[object]] | None,
+) -> DemoReport:
+    """Stream one live synthetic session; run ``act`` (a model change) at ``act_at``."""
+    from producer.session import run_session
+    from producer.settings import ProducerSettings
+
+    settings = ProducerSettings(
+        service=opts.service, board="synthetic", duration_s=duration_s, seed=seed, sliding=False
+    )
+    t_start = time.time()
+    acted: list[float] = []
+
+    async def later() -> None:
+        assert act_at is not None and act is not None
+        await asyncio.sleep(duration_s * act_at)
+        acted.append(time.time())
+        await act()
+
+    task = asyncio.create_task(later()) if act is not None and act_at is not None else None
+    result = await run_session(core, settings)
+    if task is not None:
+        await task
+    report = await session_report(
+        core,
+        result.session_id,
+        result.windows_confirmed,
+        result.truth,
+        t_start,
+        acted[0] if acted else None,
+    )
+    report.urls = {
+        "session summary": f"http://127.0.0.1:{opts.qm_port}/sessions/{result.session_id}/summary",
+        "jobs": f"http://127.0.0.1:{opts.qm_port}/jobs?session_id={result.session_id}",
+    }
+    return report
+
+
+async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
+    """Session 1 swaps EEGNet -> LDA by assignment; then (``retrain``) a retrain job on the
+    grown labelled data and session 2 promotes the challenger live."""
+    infra.ensure_local(core.database_url, core.amqp_url)
+    await ensure_models(core, opts)
+    token = core.api_token.get_secret_value() if core.api_token else secrets.token_urlsafe(24)
+    auth = {"Authorization": f"Bearer {token}"}
+    await _assign_direct(core, opts.service, CNN)
+    with services(core, opts, token) as worker_ids:
+        await wait_ready(opts, worker_ids)
+        print(
+            f"\n[1] live session, {opts.duration_s:.0f} s: serving {CNN}; "
+            f"the queue manager assigns {LDA} at {opts.swap_at or 0:.0%}"
+        )
+        report = await _live_session(
+            core,
+            opts,
+            duration_s=opts.duration_s,
+            seed=opts.session_seed,
+            act_at=opts.swap_at,
+            act=lambda: _assign(opts, token, LDA),
+        )
+        print_report(report)
+        if opts.retrain:
+            data = httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{opts.qm_port + 1}", headers=auth, timeout=120
+            )
+            rt = httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{opts.qm_port + 3}", headers=auth, timeout=120
+            )
+            async with data, rt:
+                await demo_retrain.ensure_datasets(data)
+                training = await demo_retrain.grow_training_dataset(data, opts.service)
+                print(
+                    f"\n[2] training snapshot p300-train v{training['version']}: "
+                    f"{training['n_rows']} labelled windows (the last version grown by the live "
+                    f"sessions), hash {training['content_hash'][:12]}"
+                )
+                job = await demo_retrain.retrain(rt, LDA, f"p300-train@{training['version']}")
+                report.retrain_job = job
+                demo_retrain.print_comparison(job)
+                print(
+                    "  (the demo promotes whatever the comparison says, to show the live swap; "
+                    "a job can carry a promote rule instead)"
+                )
+                print(
+                    f"\n[3] live session, {opts.second_s:.0f} s: the challenger is promoted "
+                    "to champion a third of the way in (the service follows the alias)"
+                )
+                report.second = await _live_session(
+                    core,
+                    opts,
+                    duration_s=opts.second_s,
+                    seed=opts.session_seed + 1,
+                    act_at=1 / 3,
+                    act=lambda: demo_retrain.promote(rt, LDA),
+                )
+                print_report(report.second)
+        urls = {name: f"http://127.0.0.1:{port}/docs" for name, (_, port, _) in apis(opts).items()}
+        urls |= {
+            "workers": f"http://127.0.0.1:{opts.qm_port}/workers",
+            **{
+                f"worker {i + 1} metrics": f"http://127.0.0.1:{opts.metrics_port + i}/metrics"
+                for i in range(opts.workers)
+            },
+        }
+        if "monitoring API" in apis(opts):
+            urls["dashboard"] = f"http://127.0.0.1:{opts.qm_port + 2}/dashboard"
+        report.urls |= urls
+        print("\nwhere to look:")
+        for name, url in urls.items():
+            print(f"  {name:<24} {url}")
+        if opts.keep:
+            print(f"services keep running (API token: {token}); Ctrl-C to stop")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+    return report
+
+
+async def _assign_direct(core: CoreSettings, service: str, model_name: str) -> None:
+    """Start every demo from the LDA champion (the swap moves to the EEGNet)."""
+    from neurostream import registry
+
+    pool = await open_pool(core.database_url, max_size=1)
+    try:
+        async with pool.connection() as conn:
+            await registry.assign(conn, service, model_name, "champion")
+    finally:
+        await pool.close()
