@@ -60,6 +60,30 @@ def queue_manager() -> None:
     main()
 
 
+@app.command("data-api")
+def data_api() -> None:
+    """Run the ML data API (training/testing datasets, production data, ground-truth labels)."""
+    from ml_data_api.__main__ import main
+
+    main()
+
+
+@app.command("monitoring-api")
+def monitoring_api() -> None:
+    """Run the monitoring API (drift, performance, data quality, alerts, dashboard)."""
+    from monitoring_api.__main__ import main
+
+    main()
+
+
+@app.command("retraining-api")
+def retraining_api() -> None:
+    """Run the retraining API (retrain jobs, comparison, promotion, triggers)."""
+    from retraining_api.__main__ import main
+
+    main()
+
+
 @app.command()
 def worker(
     service: Annotated[str | None, typer.Option(help="Service to serve.")] = None,

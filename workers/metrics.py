@@ -33,3 +33,8 @@ MODEL_VERSION = Gauge(
 WRITE_FAILURES = Counter(
     "neurostream_worker_write_failures_total", "Batch writes retried (database outage)", ["service"]
 )
+QUEUE_DEPTH = Gauge(
+    "neurostream_worker_queue_depth",
+    "Ready windows in svc.<service>, sampled on each heartbeat (passive queue declare)",
+    ["service"],
+)

@@ -195,6 +195,16 @@ class Worker:
                 await heartbeat.beat(self.pool, self, status="running")
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
+            await self._sample_queue_depth()
+
+    async def _sample_queue_depth(self) -> None:
+        """Ready messages in the service queue (a passive declare changes nothing)."""
+        try:
+            queue = await self._out_channel.declare_queue(self._queue.name, passive=True)
+            depth = queue.declaration_result.message_count
+            metrics.QUEUE_DEPTH.labels(self.service).set(depth or 0)
+        except Exception as exc:  # a metric must never stop the worker
+            log.debug("queue depth not sampled: %s", exc)
 
     # -- processing ----------------------------------------------------------------------
     async def _process_loop(self) -> None:
@@ -205,7 +215,14 @@ class Worker:
             if stop:
                 batch += [m for m in drain(self._inbox) if m is not _STOP]
             for i in range(0, len(batch), self.settings.batch_max):
-                await self.process_batch(batch[i : i + self.settings.batch_max])
+                part = batch[i : i + self.settings.batch_max]
+                try:
+                    await self.process_batch(part)
+                except Exception:
+                    # The loop must outlive any one batch (a channel lost mid-ack, a failed
+                    # dead-letter publish): unacked windows come back and writes are idempotent.
+                    log.exception("batch of %d windows failed; they will be redelivered", len(part))
+                    await self._requeue(part)
             if stop:
                 return
 
@@ -316,7 +333,10 @@ class Worker:
         # One multiple-ack per channel: every earlier delivery on it was processed already.
         last: dict[int, AbstractIncomingMessage] = {}
         for msg in batch:
-            last[id(msg.channel)] = msg
+            try:
+                last[id(msg.channel)] = msg
+            except Exception:  # its channel closed (broker restart): it will be redelivered
+                continue
         for msg in last.values():
             try:
                 await msg.ack(multiple=True)

@@ -34,6 +34,7 @@ class DemoReport:
     latency_ms: dict[str, float]
     urls: dict[str, str] = field(default_factory=dict)
     retrain_job: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
     second: DemoReport | None = None
 
 
@@ -50,3 +51,6 @@ class DemoOptions:
     keep: bool = False
     retrain: bool = True
     second_s: float = 20.0
+    shift_at: float | None = 0.5  # session 1: channels shifted from this fraction on
+    shift_channels: tuple[str, ...] = ("F7", "F8")
+    shift_gain: float = 3.0

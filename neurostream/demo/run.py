@@ -13,6 +13,7 @@ import httpx
 
 from neurostream import bootstrap, infra
 from neurostream.db import open_pool
+from neurostream.demo import monitor
 from neurostream.demo import retrain as demo_retrain
 from neurostream.demo.options import CNN, LDA, DemoOptions, DemoReport
 from neurostream.demo.report import print_report, session_report
@@ -72,6 +73,7 @@ async def _live_session(
     seed: int,
     act_at: float | None,
     act: Callable[[], Awaitable[object]] | None,
+    shift: bool = False,
 ) -> DemoReport:
     """Stream one live synthetic session; run ``act`` (a model change) at ``act_at``."""
     from producer.session import run_session
@@ -80,6 +82,14 @@ async def _live_session(
     settings = ProducerSettings(
         service=opts.service, board="synthetic", duration_s=duration_s, seed=seed, sliding=False
     )
+    if shift and opts.shift_at is not None:
+        settings = settings.model_copy(
+            update={
+                "shift_after_s": duration_s * opts.shift_at,
+                "shift_channels": list(opts.shift_channels),
+                "shift_gain": opts.shift_gain,
+            }
+        )
     t_start = time.time()
     acted: list[float] = []
 
@@ -118,9 +128,19 @@ async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
     await _assign_direct(core, opts.service, CNN)
     with services(core, opts, token) as worker_ids:
         await wait_ready(opts, worker_ids)
+        mon_port = apis(opts).get("monitoring API", ("", 0, {}))[1]
+        watch = bool(mon_port and opts.shift_at is not None)
+        mon = httpx.AsyncClient(base_url=f"http://127.0.0.1:{mon_port}", headers=auth, timeout=120)
+        if watch:
+            await monitor.add_rule(mon, opts.service)
+        shifted = (
+            f"; {', '.join(opts.shift_channels)} x{opts.shift_gain:g} from {opts.shift_at:.0%}"
+            if watch
+            else ""
+        )
         print(
             f"\n[1] live session, {opts.duration_s:.0f} s: serving {CNN}; "
-            f"the queue manager assigns {LDA} at {opts.swap_at or 0:.0%}"
+            f"the queue manager assigns {LDA} at {opts.swap_at or 0:.0%}{shifted}"
         )
         report = await _live_session(
             core,
@@ -129,8 +149,13 @@ async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
             seed=opts.session_seed,
             act_at=opts.swap_at,
             act=lambda: _assign(opts, token, LDA),
+            shift=watch,
         )
         print_report(report)
+        if watch:
+            report.drift = await monitor.drift_after(mon, opts.service)
+            monitor.print_drift(report.drift, list(opts.shift_channels))
+        await mon.aclose()
         if opts.retrain:
             data = httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{opts.qm_port + 1}", headers=auth, timeout=120

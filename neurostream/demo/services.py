@@ -44,7 +44,10 @@ def apis(opts: DemoOptions) -> dict[str, tuple[str, int, dict[str, str]]]:
         "retraining API": ("retraining_api", opts.qm_port + 3, {}),
     }
     if _has_module("monitoring_api.app"):
-        apis["monitoring API"] = ("monitoring_api", opts.qm_port + 2, {})
+        from neurostream.demo.monitor import monitoring_env
+
+        mon_env = monitoring_env(opts) if opts.shift_at else {}
+        apis["monitoring API"] = ("monitoring_api", opts.qm_port + 2, mon_env)
     prefixes = {
         "queue_manager": "QM",
         "ml_data_api": "DATA",

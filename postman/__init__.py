@@ -1,0 +1,1 @@
+"""The Postman collection of every neurostream HTTP service, generated from their OpenAPI."""
