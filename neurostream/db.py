@@ -89,13 +89,13 @@ async def migrate(pool: AsyncConnectionPool) -> bool:
     async with pool.connection() as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
         try:
-            await conn.execute(schema_sql())  # type: ignore[arg-type]
+            await conn.execute(schema_sql())
             cur = await conn.execute(
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
             )
             available = await cur.fetchone() is not None
             for stmt in timescale_statements(available):
-                await conn.execute(stmt)  # type: ignore[arg-type]
+                await conn.execute(stmt)
             await conn.commit()
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])

@@ -13,6 +13,7 @@ producer blocks rather than dropping a window.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -208,7 +209,7 @@ class WindowPublisher:
             )
         )
         self._in_flight[item.order] = item
-        task.add_done_callback(lambda t, item=item: self._settled(item, t))
+        task.add_done_callback(functools.partial(self._settled, item))
 
     def _settled(self, item: _Item, task: asyncio.Future[object]) -> None:
         del self._in_flight[item.order]

@@ -29,7 +29,7 @@ async def _ok(resp: httpx.Response) -> Any:
 
 def monitoring_env(opts: DemoOptions) -> dict[str, str]:
     """Reference = the session's first part; current = a sliding window over the rest."""
-    first = opts.duration_s * opts.shift_at
+    first = opts.duration_s * (opts.shift_at or 0.5)
     return {
         "NEUROSTREAM_MON_REFERENCE_S": f"{first * 0.8:.1f}",
         "NEUROSTREAM_MON_CURRENT_WINDOW_S": f"{first * 0.6:.1f}",

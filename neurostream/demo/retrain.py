@@ -84,7 +84,7 @@ async def grow_training_dataset(data: httpx.AsyncClient, service: str) -> dict[s
     if not labelled:
         raise RuntimeError("no labelled sessions: is ml_data_api's collector running?")
     latest = (await _ok(await data.get("/datasets", params={"name": TRAIN_DATASET})))[0]
-    return await _ok(  # type: ignore[no-any-return]
+    return await _ok(
         await data.post(
             "/datasets",
             json={
@@ -118,7 +118,7 @@ async def retrain(rt: httpx.AsyncClient, model_name: str, training: str) -> dict
         if job["status"] in ("succeeded", "failed", "cancelled"):
             if job["status"] != "succeeded":
                 raise RuntimeError(f"retrain job {job_id} {job['status']}: {job.get('error')}")
-            return job  # type: ignore[no-any-return]
+            return job
         await asyncio.sleep(0.5)
     raise RuntimeError(f"retrain job {job_id} did not finish in 300 s")
 
@@ -152,4 +152,4 @@ async def promote(rt: httpx.AsyncClient, model_name: str) -> dict[str, Any]:
             f"/models/{model_name}/promote",
             json={"from_alias": "challenger", "to_alias": "champion"},
         )
-    )  # type: ignore[no-any-return]
+    )
