@@ -9,6 +9,7 @@ client error is never a 500.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -118,6 +119,56 @@ class _MetricsMiddleware:
             LATENCY.labels(self.name, method, route).observe(time.perf_counter() - start)
 
 
+class _JsonTooLarge:
+    """Starlette's body limiter answers a plain-text 413 before any route runs (when the
+    Content-Length is over the limit); give clients the JSON ``detail`` of every other 4xx."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the plain-text body we replaced
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                ctype = dict(message.get("headers", [])).get(b"content-type", b"")
+                if ctype.startswith(b"text/plain"):
+                    replaced = True
+                    body = json.dumps(
+                        ErrorOut(
+                            detail="body: request body too large for this endpoint's upload "
+                            "limit; send a smaller body"
+                        ).model_dump()
+                    ).encode()
+                    headers = [
+                        (k, v)
+                        for k, v in message.get("headers", [])
+                        if k not in (b"content-type", b"content-length")
+                    ]
+                    headers += [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ]
+                    await send({**message, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+class _ServiceApp(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside FastAPI's own body limiter, which sits outside user middleware.
+        return _JsonTooLarge(super().build_middleware_stack())
+
+
 def ops_router() -> APIRouter:
     """``/health`` and ``/metrics``; checks come from ``app.state.health_checks``."""
     router = APIRouter(tags=["ops"])
@@ -157,7 +208,7 @@ def service_app(
     max_body_size: int | None = None,
 ) -> FastAPI:
     """The base app of a neurostream service, before its resource routers are added."""
-    app = FastAPI(
+    app = _ServiceApp(
         title=name,
         version=__version__,
         description=description,

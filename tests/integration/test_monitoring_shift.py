@@ -258,5 +258,11 @@ async def _dashboard_shows(api: httpx.AsyncClient, service: str, pool: Any, rule
     assert row is not None and float(row.group(1)) == pytest.approx(c3, abs=1e-3)
     assert 'data-channel="Fz"><td>Fz</td>' in dom and 'class="" data-channel="Fz"' in dom
     assert re.search(rf'<tr class="firing" data-rule="{re.escape(rule)}">', dom)
-    assert 'id="model-version">#1<' in dom
+    async with pool.connection() as conn:  # other tests may have registered version id 1
+        named = await (
+            await conn.execute(
+                "SELECT model_name || ':' || version FROM model_versions WHERE id = 1"
+            )
+        ).fetchone()
+    assert f'id="model-version">{named[0] if named else "#1"}<' in dom
     print(f"dashboard: {n_pred} predictions, C3 KS D {c3:.3f}, alert {rule} firing")
