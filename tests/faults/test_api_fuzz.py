@@ -67,15 +67,22 @@ def _apps(core: CoreSettings) -> dict[str, Callable[[], Any]]:
 
     return {
         "queue_manager": lambda: factory(
-            "queue_manager", "queue_manager.settings", "QueueManagerSettings",
+            "queue_manager",
+            "queue_manager.settings",
+            "QueueManagerSettings",
             max_upload_bytes=256 * 1024,
         ),
         "ml_data_api": lambda: factory(
-            "ml_data_api", "ml_data_api.settings", "DataApiSettings",
-            consumers=False, max_upload_bytes=256 * 1024,
+            "ml_data_api",
+            "ml_data_api.settings",
+            "DataApiSettings",
+            consumers=False,
+            max_upload_bytes=256 * 1024,
         ),
         "retraining_api": lambda: factory(
-            "retraining_api", "retraining_api.settings", "RetrainingSettings",
+            "retraining_api",
+            "retraining_api.settings",
+            "RetrainingSettings",
             runner_enabled=False,
         ),
         "monitoring_api": lambda: factory(
@@ -100,8 +107,9 @@ def error_has_detail(ctx: Any, response: Any, case: Any) -> bool | None:
 CHECKS = [not_a_server_error, response_schema_conformance, error_has_detail]
 
 
-@pytest.fixture(scope="module", params=["queue_manager", "ml_data_api", "retraining_api",
-                                        "monitoring_api"])
+@pytest.fixture(
+    scope="module", params=["queue_manager", "ml_data_api", "retraining_api", "monitoring_api"]
+)
 def served(request: pytest.FixtureRequest, core: CoreSettings) -> Iterator[tuple[str, Served]]:
     name = request.param
     try:

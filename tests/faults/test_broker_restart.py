@@ -59,8 +59,11 @@ async def test_broker_restart_mid_session_loses_and_duplicates_nothing(
 
     c = await wait_stored(bcore.database_url, settings.session_id, result.windows_confirmed, 45)
     if c.distinct < result.windows_confirmed:  # say where the missing windows are
-        print(own_broker.ctl("list_queues", "name", "messages_ready",
-                             "messages_unacknowledged", "consumers").stdout)
+        print(
+            own_broker.ctl(
+                "list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers"
+            ).stdout
+        )
         for p in procs:
             print(p.worker_id, p.tail(40))
     await asyncio.to_thread(worker_procs.stop_all)

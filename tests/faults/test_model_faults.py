@@ -63,8 +63,13 @@ async def test_bad_models_are_refused_and_the_previous_keeps_serving(
     await topology.declare_service(channel, svc["name"])
     pool = await open_pool(core.database_url, max_size=2)
     meta = dict(
-        family="sklearn-lda", feature_params=lda4.feature_params, model_params={},
-        input_spec=lda4.input_spec, classes=[0, 1], metrics={}, dataset_hash=None,
+        family="sklearn-lda",
+        feature_params=lda4.feature_params,
+        model_params={},
+        input_spec=lda4.input_spec,
+        classes=[0, 1],
+        metrics={},
+        dataset_hash=None,
         code_version="faults",
     )
     async with pool.connection() as conn:
@@ -76,12 +81,18 @@ async def test_bad_models_are_refused_and_the_previous_keeps_serving(
             [tampered["id"]],
         )
         unknown = await registry.register_version(
-            conn, model_name=svc["model"], feature_pipeline="erp@99",
-            artifact=lda4.artifact, **meta,
+            conn,
+            model_name=svc["model"],
+            feature_pipeline="erp@99",
+            artifact=lda4.artifact,
+            **meta,
         )
         raising = await registry.register_version(
-            conn, model_name=svc["model"], feature_pipeline="erp@1",
-            artifact=raises_on_real_windows(lda4), **meta,
+            conn,
+            model_name=svc["model"],
+            feature_pipeline="erp@1",
+            artifact=raises_on_real_windows(lda4),
+            **meta,
         )
     worker = Worker(core, WorkerSettings(service=svc["name"], heartbeat_s=0.3))
     await worker.start()
@@ -133,8 +144,12 @@ async def test_bad_models_are_refused_and_the_previous_keeps_serving(
     for fault, (session, n) in sessions.items():
         c = await counts(core.database_url, session, n)
         report(
-            f"model-{fault}", sent=n, stored=c.rows, duplicated=c.duplicated,
-            dead_lettered=c.dead, served_by=c.per_version, reported=hb[2][:60] if
-            fault == "raises-on-predict" else "see workers.errors",
+            f"model-{fault}",
+            sent=n,
+            stored=c.rows,
+            duplicated=c.duplicated,
+            dead_lettered=c.dead,
+            served_by=c.per_version,
+            reported=hb[2][:60] if fault == "raises-on-predict" else "see workers.errors",
         )
         assert c.distinct == c.rows == n and c.per_version == {svc["v1"]: n} and c.dead == 0

@@ -53,8 +53,14 @@ def poison(session: str, seq: int, kind: str, core: CoreSettings) -> tuple[bytes
     if kind == "shape":  # 8 channels where the model takes 4
         x = np.zeros((8, 200), np.float32)
         return encode(
-            make_window(x, session_id=session, seq=seq, t0=1.7e9, fs=FS,
-                        channels=[f"x{i}" for i in range(8)])
+            make_window(
+                x,
+                session_id=session,
+                seq=seq,
+                t0=1.7e9,
+                fs=FS,
+                channels=[f"x{i}" for i in range(8)],
+            )
         )
     if kind == "nan":
         x = w.data.copy()
@@ -97,8 +103,9 @@ async def publish(channel, service: str, items: list[Window | tuple[bytes, dict]
     for item in items:
         body, headers = encode(item) if isinstance(item, Window) else item
         msg_id = f"{headers.get('session_id')}:{headers.get('seq')}"
-        pending.append(ex.publish(aio_pika.Message(body, headers=headers, message_id=msg_id),
-                                  service))
+        pending.append(
+            ex.publish(aio_pika.Message(body, headers=headers, message_id=msg_id), service)
+        )
         if len(pending) >= 200:
             await asyncio.gather(*pending)
             pending = []
@@ -126,8 +133,18 @@ async def test_poison_windows_are_dead_lettered_with_reasons_and_good_ones_flow(
         bad_seq: dict[int, str] = {}
         seq = 0
         for i, w in enumerate(good_windows(mixed, 0, N_GOOD)):
-            items.append(make_window(w.data, session_id=mixed, seq=seq, t0=w.header.t0, fs=FS,
-                                     channels=w.header.channels, kind="epoch", marker=1))
+            items.append(
+                make_window(
+                    w.data,
+                    session_id=mixed,
+                    seq=seq,
+                    t0=w.header.t0,
+                    fs=FS,
+                    channels=w.header.channels,
+                    kind="epoch",
+                    marker=1,
+                )
+            )
             seq += 1
             if i % 16 == 8 and len(bad_seq) < 60:
                 kind = list(KINDS)[len(bad_seq) % len(KINDS)]

@@ -27,7 +27,7 @@ INJECTIONS = [
     "x'); DROP TABLE services; --",
     "1' OR '1'='1",
     "'; TRUNCATE predictions, model_versions CASCADE; --",
-    "\"; DELETE FROM workers; --",
+    '"; DELETE FROM workers; --',
     "$$; DROP TABLE labels; $$",
 ]
 LIMIT = 256 * 1024
