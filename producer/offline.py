@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from brainflow.board_shim import BoardIds, BoardShim
+from brainflow.data_filter import DataFilter
 
 from producer.board import RecordingSource, Source, record
 from producer.paradigm import label_for
@@ -68,8 +70,18 @@ def simulate_epochs(settings: ProducerSettings, source: Source, seconds: float) 
 
 
 def synthetic_recording(cache: Path, seconds: float = 20.0) -> RecordingSource:
-    """SYNTHETIC_BOARD background for fast simulation: recorded once (real time), then looped."""
+    """SYNTHETIC_BOARD background for fast simulation: recorded once (real time), then looped.
+
+    The board's signals are sines of whole hertz, periodic over one second, so a loop cut to
+    whole seconds is seamless; any other length puts a step in every channel at each wrap,
+    whose filtered transients swamp the P300 (EEGNet then learns nothing).
+    """
     if not cache.exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
         record("synthetic", seconds, cache)
-    return RecordingSource.from_file(cache, board="synthetic", speed=0, loop=True)
+    data = DataFilter.read_file(str(cache))
+    fs = BoardShim.get_sampling_rate(BoardIds.SYNTHETIC_BOARD.value)
+    whole = (data.shape[1] // fs) * fs
+    if whole == 0:
+        raise ValueError(f"{cache} holds less than one second of samples")
+    return RecordingSource(data[:, :whole], board="synthetic", speed=0, loop=True)
