@@ -53,14 +53,6 @@ class Counters:
 
 
 @dataclass(slots=True)
-class _Prepared:
-    batch: list[AbstractIncomingMessage]
-    good: list[tuple[AbstractIncomingMessage, Window]]
-    rejects: list[_Reject]
-    rows: list[PredictionRow]
-
-
-@dataclass(slots=True)
 class _Reject:
     message: AbstractIncomingMessage
     reason: str
@@ -216,58 +208,33 @@ class Worker:
 
     # -- processing ----------------------------------------------------------------------
     async def _process_loop(self) -> None:
-        """Decode + predict batches and hand them to the commit loop, which writes, acks
-        and publishes in order; the next batch is predicted while the last one is written."""
-        commits: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
-        committer = asyncio.create_task(self._commit_loop(commits), name="commit")
-        try:
-            while True:
-                batch = await next_batch(self._inbox, self.settings.batch_max)
-                stop = _STOP in batch
-                batch = [m for m in batch if m is not _STOP]
-                if stop:
-                    batch += [m for m in drain(self._inbox) if m is not _STOP]
-                for i in range(0, len(batch), self.settings.batch_max):
-                    part = batch[i : i + self.settings.batch_max]
-                    try:
-                        prepared = await self._prepare(part)
-                    except Exception:
-                        log.exception("batch of %d windows failed; redelivering", len(part))
-                        await self._requeue(part)
-                        continue
-                    if prepared is not None:
-                        await commits.put(prepared)
-                if stop:
-                    break
-        finally:
-            await commits.put(None)
-            await committer
-
-    async def _commit_loop(self, commits: asyncio.Queue[_Prepared | None]) -> None:
-        while (item := await commits.get()) is not None:
-            try:
-                await self._commit(item)
-            except Exception:
-                # The loop must outlive any one batch (a channel lost mid-ack, a failed
-                # dead-letter publish): unacked windows come back and writes are idempotent.
-                log.exception("batch of %d windows failed; redelivering", len(item.batch))
-                await self._requeue(item.batch)
+        while True:
+            batch = await next_batch(self._inbox, self.settings.batch_max)
+            stop = _STOP in batch
+            batch = [m for m in batch if m is not _STOP]
+            if stop:
+                batch += [m for m in drain(self._inbox) if m is not _STOP]
+            for i in range(0, len(batch), self.settings.batch_max):
+                part = batch[i : i + self.settings.batch_max]
+                try:
+                    await self.process_batch(part)
+                except Exception:
+                    # The loop must outlive any one batch (a channel lost mid-ack, a failed
+                    # dead-letter publish): unacked windows come back and writes are idempotent.
+                    log.exception("batch of %d windows failed; they will be redelivered", len(part))
+                    await self._requeue(part)
+            if stop:
+                return
 
     async def process_batch(self, batch: Sequence[AbstractIncomingMessage]) -> None:
-        """Predict, write, dead-letter and ack one micro-batch (no pipelining)."""
-        prepared = await self._prepare(batch)
-        if prepared is not None:
-            await self._commit(prepared)
-
-    async def _prepare(self, batch: Sequence[AbstractIncomingMessage]) -> _Prepared | None:
-        """Decode, validate and predict; None when the batch was handed back to the queue."""
+        """Predict, write, dead-letter and ack one micro-batch."""
         if not batch:
-            return None
+            return
         assert self.slot is not None
         served = self.slot.current
         if served.serving is None:
             await self._requeue(batch)
-            return None
+            return
         good: list[tuple[AbstractIncomingMessage, Window]] = []
         rejects: list[_Reject] = []
         for msg in batch:
@@ -297,21 +264,18 @@ class Worker:
             except Exception as exc:
                 label = served.serving.label
                 if self.slot.fail_current(f"model {label} raised on predict: {exc!r}"):
-                    return await self._prepare(batch)  # retry on the previous model
-                await self._requeue(batch, delay=1.0)
-                return None
-        return _Prepared(list(batch), good, rejects, rows)
-
-    async def _commit(self, p: _Prepared) -> None:
-        """Write durably, dead-letter the rejects, then ack: nothing acked is unwritten."""
-        if not await self._write(p.rows, p.rejects):
-            await self._requeue(p.batch)
+                    await self.process_batch(batch)  # retry on the previous model
+                else:
+                    await self._requeue(batch, delay=1.0)
+                return
+        if not await self._write(rows, rejects):
+            await self._requeue(batch)
             return
-        await self._dead_letter(p.rejects)
-        await self._ack(p.batch)
-        self._account(p.rows, p.rejects, p.good)
-        if self.settings.publish_predictions and p.rows:
-            await self._publish(p.rows)
+        await self._dead_letter(rejects)
+        await self._ack(batch)
+        self._account(rows, rejects, good)
+        if self.settings.publish_predictions and rows:
+            await self._publish(rows)
 
     async def _write(self, rows: list[PredictionRow], rejects: list[_Reject]) -> bool:
         """Write durably, retrying through a database outage; False only when stopping."""
