@@ -141,6 +141,25 @@ async def latency(core: CoreSettings, rate: int, seconds: float) -> dict[str, fl
     }
 
 
+async def latency_table(core: CoreSettings, rates: list[int], seconds: float) -> None:
+    """One LDA worker; publish at each rate in turn and print p50/p95/p99."""
+    await serve_model(core, "lat", train())
+    rows = []
+    with worker_procs(core, "lat", 1):
+        await asyncio.sleep(3)  # worker start-up
+        for rate in rates:
+            r = await latency(core, rate, seconds)
+            rows.append(
+                [rate, f"{r['achieved']:,.0f}", r["n"]]
+                + [f"{r[q]:.1f}" for q in ("p50", "p95", "p99")]
+            )
+    table(
+        "Latency publish -> prediction row (ms), one worker, LDA",
+        ["target/s", "achieved/s", "windows", "p50", "p95", "p99"],
+        rows,
+    )
+
+
 async def main(n: int, rates: list[int], seconds: float) -> None:
     core = bench_core("ns_bench_spine")
     ceil = await ceiling(core, n, 512)
@@ -162,27 +181,7 @@ async def main(n: int, rates: list[int], seconds: float) -> None:
         rows,
     )
 
-    await serve_model(core, "lat", train())
-    lat_rows = []
-    with worker_procs(core, "lat", 1):
-        await asyncio.sleep(3)  # worker start-up
-        for rate in rates:
-            r = await latency(core, rate, seconds)
-            lat_rows.append(
-                [
-                    rate,
-                    f"{r['achieved']:,.0f}",
-                    r["n"],
-                    f"{r['p50']:.1f}",
-                    f"{r['p95']:.1f}",
-                    f"{r['p99']:.1f}",
-                ]
-            )
-    table(
-        "Latency publish -> prediction row (ms), one worker, LDA",
-        ["target/s", "achieved/s", "windows", "p50", "p95", "p99"],
-        lat_rows,
-    )
+    await latency_table(core, rates, seconds)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import psycopg
 
 from bench.common import bench_core, serve_model, table, train, wait_count, windows
-from bench.spine import ceiling, latency, worker_rate
+from bench.spine import ceiling, latency_table, worker_rate
 from neurostream.settings import CoreSettings
 
 
@@ -159,29 +159,7 @@ async def main(n: int, rates: list[int], seconds: float) -> None:
         ],
     )
 
-    from bench.common import worker_procs
-
-    await serve_model(core, "lat", train())
-    lat_rows = []
-    with worker_procs(core, "lat", 1):
-        await asyncio.sleep(3)
-        for rate in rates:
-            r = await latency(core, rate, seconds)
-            lat_rows.append(
-                [
-                    rate,
-                    f"{r['achieved']:,.0f}",
-                    r["n"],
-                    f"{r['p50']:.1f}",
-                    f"{r['p95']:.1f}",
-                    f"{r['p99']:.1f}",
-                ]
-            )
-    table(
-        "Latency publish -> prediction row (ms), one worker, LDA",
-        ["target/s", "achieved/s", "windows", "p50", "p95", "p99"],
-        lat_rows,
-    )
+    await latency_table(core, rates, seconds)
 
 
 if __name__ == "__main__":
