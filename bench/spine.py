@@ -82,10 +82,30 @@ async def worker_rate(
     return {"rate": (got - 1) / (last - first), "stored": got}
 
 
-async def latency(core: CoreSettings, rate: int, seconds: float) -> dict[str, float]:
+async def wait_worker(core: CoreSettings, service: str, timeout_s: float = 60) -> None:
+    """Until a worker of ``service`` heartbeats with a model loaded (start-up is seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with await psycopg.AsyncConnection.connect(core.database_url) as c:
+            row = await (
+                await c.execute(
+                    "SELECT count(*) FROM workers WHERE service = %s AND status = 'running' "
+                    "AND model_version_id IS NOT NULL",
+                    [service],
+                )
+            ).fetchone()
+        if row and row[0]:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"no worker of {service} became ready in {timeout_s} s")
+
+
+async def latency(
+    core: CoreSettings, rate: int, seconds: float, *, session: str | None = None
+) -> dict[str, float]:
     """Publish at ``rate`` windows/s (stamped at publish) to a running worker."""
     service = "lat"
-    session = f"lat-{rate}"
+    session = session or f"lat-{rate}"
     rng = np.random.default_rng(2)
     data = rng.normal(0, 10, (16, 200)).astype(np.float32)
     chans = [f"ch{i}" for i in range(16)]
@@ -146,7 +166,8 @@ async def latency_table(core: CoreSettings, rates: list[int], seconds: float) ->
     await serve_model(core, "lat", train())
     rows = []
     with worker_procs(core, "lat", 1):
-        await asyncio.sleep(3)  # worker start-up
+        await wait_worker(core, "lat")
+        await latency(core, 200, 1.0, session="lat-warmup")  # first batches pay lazy set-up
         for rate in rates:
             r = await latency(core, rate, seconds)
             rows.append(

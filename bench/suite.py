@@ -90,7 +90,8 @@ async def celery_rate(core: CoreSettings, n: int) -> dict[str, float]:
     lat_session = "celery-lat"
     items = windows(lat_session, 500)
     with celery_worker(core, version_id):
-        await asyncio.sleep(4)
+        celery_app.enqueue(windows("celery-warmup", 50))  # start-up and lazy set-up
+        await wait_count(core, "celery-warmup", 50)
         t0 = time.perf_counter()
         for i, (body, headers) in enumerate(items):
             delay = t0 + i / 100 - time.perf_counter()
