@@ -44,7 +44,12 @@ async def span_rate(core: CoreSettings, session: str) -> tuple[float, int]:
 
 @contextmanager
 def celery_worker(core: CoreSettings, version_id: int) -> Iterator[None]:
+    # The same one-native-thread cap as a neurostream worker (workers/compute.py), so the
+    # baseline is not slowed by spinning BLAS/OpenMP threads.
     env = dict(os.environ) | {
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
         "BENCH_CELERY_BROKER": core.amqp_url,
         "BENCH_DATABASE_URL": core.database_url,
         "BENCH_MODEL_VERSION_ID": str(version_id),

@@ -25,6 +25,12 @@ class WorkerSettings(BaseSettings):
         512, ge=1, description="Unacked windows held by this worker; bounds batch size and memory."
     )
     batch_max: int = Field(256, ge=1, description="Largest micro-batch featurized at once.")
+    compute_threads: int = Field(
+        1,
+        ge=0,
+        description="Native threads (BLAS, OpenMP, torch) per worker; replicas scale across "
+        "cores. 0 keeps the libraries' defaults.",
+    )
     heartbeat_s: float = Field(
         2.0, gt=0, description="Heartbeat and model-assignment check period."
     )

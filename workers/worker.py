@@ -16,6 +16,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -36,6 +37,7 @@ from neurostream.results import PredictionRow, RejectionRow, write_predictions, 
 from neurostream.settings import CoreSettings
 from workers import heartbeat, metrics
 from workers.batcher import drain, next_batch
+from workers.compute import limit_threads
 from workers.model_slot import ModelSlot, Served
 from workers.settings import WorkerSettings
 
@@ -73,6 +75,9 @@ class Worker:
         self.pool: AsyncConnectionPool | None = None
         self.connection: AbstractRobustConnection | None = None
         self.slot: ModelSlot | None = None
+        # One thread featurizes and classifies (the loop keeps receiving meanwhile); its
+        # native pools are capped like the loop's (workers/compute.py).
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -137,6 +142,7 @@ class Worker:
             await self.connection.close()
         if self.pool is not None:
             await self.pool.close()
+        self._compute.shutdown(wait=False)
         log.info(
             "worker %s stopped after %d windows", self.settings.worker_id, self.counters.processed
         )
@@ -173,13 +179,20 @@ class Worker:
     async def _sync_models(self) -> None:
         assert self.slot is not None
         try:
-            await self.slot.sync()
+            if await self.slot.sync():
+                await self._limit_threads()
         except Exception:
             log.exception("model assignment check failed; keeping the current model")
         serving, shadow = self.slot.current.ids
         metrics.MODEL_VERSION.labels(self.service, "serving").set(serving or 0)
         metrics.MODEL_VERSION.labels(self.service, "shadow").set(shadow or 0)
         await self._ensure_consuming()
+
+    async def _limit_threads(self) -> None:
+        """Re-apply the native thread cap in both threads that predict (after a model load)."""
+        n = self.settings.compute_threads
+        limit_threads(n)
+        await asyncio.get_running_loop().run_in_executor(self._compute, limit_threads, n)
 
     async def _heartbeat_loop(self) -> None:
         assert self.pool is not None
@@ -259,7 +272,9 @@ class Worker:
                 rows = (
                     _predict_rows(served, windows)
                     if len(windows) <= _INLINE_MAX
-                    else await asyncio.to_thread(_predict_rows, served, windows)
+                    else await asyncio.get_running_loop().run_in_executor(
+                        self._compute, _predict_rows, served, windows
+                    )
                 )
             except Exception as exc:
                 label = served.serving.label
