@@ -19,6 +19,7 @@ from psycopg import sql
 from neurostream import infra, registry, topology
 from neurostream.contract import encode, make_window
 from neurostream.db import open_pool
+from neurostream.events import publish_model_event
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
 
@@ -48,17 +49,80 @@ def train(family: str = "sklearn-lda") -> TrainedModel:
     return train_model(family, x, y, FS)
 
 
-async def serve_model(core: CoreSettings, service: str, trained: TrainedModel) -> int:
+async def serve_model(
+    core: CoreSettings, service: str, trained: TrainedModel, *, assign: bool = True
+) -> int:
+    """Register ``trained`` for ``service``; with ``assign=False`` the workers wait for it."""
     pool = await open_pool(core.database_url, max_size=1)
     try:
         async with pool.connection() as conn:
             row = await registry.register_trained(conn, f"{service}-model", trained)
             if await registry.get_service(conn, service) is None:
                 await registry.create_service(conn, service)
-            await registry.assign(conn, service, f"{service}-model", str(row["version"]))
+            if assign:
+                await registry.assign(conn, service, f"{service}-model", str(row["version"]))
             return int(row["id"])
     finally:
         await pool.close()
+
+
+async def assign_now(core: CoreSettings, service: str) -> None:
+    """Assign the service's latest model and tell its workers at once over models.events,
+    so every replica loads it at the same moment (heartbeat checks would stagger them)."""
+    pool = await open_pool(core.database_url, max_size=1)
+    try:
+        async with pool.connection() as conn:
+            models = await registry.list_versions(conn, f"{service}-model")
+            latest = max(int(v["version"]) for v in models)
+            resolved = await registry.assign(conn, service, f"{service}-model", str(latest))
+    finally:
+        await pool.close()
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        await publish_model_event(ch, service, resolved.serving, resolved.shadow, "bench")
+
+
+async def wait_workers(
+    core: CoreSettings, service: str, n: int = 1, *, loaded: bool = True, timeout_s: float = 60
+) -> None:
+    """Until ``n`` workers of ``service`` heartbeat (with a model loaded, if ``loaded``)."""
+    deadline = time.monotonic() + timeout_s
+    cond = "AND model_version_id IS NOT NULL" if loaded else ""
+    while time.monotonic() < deadline:
+        async with await psycopg.AsyncConnection.connect(core.database_url) as c:
+            row = await (
+                await c.execute(
+                    "SELECT count(*) FROM workers WHERE service = %s AND status = 'running' "
+                    + cond,
+                    [service],
+                )
+            ).fetchone()
+        if row and row[0] >= n:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{n} workers of {service} not ready in {timeout_s} s")
+
+
+async def steady_rate(core: CoreSettings, session: str) -> tuple[float, int]:
+    """Rows/s while every replica was writing (from the last one's first row to the first
+    one's last row), and the rows stored; start-up and tail skew stay out of the figure."""
+    async with await psycopg.AsyncConnection.connect(core.database_url) as c:
+        row = await (
+            await c.execute(
+                """WITH w AS (SELECT min(predicted_at) AS f, max(predicted_at) AS l
+                              FROM predictions WHERE session_id = %(s)s GROUP BY worker_id),
+                        span AS (SELECT max(f) AS a, min(l) AS b FROM w)
+                   SELECT count(*) FILTER (WHERE p.predicted_at BETWEEN span.a AND span.b),
+                          extract(epoch FROM span.b - span.a)::float8, count(*)
+                   FROM predictions p, span WHERE p.session_id = %(s)s
+                   GROUP BY span.a, span.b""",
+                {"s": session},
+            )
+        ).fetchone()
+    assert row is not None, f"no predictions for {session}"
+    inside, seconds, stored = row
+    return (inside - 1) / seconds, int(stored)
 
 
 def windows(session: str, n: int) -> list[tuple[bytes, dict[str, object]]]:

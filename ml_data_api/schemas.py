@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from neurostream.api import Timestamp
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 SESSION_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 INT32 = 2**31 - 1
@@ -130,8 +132,8 @@ class LabelByRange(_In):
     """Every archived window of the session whose ``window_ts`` is in [t_from, t_to]."""
 
     session_id: str = Field(pattern=SESSION_PATTERN)
-    t_from: datetime = Field(description="ISO 8601 or Unix seconds (window t0).")
-    t_to: datetime
+    t_from: Timestamp = Field(description="ISO 8601 or Unix seconds (window t0).")
+    t_to: Timestamp
     label: StrictInt = Field(ge=-INT32, le=INT32)
     kind: Literal["sliding", "epoch"] | None = Field(None, description="Only windows of a kind.")
     source: str = Field("api", min_length=1, max_length=64)

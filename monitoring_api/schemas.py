@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from monitoring_api.alerts import METRICS
+from neurostream.api import Timestamp
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 Scope = Literal["feature", "channel", "overall"]
@@ -40,8 +41,8 @@ class ReferenceIn(_In):
     """A dataset snapshot, or a time range of the service's archived windows."""
 
     dataset_id: int | None = Field(None, ge=1)
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Timestamp | None = None
+    end: Timestamp | None = None
 
     @model_validator(mode="after")
     def _one(self) -> ReferenceIn:

@@ -13,14 +13,15 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neurostream import __version__
@@ -35,6 +36,20 @@ LATENCY = Histogram(
     "neurostream_http_request_seconds", "HTTP request latency.", ["app", "method", "route"]
 )
 _LOCATIONS = {"body", "query", "path", "header", "cookie", "form"}
+
+
+def _bounded_utc(value: datetime) -> datetime:
+    """Naive times are UTC (comparing naive with aware raises); years outside 1970-9998 are
+    refused, so arithmetic on a bound (``end - 1 h``) cannot overflow into a 500."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not 1970 <= value.year <= 9998:
+        raise ValueError("must be between 1970 and 9998")
+    return value
+
+
+# Every time an API takes (query or body): ISO 8601 or Unix seconds, as pydantic parses them.
+Timestamp = Annotated[datetime, AfterValidator(_bounded_utc)]
 
 
 class FieldError(BaseModel):

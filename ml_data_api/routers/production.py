@@ -16,6 +16,7 @@ from ml_data_api import queries
 from ml_data_api.deps import Pool, Settings
 from ml_data_api.errors import Invalid
 from ml_data_api.schemas import PredictionOut, PredictionPage, WindowOut, WindowPage
+from neurostream.api import Timestamp
 
 router = APIRouter(tags=["production data"])
 
@@ -23,9 +24,9 @@ Service = Annotated[str | None, Query(max_length=128)]
 SessionId = Annotated[str | None, Query(max_length=128)]
 VersionId = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 From = Annotated[
-    datetime | None, Query(alias="from", description="Window time >= (ISO 8601 or Unix s).")
+    Timestamp | None, Query(alias="from", description="Window time >= (ISO 8601 or Unix s).")
 ]
-To = Annotated[datetime | None, Query(alias="to", description="Window time <=.")]
+To = Annotated[Timestamp | None, Query(alias="to", description="Window time <=.")]
 Limit = Annotated[int, Query(ge=1, description="Page size (at most NEUROSTREAM_DATA_PAGE_MAX).")]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 

@@ -30,6 +30,7 @@ from monitoring_api.schemas import (
     Scope,
 )
 from monitoring_api.settings import MonitoringSettings
+from neurostream.api import Timestamp
 from neurostream.auth import Writer
 
 router = APIRouter(prefix="/drift", tags=["drift"])
@@ -44,8 +45,8 @@ async def drift_metrics(
     service: Service,
     scope: Scope | None = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> list[dict[str, Any]]:
     """The drift time series (latest ``limit`` rows, oldest first)."""
@@ -158,10 +159,10 @@ async def evaluate(
     settings: Settings,
     service: Service,
     reference_dataset_id: Annotated[int | None, Query(ge=1)] = None,
-    reference_start: datetime | None = None,
-    reference_end: datetime | None = None,
-    current_start: datetime | None = None,
-    current_end: datetime | None = None,
+    reference_start: Timestamp | None = None,
+    reference_end: Timestamp | None = None,
+    current_start: Timestamp | None = None,
+    current_end: Timestamp | None = None,
 ) -> DriftOut:
     """The streaming detector on one pair (KS per feature/channel + MMD); nothing stored."""
     ref, cur, ref_desc, cur_desc = await _pair(
@@ -184,10 +185,10 @@ async def evidently_json(
     settings: Settings,
     service: Service,
     reference_dataset_id: Annotated[int | None, Query(ge=1)] = None,
-    reference_start: datetime | None = None,
-    reference_end: datetime | None = None,
-    current_start: datetime | None = None,
-    current_end: datetime | None = None,
+    reference_start: Timestamp | None = None,
+    reference_end: Timestamp | None = None,
+    current_start: Timestamp | None = None,
+    current_end: Timestamp | None = None,
 ) -> EvidentlyOut:
     """Evidently ``DataDriftPreset`` over the band-power features, as JSON."""
     ref, cur, ref_desc, cur_desc = await _pair(
@@ -216,10 +217,10 @@ async def evidently_html(
     settings: Settings,
     service: Service,
     reference_dataset_id: Annotated[int | None, Query(ge=1)] = None,
-    reference_start: datetime | None = None,
-    reference_end: datetime | None = None,
-    current_start: datetime | None = None,
-    current_end: datetime | None = None,
+    reference_start: Timestamp | None = None,
+    reference_end: Timestamp | None = None,
+    current_start: Timestamp | None = None,
+    current_end: Timestamp | None = None,
 ) -> HTMLResponse:
     """The same Evidently report as a self-contained HTML page."""
     ref, cur, _, _ = await _pair(

@@ -23,6 +23,7 @@ from monitoring_api.schemas import (
     PerformanceOut,
 )
 from neurostream import performance
+from neurostream.api import Timestamp
 
 router = APIRouter(tags=["performance"])
 Service = Annotated[str, Query(pattern=NAME_PATTERN, description="Service name")]
@@ -73,8 +74,8 @@ def _positive(proba: list[float], score: float) -> float:
 async def distribution(
     pool: Pool,
     service: Service,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
     bucket_s: Bucket = 60.0,
     model_version_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> list[DistributionBucket]:
@@ -130,8 +131,8 @@ async def performance_over_time(
     pool: Pool,
     settings: Settings,
     service: Service,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Timestamp | None = None,
+    end: Timestamp | None = None,
     bucket_s: Bucket = 60.0,
     model_version_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> PerformanceOut:

@@ -199,6 +199,17 @@ async def test_predictions_distribution_and_performance(
     assert r.status_code == 422 and fields(r) == {"bucket_s"}
     r = await api.get("/performance", params={"service": unique("nobody")})
     assert r.status_code == 404 and fields(r) == {"service"}
+    # Found by schemathesis: a bound at year 1 overflowed ``end - 1 h`` into a 500.
+    r = await api.get(
+        "/predictions/distribution", params={"service": svc, "end": "0001-01-01T00:00:00Z"}
+    )
+    assert r.status_code == 422 and fields(r) == {"end"}
+    # A naive time is UTC, so it compares with stored (aware) times instead of raising.
+    r = await api.get(
+        "/predictions/distribution",
+        params={"service": svc, "start": "2000-01-01T00:00:00", "end": "9998-01-01T00:00:00Z"},
+    )
+    assert r.status_code == 200 and sum(b["n"] for b in r.json()) == n
 
 
 async def test_session_quality(api: httpx.AsyncClient, pool: Any) -> None:

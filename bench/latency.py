@@ -1,0 +1,138 @@
+"""Latency: publish -> prediction row at fixed rates, against the broker's own share.
+
+At each rate the same publisher first feeds a bare consumer (``bench.bare_consumer``: the
+broker hop alone), then one neurostream LDA worker; ``added`` is the worker's percentile
+minus the broker's. Every window is stamped ``sent_at`` when it is encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import aio_pika
+import numpy as np
+import psycopg
+
+from bench.common import N_CH, N_S, serve_model, table, train, wait_count, wait_workers
+from bench.common import worker_procs as workers
+from neurostream import topology
+from neurostream.contract import encode, make_window
+from neurostream.settings import CoreSettings
+
+QUANTILES = (50, 95, 99)
+
+
+async def publish_at(core: CoreSettings, service: str, session: str, rate: int, n: int) -> float:
+    """Publish ``n`` fresh windows at ``rate``/s (confirmed); returns the achieved rate."""
+    data = np.random.default_rng(2).normal(0, 10, (N_CH, N_S)).astype(np.float32)
+    chans = [f"ch{i}" for i in range(N_CH)]
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        await topology.declare_service(ch, service)
+        ex = await ch.get_exchange(topology.WINDOWS_EXCHANGE)
+        tasks = []
+        start = time.perf_counter()
+        for seq in range(n):
+            delay = start + seq / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            w = make_window(
+                data,
+                session_id=session,
+                seq=seq,
+                t0=1.7e9 + seq,
+                fs=250.0,
+                channels=chans,
+                kind="epoch",
+                marker=2,
+            )
+            body, headers = encode(w)
+            message = aio_pika.Message(body, headers=headers, message_id=f"{session}:{seq}")
+            tasks.append(asyncio.ensure_future(ex.publish(message, service)))
+        await asyncio.gather(*tasks)
+        return n / (time.perf_counter() - start)
+
+
+async def broker_latency(core: CoreSettings, rate: int, n: int) -> dict[str, float]:
+    """Publish -> receipt by a bare consumer process: the floor any worker starts from."""
+    service = "lat-bare"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.bare_consumer",
+        core.amqp_url,
+        service,
+        str(n),
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert (await proc.stdout.readline()).strip() == b"ready"
+    achieved = await publish_at(core, service, f"bare-{rate}", rate, n)
+    lat = np.array(json.loads(await proc.stdout.readline()))
+    await proc.wait()
+    return {"achieved": achieved} | {f"p{q}": float(np.percentile(lat, q)) for q in QUANTILES}
+
+
+async def worker_latency(core: CoreSettings, rate: int, n: int, session: str) -> dict[str, float]:
+    """Publish -> prediction row with a running ``lat`` worker."""
+    achieved = await publish_at(core, "lat", session, rate, n)
+    await wait_count(core, session, n)
+    async with await psycopg.AsyncConnection.connect(core.database_url) as c:
+        rows = await (
+            await c.execute(
+                "SELECT (extract(epoch FROM predicted_at) - extract(epoch FROM sent_at))::float8 "
+                "FROM predictions WHERE session_id = %s",
+                [session],
+            )
+        ).fetchall()
+    lat = np.array([r[0] for r in rows]) * 1000
+    return {"achieved": achieved, "n": len(lat)} | {
+        f"p{q}": float(np.percentile(lat, q)) for q in QUANTILES
+    }
+
+
+async def latency_table(
+    core: CoreSettings, rates: list[int], seconds: float
+) -> dict[int, dict[str, float]]:
+    """One LDA worker; at each rate the broker alone, then the worker; print both and
+    return the worker's figures per rate with ``added_p50``/``added_p99``."""
+    await serve_model(core, "lat", train())
+    rows = []
+    out: dict[int, dict[str, float]] = {}
+    with workers(core, "lat", 1):
+        await wait_workers(core, "lat")
+        await worker_latency(core, 200, 200, "lat-warmup")  # first batches pay lazy set-up
+        for rate in rates:
+            n = int(rate * seconds)
+            bare = await broker_latency(core, rate, n)
+            r = await worker_latency(core, rate, n, f"lat-{rate}")
+            out[rate] = r | {f"added_p{q}": r[f"p{q}"] - bare[f"p{q}"] for q in (50, 99)}
+            rows.append(
+                [rate, f"{r['achieved']:,.0f}", int(r["n"])]
+                + [f"{bare[f'p{q}']:.1f}" for q in (50, 99)]
+                + [f"{r[f'p{q}']:.1f}" for q in QUANTILES]
+                + [f"{out[rate][f'added_p{q}']:.1f}" for q in (50, 99)]
+            )
+    table(
+        "Latency publish -> prediction row (ms), one worker, LDA; broker = bare consumer, "
+        "added = worker - broker",
+        [
+            "target/s",
+            "achieved/s",
+            "windows",
+            "broker p50",
+            "broker p99",
+            "p50",
+            "p95",
+            "p99",
+            "added p50",
+            "added p99",
+        ],
+        rows,
+    )
+    return out
