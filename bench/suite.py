@@ -1,6 +1,6 @@
 """All benchmark scenarios side by side in one run (issue 6). Prints tables, asserts nothing.
 
-    .venv/bin/python -m bench.suite            # about 5 minutes on 2 cores
+    .venv/bin/python -m bench.suite            # about 8 minutes on 2 cores
 
 1. ceiling: bare aio-pika consume+ack, same messages and prefetch
 2. neurostream worker: LDA and EEGNet windows/s, ratio to the ceiling
@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+import uvloop
 
 from bench.common import bench_core, serve_model, table, train, wait_count, windows
 from bench.latency import latency_table
@@ -193,6 +194,7 @@ if __name__ == "__main__":
     ap.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 2000, 4000])
     ap.add_argument("--seconds", type=float, default=5.0)
     a = ap.parse_args()
-    asyncio.run(main(a.windows, a.rates, a.seconds))
+    # The event loop the workers run on (workers/settings.py), so the ceiling is fair.
+    uvloop.run(main(a.windows, a.rates, a.seconds))
     if importlib.util.find_spec("bench.drift") is not None:
         subprocess.run([sys.executable, "-m", "bench.drift"], check=False)

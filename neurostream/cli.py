@@ -90,7 +90,7 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off).")] = None,
 ) -> None:
     """Run one worker replica (start several for horizontal scaling)."""
-    from workers.__main__ import serve
+    from workers.__main__ import run
     from workers.settings import WorkerSettings
 
     _logging()
@@ -99,7 +99,7 @@ def worker(
         overrides["service"] = service
     if metrics_port is not None:
         overrides["metrics_port"] = metrics_port
-    asyncio.run(serve(CoreSettings(), WorkerSettings(**overrides)))
+    run(CoreSettings(), WorkerSettings(**overrides))
 
 
 @app.command()

@@ -25,11 +25,20 @@ async def serve(core: CoreSettings, settings: WorkerSettings) -> Worker:
     return worker
 
 
+def run(core: CoreSettings, settings: WorkerSettings) -> Worker:
+    """Serve on the configured event loop (uvloop unless ``event_loop=asyncio``)."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(serve(core, settings))
+    return asyncio.run(serve(core, settings))
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(CoreSettings(), WorkerSettings()))
+    run(CoreSettings(), WorkerSettings())
 
 
 if __name__ == "__main__":

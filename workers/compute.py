@@ -3,8 +3,8 @@
 Workers scale out as replicas, one per core, so intra-op threads inside a replica only
 compete with the other replicas, the broker and the database. Worse, idle OpenBLAS and
 OpenMP threads spin-wait after each small matrix product: with the libraries' defaults a
-single LDA worker kept a second core busy doing nothing (bench.suite, 2 cores: 2,600
-windows/s and 2 replicas no faster than one; capped at 1 thread: 3,230 windows/s).
+single LDA worker kept a second core busy doing nothing (bench.suite on 2 cores: 2,724
+windows/s, 2 replicas no faster than one; capped at one thread: 3,758 windows/s).
 
 ``threadpoolctl`` (scikit-learn's own tool) sets the BLAS pools process-wide but OpenMP's
 per calling thread, and libraries loaded later (torch arrives with the first model) start
