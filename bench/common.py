@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import aio_pika
@@ -77,9 +77,9 @@ async def assign_now(core: CoreSettings, service: str) -> None:
             resolved = await registry.assign(conn, service, f"{service}-model", str(latest))
     finally:
         await pool.close()
-    conn = await aio_pika.connect_robust(core.amqp_url)
-    async with conn:
-        ch = await conn.channel(publisher_confirms=True)
+    amqp = await aio_pika.connect_robust(core.amqp_url)
+    async with amqp:
+        ch = await amqp.channel(publisher_confirms=True)
         await publish_model_event(ch, service, resolved.serving, resolved.shadow, "bench")
 
 
@@ -226,7 +226,7 @@ async def wait_count(core: CoreSettings, session: str, n: int, timeout_s: float 
     return got
 
 
-def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     print(f"\n{title}")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     print("  " + "  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))

@@ -1,6 +1,6 @@
 """All benchmark scenarios side by side in one run (issue 6). Prints tables, asserts nothing.
 
-    .venv/bin/python -m bench.suite            # about 8 minutes on 2 cores
+    .venv/bin/python -m bench.suite            # about 12 minutes on 2 cores
 
 1. ceiling: bare aio-pika consume+ack, same messages and prefetch
 2. neurostream worker: LDA and EEGNet windows/s, ratio to the ceiling
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -82,18 +83,29 @@ def celery_worker(core: CoreSettings, version_id: int) -> Iterator[None]:
         p.wait(timeout=60)
 
 
-async def celery_rate(core: CoreSettings, n: int) -> dict[str, float]:
+async def celery_version(core: CoreSettings) -> int:
+    """Point the Celery app at the bench vhost and register the LDA it serves."""
     os.environ["BENCH_CELERY_BROKER"] = core.amqp_url
     from bench import celery_app
 
     celery_app.app.conf.broker_url = core.amqp_url
-    version_id = await serve_model(core, "celery", train())
-    session = "celery-tp"
+    return await serve_model(core, "celery", train())
+
+
+async def celery_throughput(core: CoreSettings, version_id: int, n: int, session: str) -> float:
+    """Windows/s of one Celery worker draining ``n`` pre-queued tasks."""
+    from bench import celery_app
+
     celery_app.enqueue(windows(session, n))
     with celery_worker(core, version_id):
         await wait_count(core, session, n)
-    rate, got = await span_rate(core, session)
-    # latency at a fixed, sustainable rate
+    return (await span_rate(core, session))[0]
+
+
+async def celery_latency(core: CoreSettings, version_id: int) -> tuple[float, float]:
+    """p50/p99 publish -> row (ms) at a fixed, sustainable 100 tasks/s."""
+    from bench import celery_app
+
     lat_session = "celery-lat"
     items = windows(lat_session, 500)
     with celery_worker(core, version_id):
@@ -108,80 +120,87 @@ async def celery_rate(core: CoreSettings, n: int) -> dict[str, float]:
             celery_app.enqueue([(body, headers)])
         await wait_count(core, lat_session, len(items))
     async with await psycopg.AsyncConnection.connect(core.database_url) as c:
-        rows = await (
+        row = await (
             await c.execute(
                 "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY "
                 "(extract(epoch FROM predicted_at) - extract(epoch FROM sent_at))::float8 * 1000) "
                 "FROM predictions WHERE session_id = %s",
                 [lat_session],
             )
-        ).fetchone()  # type: ignore[misc]
-    return {"rate": rate, "stored": got, "p50": rows[0][0], "p99": rows[0][1]}
+        ).fetchone()
+    assert row is not None
+    return float(row[0][0]), float(row[0][1])
 
 
-async def main(n: int, rates: list[int], seconds: float) -> None:
+def _spread(ratios: list[float]) -> str:
+    return ", ".join(f"{r:.2f}" for r in ratios)
+
+
+async def main(n: int, rates: list[int], seconds: float, rounds: int) -> None:
     core = bench_core("ns_bench_suite")
-    ceil_before = await ceiling(core, n, 512)
-    lda = await worker_rate(core, n, 512, 256)
-    cnn = await worker_rate(core, n // 4, 512, 256, family="torch-eegnet")
-    ceil_after = await ceiling(core, n, 512)
-    # The machine is noisy: the better of two runs bracketing the workers (a higher
-    # ceiling only lowers neurostream's ratio).
-    ceil = max(ceil_before, ceil_after)
-    cel = await celery_rate(core, n // 4)
+    celery_id = await celery_version(core)
+    # The machine is noisy (the bare ceiling alone moved by a third within one run, and
+    # everything by half over minutes), so the consumers alternate round by round and each
+    # ratio is the median of the ratios within a round.
+    ceil, lda, cel = [], [], []
+    for i in range(rounds):
+        ceil.append(await ceiling(core, n, 512))
+        lda.append((await worker_rate(core, n, 512, 256, tag=f"r{i}"))["rate"])
+        cel.append(await celery_throughput(core, celery_id, n // 4, f"celery-tp{i}"))
+    cnn = (await worker_rate(core, n // 4, 512, 256, family="torch-eegnet"))["rate"]
+    ceil_cnn = await ceiling(core, n, 512)
+    x_ceil = [w / c for w, c in zip(lda, ceil, strict=True)]
+    x_cel = [w / k for w, k in zip(lda, cel, strict=True)]
+    med = statistics.median
     table(
-        f"Throughput (windows/s), one process each, {n:,} epochs of 16 ch x 200 samples",
-        ["consumer", "windows/s", "x ceiling", "x Celery"],
+        f"Throughput (windows/s), one process each, {n:,} epochs of 16 ch x 200 samples; "
+        f"medians over {rounds} alternating rounds",
+        ["consumer", "windows/s", "x ceiling", "x Celery", "per round"],
         [
-            [
-                f"bare aio-pika consume+ack (ceiling; {ceil_before:,.0f} before, "
-                f"{ceil_after:,.0f} after)",
-                f"{ceil:,.0f}",
-                "1.00",
-                "-",
-            ],
+            ["bare aio-pika consume+ack (ceiling)", f"{med(ceil):,.0f}", "1.00", "-", "-"],
             [
                 "neurostream worker, LDA",
-                f"{lda['rate']:,.0f}",
-                f"{lda['rate'] / ceil:.2f}",
-                f"{lda['rate'] / cel['rate']:.1f}",
+                f"{med(lda):,.0f}",
+                f"{med(x_ceil):.2f}",
+                f"{med(x_cel):.1f}",
+                f"x ceiling {_spread(x_ceil)}; x Celery {_spread(x_cel)}",
             ],
             [
                 "neurostream worker, EEGNet",
-                f"{cnn['rate']:,.0f}",
-                f"{cnn['rate'] / ceil:.2f}",
-                f"{cnn['rate'] / cel['rate']:.1f}",
+                f"{cnn:,.0f}",
+                f"{cnn / ceil_cnn:.2f}",
+                "-",
+                "vs the ceiling run right after it",
             ],
-            [
-                "Celery, one task per window, LDA",
-                f"{cel['rate']:,.0f}",
-                f"{cel['rate'] / ceil:.2f}",
-                "1.0",
-            ],
+            ["Celery, one task per window, LDA", f"{med(cel):,.0f}", "-", "1.0", "-"],
         ],
     )
+    cel_p50, cel_p99 = await celery_latency(core, celery_id)
     table(
         "Celery latency publish -> row at 100 windows/s (ms)",
         ["p50", "p99"],
-        [[f"{cel['p50']:.1f}", f"{cel['p99']:.1f}"]],
+        [[f"{cel_p50:.1f}", f"{cel_p99:.1f}"]],
     )
 
-    one = await worker_rate(core, n, 512, 256, replicas=1, tag="s1")
-    two = await worker_rate(core, n, 512, 256, replicas=2, tag="s2")
+    one, two = [], []
+    for i in range(rounds):
+        one.append((await worker_rate(core, n, 512, 256, replicas=1, tag=f"s1r{i}"))["rate"])
+        two.append((await worker_rate(core, n, 512, 256, replicas=2, tag=f"s2r{i}"))["rate"])
+    x_two = [b / a for a, b in zip(one, two, strict=True)]
     table(
         "Scaling, LDA, pre-filled queue (rate while every replica writes)",
-        ["replicas", "windows/s", "speed-up"],
+        ["replicas", "windows/s", "speed-up", "per round"],
         [
-            [1, f"{one['rate']:,.0f}", "1.00"],
-            [2, f"{two['rate']:,.0f}", f"{two['rate'] / one['rate']:.2f}"],
+            [1, f"{med(one):,.0f}", "1.00", "-"],
+            [2, f"{med(two):,.0f}", f"{med(x_two):.2f}", _spread(x_two)],
         ],
     )
 
     lat = await latency_table(core, rates, seconds)
     rows = [
-        ["worker vs Celery, LDA", ">= 10x", f"{lda['rate'] / cel['rate']:.1f}x"],
-        ["worker vs bare ceiling, LDA", ">= 0.70", f"{lda['rate'] / ceil:.2f}"],
-        ["2 replicas vs 1", ">= 1.8x", f"{two['rate'] / one['rate']:.2f}x"],
+        ["worker vs Celery, LDA", ">= 10x", f"{med(x_cel):.1f}x"],
+        ["worker vs bare ceiling, LDA", ">= 0.70", f"{med(x_ceil):.2f}"],
+        ["2 replicas vs 1", ">= 1.8x", f"{med(x_two):.2f}x"],
     ]
     if 1000 in lat:
         rows.append(["added p99 at 1k windows/s", "<= 5 ms", f"{lat[1000]['added_p99']:.1f} ms"])
@@ -193,8 +212,9 @@ if __name__ == "__main__":
     ap.add_argument("--windows", type=int, default=20_000)
     ap.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 2000, 4000])
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=3, help="Alternating throughput rounds.")
     a = ap.parse_args()
     # The event loop the workers run on (workers/settings.py), so the ceiling is fair.
-    uvloop.run(main(a.windows, a.rates, a.seconds))
+    uvloop.run(main(a.windows, a.rates, a.seconds, a.rounds))
     if importlib.util.find_spec("bench.drift") is not None:
         subprocess.run([sys.executable, "-m", "bench.drift"], check=False)
