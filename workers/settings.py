@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import uuid
@@ -9,6 +10,10 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_event_loop() -> Literal["uvloop", "asyncio"]:
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
 
 def _default_worker_id() -> str:
@@ -33,9 +38,9 @@ class WorkerSettings(BaseSettings):
         "cores. 0 keeps the libraries' defaults.",
     )
     event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop",
+        default_factory=_default_event_loop,
         description="uvloop (libuv) cuts the AMQP client's per-message cost: about 12% more "
-        "windows/s (bench.suite). asyncio where uvloop is not available (Windows).",
+        "windows/s (bench.suite). Defaults to asyncio where uvloop is not installed (Windows).",
     )
     heartbeat_s: float = Field(
         2.0, gt=0, description="Heartbeat and model-assignment check period."
