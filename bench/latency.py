@@ -2,7 +2,7 @@
 
 At each rate the same publisher first feeds a bare consumer (``bench.bare_consumer``: the
 broker hop alone), then one neurostream LDA worker; ``added`` is the worker's percentile
-minus the broker's. Every window is stamped ``sent_at`` when it is encoded.
+minus the broker's. Every window is stamped ``sent_at`` as it goes on the wire.
 """
 
 from __future__ import annotations
@@ -17,19 +17,17 @@ import aio_pika
 import numpy as np
 import psycopg
 
-from bench.common import N_CH, N_S, serve_model, table, train, wait_count, wait_workers
+from bench.common import serve_model, table, train, wait_count, wait_workers, windows
 from bench.common import worker_procs as workers
 from neurostream import topology
-from neurostream.contract import encode, make_window
 from neurostream.settings import CoreSettings
 
 QUANTILES = (50, 95, 99)
 
 
 async def publish_at(core: CoreSettings, service: str, session: str, rate: int, n: int) -> float:
-    """Publish ``n`` fresh windows at ``rate``/s (confirmed); returns the achieved rate."""
-    data = np.random.default_rng(2).normal(0, 10, (N_CH, N_S)).astype(np.float32)
-    chans = [f"ch{i}" for i in range(N_CH)]
+    """Publish ``n`` windows at ``rate``/s (confirmed); returns the achieved rate."""
+    items = windows(session, n)  # pre-encoded, as bench.common fills queues
     conn = await aio_pika.connect_robust(core.amqp_url)
     async with conn:
         ch = await conn.channel(publisher_confirms=True)
@@ -37,8 +35,8 @@ async def publish_at(core: CoreSettings, service: str, session: str, rate: int, 
         ex = await ch.get_exchange(topology.WINDOWS_EXCHANGE)
 
         async def send(body: bytes, headers: dict[str, object], message_id: str) -> None:
-            # Stamped as it goes on the wire, not when it was encoded: a publisher running
-            # behind schedule must not count its own backlog as the worker's latency.
+            # Stamped as it goes on the wire: a publisher running behind schedule must not
+            # count its own backlog as the worker's latency.
             headers["sent_at"] = repr(time.time())
             message = aio_pika.Message(body, headers=headers, message_id=message_id)  # type: ignore[arg-type]
             await ex.publish(message, service)
@@ -49,17 +47,7 @@ async def publish_at(core: CoreSettings, service: str, session: str, rate: int, 
             delay = start + seq / rate - time.perf_counter()
             # Behind schedule, still yield so the sends already created go out.
             await asyncio.sleep(max(delay, 0))
-            w = make_window(
-                data,
-                session_id=session,
-                seq=seq,
-                t0=1.7e9 + seq,
-                fs=250.0,
-                channels=chans,
-                kind="epoch",
-                marker=2,
-            )
-            body, headers = encode(w)
+            body, headers = items[seq]
             tasks.append(asyncio.ensure_future(send(body, headers, f"{session}:{seq}")))
         await asyncio.gather(*tasks)
         return n / (time.perf_counter() - start)

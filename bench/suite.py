@@ -26,23 +26,18 @@ from contextlib import contextmanager
 import psycopg
 import uvloop
 
-from bench.common import bench_core, serve_model, table, train, wait_count, windows
+from bench.common import (
+    bench_core,
+    serve_model,
+    steady_rate,
+    table,
+    train,
+    wait_count,
+    windows,
+)
 from bench.latency import latency_table
 from bench.spine import ceiling, worker_rate
 from neurostream.settings import CoreSettings
-
-
-async def span_rate(core: CoreSettings, session: str) -> tuple[float, int]:
-    async with await psycopg.AsyncConnection.connect(core.database_url) as c:
-        first, last, got = await (
-            await c.execute(
-                "SELECT extract(epoch FROM min(predicted_at))::float8, "
-                "extract(epoch FROM max(predicted_at))::float8, count(*) "
-                "FROM predictions WHERE session_id = %s",
-                [session],
-            )
-        ).fetchone()  # type: ignore[misc]
-    return (got - 1) / (last - first), got
 
 
 @contextmanager
@@ -99,7 +94,7 @@ async def celery_throughput(core: CoreSettings, version_id: int, n: int, session
     celery_app.enqueue(windows(session, n))
     with celery_worker(core, version_id):
         await wait_count(core, session, n)
-    return (await span_rate(core, session))[0]
+    return (await steady_rate(core, session))[0]
 
 
 async def celery_latency(core: CoreSettings, version_id: int) -> tuple[float, float]:

@@ -30,7 +30,7 @@ def limit_threads(n: int) -> None:
 
 
 def native_threads() -> dict[str, int]:
-    """Threads per loaded native pool (``openblas``, ``openmp``, ``torch``): for tests/metrics."""
+    """Threads per loaded native pool (``openblas``, ``openmp``, ``torch``), as tests check."""
     from threadpoolctl import threadpool_info
 
     out: dict[str, int] = {}
