@@ -54,7 +54,9 @@ async def recorded(core: CoreSettings) -> dict[str, Any]:
     stream = session_stream(60, shift_after_s=30, shift_channels=["C3"], gain=3.0, seed=3)
     n = 230
     seqs = np.arange(n)
-    t0 = time.time() - 80 + seqs * STEP_S
+    # Whole milliseconds: PostgreSQL's to_timestamp and Python's fromtimestamp round a
+    # half-microsecond differently, which moved an inclusive bound past its window.
+    t0 = round(time.time() - 80, 3) + seqs * STEP_S
     rng = np.random.default_rng(1)
     y = (rng.random(n) < 0.4).astype(int)
     p = np.clip(0.25 + 0.5 * y + rng.normal(0, 0.2, n), 0.01, 0.99)

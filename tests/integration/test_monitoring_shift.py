@@ -82,7 +82,8 @@ async def test_shifted_channels_drift_alert_fires_dashboard_and_evidently_show_i
         SECONDS, shift_after_s=SHIFT_AT, shift_channels=SHIFTED, gain=2.5, seed=7
     )
     n_total = int((SECONDS - 1) / STEP_S)
-    t_first = time.time() - SECONDS - 5
+    # Whole milliseconds, so the stored window times and the iso() bounds round alike.
+    t_first = round(time.time() - SECONDS - 5, 3)
     seqs = np.arange(n_total)
     t0 = t_first + seqs * STEP_S
     rng = np.random.default_rng(0)
