@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import cast
 
 import aio_pika
 import uvloop
+from aio_pika.abc import AbstractRobustChannel
+from aiormq.abc import DeliveredMessage
 
 from bench.common import (
     assign_now,
@@ -27,11 +30,17 @@ from bench.common import (
 from bench.latency import latency_table
 from neurostream import topology
 from neurostream.settings import CoreSettings
+from workers.deliveries import Consumer
 
 
-async def ceiling(core: CoreSettings, n: int, prefetch: int) -> float:
-    """A bare aio-pika consume-and-ack loop, same messages and prefetch: the most possible."""
-    service = "ceiling"
+async def ceiling(core: CoreSettings, n: int, prefetch: int, path: str = "aio-pika") -> float:
+    """A bare consume-and-ack loop, same messages and prefetch, no work.
+
+    ``aio-pika``: aio-pika's ``Queue.consume`` with one ack per window (the issue's ceiling).
+    ``raw``: the worker's own receive path (``workers.deliveries``: aiormq deliveries on the
+    robust channel, one multiple-ack per 64 windows), the most a worker can do on it here.
+    """
+    service = f"ceiling-{path}"
     await fill(core, service, windows("ceil", n))
     conn = await aio_pika.connect_robust(core.amqp_url)
     async with conn:
@@ -42,16 +51,30 @@ async def ceiling(core: CoreSettings, n: int, prefetch: int) -> float:
         seen = 0
         t0 = 0.0
 
-        async def on(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        def tick() -> None:
             nonlocal seen, t0
             if seen == 0:
                 t0 = time.perf_counter()
             seen += 1
-            await msg.ack()
             if seen == n:
                 done.set()
 
-        await q.consume(on)
+        if path == "aio-pika":
+
+            async def on(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+                tick()
+                await msg.ack()
+
+            await q.consume(on)
+        else:
+
+            async def on_raw(msg: DeliveredMessage) -> None:
+                tick()
+                if seen % 64 == 0 or seen == n:
+                    await msg.channel.basic_ack(msg.delivery.delivery_tag, multiple=True)  # type: ignore[union-attr]
+
+            consumer = Consumer(cast(AbstractRobustChannel, ch), q.name, on_raw)
+            await consumer.start()
         await done.wait()
         return (n - 1) / (time.perf_counter() - t0)
 
@@ -83,7 +106,11 @@ async def worker_rate(
 async def main(n: int, rates: list[int], seconds: float) -> None:
     core = bench_core("ns_bench_spine")
     ceil = await ceiling(core, n, 512)
-    rows = [["bare consume+ack (ceiling)", 512, "-", f"{ceil:,.0f}", "1.00"]]
+    raw = await ceiling(core, n, 512, "raw")
+    rows = [
+        ["bare aio-pika consume+ack (ceiling)", 512, "-", f"{ceil:,.0f}", "1.00"],
+        ["bare worker receive path + multi-ack", 512, "-", f"{raw:,.0f}", f"{raw / ceil:.2f}"],
+    ]
     for prefetch, batch in ((512, 256), (64, 16), (16, 1)):
         r = await worker_rate(core, n, prefetch, batch)
         rows.append(

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 import aio_pika
 import numpy as np
@@ -26,8 +27,10 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq.abc import DeliveredMessage
 from psycopg_pool import AsyncConnectionPool
 
 from neurostream import topology
@@ -35,7 +38,7 @@ from neurostream.contract import ContractError, Window, decode
 from neurostream.db import open_pool
 from neurostream.results import PredictionRow, RejectionRow, write_predictions, write_rejections
 from neurostream.settings import CoreSettings
-from workers import heartbeat, metrics
+from workers import deliveries, heartbeat, metrics
 from workers.batcher import drain, next_batch
 from workers.compute import limit_threads
 from workers.model_slot import ModelSlot, Served
@@ -56,7 +59,7 @@ class Counters:
 
 @dataclass(slots=True)
 class _Reject:
-    message: AbstractIncomingMessage
+    message: DeliveredMessage
     reason: str
     session_id: str | None
     seq: int | None
@@ -68,10 +71,10 @@ class Worker:
         self.settings = settings
         self.service = settings.service
         self.counters = Counters()
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._consumer_tag: str | None = None
+        self._consumer: deliveries.Consumer | None = None
         self.pool: AsyncConnectionPool | None = None
         self.connection: AbstractRobustConnection | None = None
         self.slot: ModelSlot | None = None
@@ -81,6 +84,7 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        metrics.observe_gc_pauses()
         self.pool = await open_pool(self.core.database_url, max_size=4, autocommit=True)
         self.slot = ModelSlot(self.pool, self.service)
         try:
@@ -90,9 +94,12 @@ class Worker:
                 f"cannot reach RabbitMQ at {self.core.amqp_url.split('@')[-1]}: {exc}. Start it "
                 "with `rabbitmq-server -detached` or `neurostream infra up`."
             ) from exc
-        self._channel = await self.connection.channel(publisher_confirms=True)
+        self._channel = cast(
+            AbstractRobustChannel, await self.connection.channel(publisher_confirms=True)
+        )
         await self._channel.set_qos(prefetch_count=self.settings.prefetch)
         self._queue: AbstractQueue = await topology.declare_service(self._channel, self.service)
+        self._consumer = deliveries.Consumer(self._channel, self._queue.name, self._on_message)
         self._dead: AbstractExchange = await self._channel.get_exchange(topology.DEAD_EXCHANGE)
         self._out_channel: AbstractChannel = await self.connection.channel(publisher_confirms=False)
         self._predictions = await self._out_channel.get_exchange(topology.PREDICTIONS_EXCHANGE)
@@ -148,24 +155,21 @@ class Worker:
         )
 
     # -- consuming -----------------------------------------------------------------------
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        await self._inbox.put(message)
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        self._inbox.put_nowait(message)  # bounded by the prefetch
 
     async def _ensure_consuming(self) -> None:
+        assert self._consumer is not None
         has_model = self.slot is not None and self.slot.current.serving is not None
-        if has_model and self._consumer_tag is None and not self._stopping.is_set():
-            self._consumer_tag = await self._queue.consume(self._on_message)
-        elif not has_model and self._consumer_tag is not None:
+        if has_model and not self._consumer.active and not self._stopping.is_set():
+            await self._consumer.start()
+        elif not has_model and self._consumer.active:
             log.warning("service %s has no model assigned; pausing consumption", self.service)
             await self._stop_consuming()
 
     async def _stop_consuming(self) -> None:
-        if self._consumer_tag is not None:
-            tag, self._consumer_tag = self._consumer_tag, None
-            try:
-                await self._queue.cancel(tag)
-            except Exception:
-                log.debug("consumer cancel failed (channel closed)", exc_info=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
 
     async def _on_model_event(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -239,7 +243,7 @@ class Worker:
             if stop:
                 return
 
-    async def process_batch(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+    async def process_batch(self, batch: Sequence[DeliveredMessage]) -> None:
         """Predict, write, dead-letter and ack one micro-batch."""
         if not batch:
             return
@@ -248,11 +252,13 @@ class Worker:
         if served.serving is None:
             await self._requeue(batch)
             return
-        good: list[tuple[AbstractIncomingMessage, Window]] = []
+        good: list[tuple[DeliveredMessage, Window]] = []
         rejects: list[_Reject] = []
         for msg in batch:
             try:
-                window = decode(msg.body, msg.headers, max_bytes=self.core.max_window_bytes)
+                window = decode(
+                    msg.body, msg.header.properties.headers, max_bytes=self.core.max_window_bytes
+                )
                 reason = served.serving.check_input(
                     window.data.shape[0], window.data.shape[1], window.header.fs
                 )
@@ -297,7 +303,8 @@ class Worker:
         assert self.pool is not None
         delay = 0.1
         rejection_rows = [
-            RejectionRow(r.message.message_id, r.session_id, r.seq, r.reason) for r in rejects
+            RejectionRow(r.message.header.properties.message_id, r.session_id, r.seq, r.reason)
+            for r in rejects
         ]
         while True:
             try:
@@ -329,49 +336,35 @@ class Worker:
 
     async def _dead_letter(self, rejects: list[_Reject]) -> None:
         for r in rejects:
-            headers = dict(r.message.headers or {})
+            props = r.message.header.properties
+            headers = deliveries.headers(r.message)
             headers[topology.REASON_HEADER] = r.reason
             headers["x-neurostream-worker"] = self.settings.worker_id
             await self._dead.publish(
                 aio_pika.Message(
                     body=r.message.body,
                     headers=headers,
-                    message_id=r.message.message_id,
-                    content_type=r.message.content_type,
+                    message_id=props.message_id,
+                    content_type=props.content_type,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
                 routing_key=self.service,
             )
-            log.warning("dead-lettered %s: %s", r.message.message_id, r.reason)
+            log.warning("dead-lettered %s: %s", props.message_id, r.reason)
 
-    async def _ack(self, batch: Sequence[AbstractIncomingMessage]) -> None:
-        # One multiple-ack per channel: every earlier delivery on it was processed already.
-        last: dict[int, AbstractIncomingMessage] = {}
-        for msg in batch:
-            try:
-                last[id(msg.channel)] = msg
-            except Exception:  # its channel closed (broker restart): it will be redelivered
-                continue
-        for msg in last.values():
-            try:
-                await msg.ack(multiple=True)
-            except Exception as exc:  # channel lost: the broker redelivers, the write is idempotent
-                log.warning("ack failed (%s); the broker will redeliver", exc)
+    async def _ack(self, batch: Sequence[DeliveredMessage]) -> None:
+        await deliveries.ack_through(batch)
 
-    async def _requeue(self, batch: Sequence[AbstractIncomingMessage], delay: float = 0.0) -> None:
+    async def _requeue(self, batch: Sequence[DeliveredMessage], delay: float = 0.0) -> None:
         if delay:
             await asyncio.sleep(delay)
-        for msg in batch:
-            try:
-                await msg.nack(requeue=True)
-            except Exception:
-                pass
+        await deliveries.requeue(batch)
 
     def _account(
         self,
         rows: list[PredictionRow],
         rejects: list[_Reject],
-        good: list[tuple[AbstractIncomingMessage, Window]],
+        good: list[tuple[DeliveredMessage, Window]],
     ) -> None:
         c = self.counters
         c.processed += len(good)
