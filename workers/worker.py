@@ -215,9 +215,15 @@ class Worker:
             await self._sample_queue_depth()
 
     async def _sample_queue_depth(self) -> None:
-        """Ready messages in the service queue (a passive declare changes nothing)."""
+        """Ready messages in the service queue (a passive declare changes nothing).
+
+        ``robust=False``: a robust channel answers a repeated passive declare of a queue it
+        recorded from that record, so the depth would stay at its first sample.
+        """
         try:
-            queue = await self._out_channel.declare_queue(self._queue.name, passive=True)
+            queue = await self._out_channel.declare_queue(
+                self._queue.name, passive=True, robust=False
+            )
             depth = queue.declaration_result.message_count
             metrics.QUEUE_DEPTH.labels(self.service).set(depth or 0)
         except Exception as exc:  # a metric must never stop the worker

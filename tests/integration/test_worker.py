@@ -18,6 +18,7 @@ from neurostream.events import publish_model_event
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
 from tests.factories import FS, synthetic_p300, unique
+from workers import metrics
 from workers.settings import WorkerSettings
 from workers.worker import Worker
 
@@ -321,3 +322,23 @@ async def test_predictions_are_published_for_closed_loops(
         assert body["session_id"] == session
         seen += [p["seq"] for p in body["predictions"]]
     assert sorted(seen) == [0, 1, 2, 3, 4]
+
+
+async def test_queue_depth_metric_follows_the_queue(
+    core: CoreSettings, pool, channel, workers
+) -> None:
+    name = unique("idle")  # a service with no model: its worker does not consume
+    async with pool.connection() as conn:
+        await registry.create_service(conn, name)
+    w = await start_worker(core, name, workers)
+    session = unique("s")
+
+    async def sampled() -> float:
+        await asyncio.sleep(0.2)
+        await w._sample_queue_depth()
+        return metrics.QUEUE_DEPTH.labels(name)._value.get()  # type: ignore[attr-defined,no-any-return]
+
+    await publish(channel, name, epochs(session, 0, 3))
+    assert await sampled() == 3
+    await publish(channel, name, epochs(session, 3, 5))
+    assert await sampled() == 8  # not the first sample again
