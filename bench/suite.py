@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.suite            # about 12 minutes on 2 cores
 
-1. ceiling: bare aio-pika consume+ack, same messages and prefetch
-2. neurostream worker: LDA and EEGNet windows/s, ratio to the ceiling
+1. ceiling: bare aio-pika consume+ack, same messages and prefetch; and the same bare loop
+   on the worker's own receive path (workers/deliveries.py, one multiple-ack per 64)
+2. neurostream worker: LDA and EEGNet windows/s, ratio to both ceilings
 3. Celery: one task per window, same broker and database, windows/s and latency
 4. latency publish -> prediction row at fixed rates until saturation
 5. scaling: 1 vs 2 worker replicas
@@ -137,14 +138,17 @@ async def main(n: int, rates: list[int], seconds: float, rounds: int) -> None:
     # The machine is noisy (the bare ceiling alone moved by a third within one run, and
     # everything by half over minutes), so the consumers alternate round by round and each
     # ratio is the median of the ratios within a round.
-    ceil, lda, cel = [], [], []
+    ceil, raw, lda, cel = [], [], [], []
     for i in range(rounds):
         ceil.append(await ceiling(core, n, 512))
+        raw.append(await ceiling(core, n, 512, "raw"))
         lda.append((await worker_rate(core, n, 512, 256, tag=f"r{i}"))["rate"])
         cel.append(await celery_throughput(core, celery_id, n // 4, f"celery-tp{i}"))
     cnn = (await worker_rate(core, n // 4, 512, 256, family="torch-eegnet"))["rate"]
     ceil_cnn = await ceiling(core, n, 512)
     x_ceil = [w / c for w, c in zip(lda, ceil, strict=True)]
+    x_raw = [w / c for w, c in zip(lda, raw, strict=True)]
+    x_raw_ceil = [r / c for r, c in zip(raw, ceil, strict=True)]
     x_cel = [w / k for w, k in zip(lda, cel, strict=True)]
     med = statistics.median
     table(
@@ -154,11 +158,19 @@ async def main(n: int, rates: list[int], seconds: float, rounds: int) -> None:
         [
             ["bare aio-pika consume+ack (ceiling)", f"{med(ceil):,.0f}", "1.00", "-", "-"],
             [
+                "bare worker receive path, multi-ack",
+                f"{med(raw):,.0f}",
+                f"{med(x_raw_ceil):.2f}",
+                "-",
+                f"x ceiling {_spread(x_raw_ceil)}",
+            ],
+            [
                 "neurostream worker, LDA",
                 f"{med(lda):,.0f}",
                 f"{med(x_ceil):.2f}",
                 f"{med(x_cel):.1f}",
-                f"x ceiling {_spread(x_ceil)}; x Celery {_spread(x_cel)}",
+                f"x ceiling {_spread(x_ceil)}; x Celery {_spread(x_cel)}; "
+                f"x its receive path {_spread(x_raw)}",
             ],
             [
                 "neurostream worker, EEGNet",
@@ -195,6 +207,7 @@ async def main(n: int, rates: list[int], seconds: float, rounds: int) -> None:
     rows = [
         ["worker vs Celery, LDA", ">= 10x", f"{med(x_cel):.1f}x"],
         ["worker vs bare ceiling, LDA", ">= 0.70", f"{med(x_ceil):.2f}"],
+        ["worker vs a bare loop on its own receive path", "-", f"{med(x_raw):.2f}"],
         ["2 replicas vs 1", ">= 1.8x", f"{med(x_two):.2f}x"],
     ]
     if 1000 in lat:

@@ -23,7 +23,6 @@ from typing import cast
 import aio_pika
 import numpy as np
 from aio_pika.abc import (
-    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -101,7 +100,9 @@ class Worker:
         self._queue: AbstractQueue = await topology.declare_service(self._channel, self.service)
         self._consumer = deliveries.Consumer(self._channel, self._queue.name, self._on_message)
         self._dead: AbstractExchange = await self._channel.get_exchange(topology.DEAD_EXCHANGE)
-        self._out_channel: AbstractChannel = await self.connection.channel(publisher_confirms=False)
+        self._out_channel = cast(
+            AbstractRobustChannel, await self.connection.channel(publisher_confirms=False)
+        )
         self._predictions = await self._out_channel.get_exchange(topology.PREDICTIONS_EXCHANGE)
         events = await self._out_channel.declare_queue(exclusive=True, auto_delete=True)
         await events.bind(topology.MODEL_EVENTS_EXCHANGE, routing_key=self.service)

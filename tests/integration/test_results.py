@@ -95,3 +95,30 @@ async def test_non_finite_scores_are_stored_as_such(pool: Any) -> None:
         await conn.commit()
     got = await stored(pool, session)
     assert math.isnan(got[0][8]) and got[1][8] == math.inf
+
+
+async def test_a_batch_with_no_marker_and_no_send_time_at_all_stores_nulls(pool: Any) -> None:
+    """Sliding windows carry no marker; producers that do not stamp ``sent_at`` exist too:
+    an all-NULL array parameter has no element type to infer from."""
+    session = f"nulls-{uuid.uuid4().hex[:8]}"
+    batch = [
+        PredictionRow(
+            session_id=session,
+            seq=i,
+            model_version_id=7,
+            t0=1_763_900_000.0 + i,
+            role="serving",
+            kind="sliding",
+            marker=None,
+            predicted=1,
+            score=0.75,
+            proba=[0.25, 0.75],
+            sent_at=None,
+        )
+        for i in range(3)
+    ]
+    async with pool.connection() as conn:
+        assert await write_predictions(conn, "svc-r", "w-1", batch) == 3
+        await conn.commit()
+    got = await stored(pool, session)
+    assert [(g[0], g[6], g[10], g[8]) for g in got] == [(i, None, None, 0.75) for i in range(3)]

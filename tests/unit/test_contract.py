@@ -62,6 +62,14 @@ def test_headers_as_bytes_are_accepted() -> None:
     assert decode(body, as_bytes).header.channels[0] == "ch0"
 
 
+def test_channel_names_mixing_str_and_bytes_all_come_out_str() -> None:
+    body, headers = encode(window_factory(n_channels=3))
+    headers = {**headers, "channels": ("ch0", b"ch1", bytearray(b"ch2")), "session_id": b"s-x"}
+    header = decode(body, headers).header
+    assert header.channels == ("ch0", "ch1", "ch2")
+    assert header.session_id == "s-x"
+
+
 @pytest.mark.parametrize(
     ("mutate", "needle"),
     [
