@@ -203,7 +203,7 @@ async def main(n: int, rates: list[int], seconds: float, rounds: int) -> None:
         ],
     )
 
-    lat = await latency_table(core, rates, seconds)
+    lat = await latency_table(core, rates, seconds, rounds)
     rows = [
         ["worker vs Celery, LDA", ">= 10x", f"{med(x_cel):.1f}x"],
         ["worker vs bare ceiling, LDA", ">= 0.70", f"{med(x_ceil):.2f}"],

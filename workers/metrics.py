@@ -31,6 +31,13 @@ LATENCY = Histogram(
     ["service"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+PROCESSING = Histogram(
+    "neurostream_worker_processing_seconds",
+    "Window received by the worker to written (or dead-lettered) and acked: the worker's "
+    "own share of the latency, the broker's hop excluded",
+    ["service"],
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+)
 MODEL_VERSION = Gauge(
     "neurostream_worker_model_version_id", "Model version id in service", ["service", "role"]
 )

@@ -70,7 +70,8 @@ class Worker:
         self.settings = settings
         self.service = settings.service
         self.counters = Counters()
-        self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+        # Deliveries with the time they arrived (perf_counter), for the processing metric.
+        self._inbox: asyncio.Queue[tuple[float, DeliveredMessage]] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: deliveries.Consumer | None = None
@@ -157,7 +158,7 @@ class Worker:
 
     # -- consuming -----------------------------------------------------------------------
     async def _on_message(self, message: DeliveredMessage) -> None:
-        self._inbox.put_nowait(message)  # bounded by the prefetch
+        self._inbox.put_nowait((time.perf_counter(), message))  # bounded by the prefetch
 
     async def _ensure_consuming(self) -> None:
         assert self._consumer is not None
@@ -233,15 +234,16 @@ class Worker:
     # -- processing ----------------------------------------------------------------------
     async def _process_loop(self) -> None:
         while True:
-            batch = await next_batch(self._inbox, self.settings.batch_max)
-            stop = _STOP in batch
-            batch = [m for m in batch if m is not _STOP]
+            items = await next_batch(self._inbox, self.settings.batch_max)
+            stop = _STOP in items
+            items = [m for m in items if m is not _STOP]
             if stop:
-                batch += [m for m in drain(self._inbox) if m is not _STOP]
-            for i in range(0, len(batch), self.settings.batch_max):
-                part = batch[i : i + self.settings.batch_max]
+                items += [m for m in drain(self._inbox) if m is not _STOP]
+            for i in range(0, len(items), self.settings.batch_max):
+                received = [t for t, _ in items[i : i + self.settings.batch_max]]
+                part = [m for _, m in items[i : i + self.settings.batch_max]]
                 try:
-                    await self.process_batch(part)
+                    await self.process_batch(part, received)
                 except Exception:
                     # The loop must outlive any one batch (a channel lost mid-ack, a failed
                     # dead-letter publish): unacked windows come back and writes are idempotent.
@@ -250,8 +252,11 @@ class Worker:
             if stop:
                 return
 
-    async def process_batch(self, batch: Sequence[DeliveredMessage]) -> None:
-        """Predict, write, dead-letter and ack one micro-batch."""
+    async def process_batch(
+        self, batch: Sequence[DeliveredMessage], received: Sequence[float] = ()
+    ) -> None:
+        """Predict, write, dead-letter and ack one micro-batch (``received``: when each
+        delivery arrived, ``time.perf_counter()``)."""
         if not batch:
             return
         assert self.slot is not None
@@ -292,7 +297,7 @@ class Worker:
             except Exception as exc:
                 label = served.serving.label
                 if self.slot.fail_current(f"model {label} raised on predict: {exc!r}"):
-                    await self.process_batch(batch)  # retry on the previous model
+                    await self.process_batch(batch, received)  # retry on the previous model
                 else:
                     await self._requeue(batch, delay=1.0)
                 return
@@ -301,7 +306,7 @@ class Worker:
             return
         await self._dead_letter(rejects)
         await self._ack(batch)
-        self._account(rows, rejects, good)
+        self._account(rows, rejects, good, received)
         if self.settings.publish_predictions and rows:
             await self._publish(rows)
 
@@ -372,6 +377,7 @@ class Worker:
         rows: list[PredictionRow],
         rejects: list[_Reject],
         good: list[tuple[DeliveredMessage, Window]],
+        received: Sequence[float],
     ) -> None:
         c = self.counters
         c.processed += len(good)
@@ -382,10 +388,14 @@ class Worker:
         metrics.WINDOWS.labels(self.service).inc(len(good))
         metrics.REJECTED.labels(self.service).inc(len(rejects))
         metrics.BATCH.labels(self.service).observe(len(good) + len(rejects))
-        now = time.time()
+        now, done = time.time(), time.perf_counter()
+        latency = metrics.LATENCY.labels(self.service)
         for _, w in good:
             if w.header.sent_at:
-                metrics.LATENCY.labels(self.service).observe(max(0.0, now - w.header.sent_at))
+                latency.observe(max(0.0, now - w.header.sent_at))
+        processing = metrics.PROCESSING.labels(self.service)
+        for t in received:
+            processing.observe(done - t)
 
     async def _publish(self, rows: list[PredictionRow]) -> None:
         by_session: dict[str, list[dict[str, object]]] = defaultdict(list)

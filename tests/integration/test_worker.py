@@ -135,6 +135,10 @@ async def test_each_window_gets_one_prediction_and_redeliveries_are_not_counted_
         ).fetchone()
     assert rows[:5] == (200, 0, 199, 200, 0)
     assert w.counters.processed == 220 and w.counters.duplicates == 20
+    # The worker's own share of the latency is timed for every window it settled.
+    processing = metrics.PROCESSING.labels(service["name"])
+    assert sum(b.get() for b in processing._buckets) == 220  # type: ignore[attr-defined]
+    assert 0 < processing._sum.get() < 220 * 5.0  # type: ignore[attr-defined]
     # The synthetic epochs alternate target/non-target: predictions must follow the truth.
     async with pool.connection() as conn:
         scores = dict(
