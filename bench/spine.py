@@ -37,6 +37,7 @@ async def ceiling(core: CoreSettings, n: int, prefetch: int, path: str = "aio-pi
     """A bare consume-and-ack loop, same messages and prefetch, no work.
 
     ``aio-pika``: aio-pika's ``Queue.consume`` with one ack per window (the issue's ceiling).
+    ``aio-pika-multi``: the same with one multiple-ack per 64 windows, as a worker acks.
     ``raw``: the worker's own receive path (``workers.deliveries``: aiormq deliveries on the
     robust channel, one multiple-ack per 64 windows), the most a worker can do on it here.
     """
@@ -59,11 +60,13 @@ async def ceiling(core: CoreSettings, n: int, prefetch: int, path: str = "aio-pi
             if seen == n:
                 done.set()
 
-        if path == "aio-pika":
+        if path.startswith("aio-pika"):
+            every = 64 if path == "aio-pika-multi" else 1
 
             async def on(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
                 tick()
-                await msg.ack()
+                if seen % every == 0 or seen == n:
+                    await msg.ack(multiple=every > 1)
 
             await q.consume(on)
         else:
@@ -106,9 +109,11 @@ async def worker_rate(
 async def main(n: int, rates: list[int], seconds: float) -> None:
     core = bench_core("ns_bench_spine")
     ceil = await ceiling(core, n, 512)
+    multi = await ceiling(core, n, 512, "aio-pika-multi")
     raw = await ceiling(core, n, 512, "raw")
     rows = [
         ["bare aio-pika consume+ack (ceiling)", 512, "-", f"{ceil:,.0f}", "1.00"],
+        ["bare aio-pika consume + multi-ack", 512, "-", f"{multi:,.0f}", f"{multi / ceil:.2f}"],
         ["bare worker receive path + multi-ack", 512, "-", f"{raw:,.0f}", f"{raw / ceil:.2f}"],
     ]
     for prefetch, batch in ((512, 256), (64, 16), (16, 1)):

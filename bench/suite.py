@@ -1,6 +1,6 @@
 """All benchmark scenarios side by side in one run (issue 6). Prints tables, asserts nothing.
 
-    .venv/bin/python -m bench.suite            # about 12 minutes on 2 cores
+    .venv/bin/python -m bench.suite            # about 15 minutes on 2 cores
 
 1. ceiling: bare aio-pika consume+ack, same messages and prefetch; and the same bare loop
    on the worker's own receive path (workers/deliveries.py, one multiple-ack per 64)
