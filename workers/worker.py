@@ -442,7 +442,14 @@ def _predict_rows(served: Served, windows: list[Window]) -> list[PredictionRow]:
             if role == "shadow" and model.check_input(data.shape[1], data.shape[2], fs):
                 continue
             pred = model.predict(data, fs)
-            for i, w in enumerate(group):
+            # tolist() once per array rather than numpy scalar indexing per row.
+            for w, predicted, score, proba in zip(
+                group,
+                pred.predicted.tolist(),
+                pred.score.tolist(),
+                pred.proba.tolist(),
+                strict=True,
+            ):
                 h = w.header
                 rows.append(
                     PredictionRow(
@@ -453,9 +460,9 @@ def _predict_rows(served: Served, windows: list[Window]) -> list[PredictionRow]:
                         role=role,
                         kind=h.kind.value,
                         marker=h.marker,
-                        predicted=int(pred.predicted[i]),
-                        score=float(pred.score[i]),
-                        proba=pred.proba[i].tolist(),
+                        predicted=predicted,
+                        score=score,
+                        proba=proba,
                         sent_at=h.sent_at,
                     )
                 )
