@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import deque
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -57,17 +58,21 @@ GC_PAUSES = Histogram(
 )
 
 _gc_started: list[float] = []
+_gc_pauses: deque[tuple[int, float]] = deque(maxlen=10_000)
 
 
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    # Runs inside the collector, in whichever thread allocated: it must not take a lock.
+    # prometheus_client's locks are not reentrant and its collect() allocates under one, so
+    # observing here could deadlock; the pauses wait in a deque for flush_gc_pauses().
     if phase == "start":
         _gc_started.append(time.perf_counter())
     elif _gc_started:
-        GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started.pop())
+        _gc_pauses.append((int(info["generation"]), time.perf_counter() - _gc_started.pop()))
 
 
 def observe_gc_pauses() -> None:
-    """Time every collection into ``GC_PAUSES`` (idempotent).
+    """Time every collection, for ``flush_gc_pauses`` to move into ``GC_PAUSES``.
 
     A full collection walks the ~290k objects that torch, scikit-learn and SciPy bring
     (~140 ms here); under a steady 1k windows/s none ran in 300 s (bench), so the heap is
@@ -75,3 +80,10 @@ def observe_gc_pauses() -> None:
     """
     if _on_gc not in gc.callbacks:
         gc.callbacks.append(_on_gc)
+
+
+def flush_gc_pauses() -> None:
+    """Record the pauses timed since the last flush (from ordinary code, not the collector)."""
+    while _gc_pauses:
+        generation, seconds = _gc_pauses.popleft()
+        GC_PAUSES.labels(str(generation)).observe(seconds)

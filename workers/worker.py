@@ -215,6 +215,7 @@ class Worker:
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
             await self._sample_queue_depth()
+            metrics.flush_gc_pauses()
 
     async def _sample_queue_depth(self) -> None:
         """Ready messages in the service queue (a passive declare changes nothing).
