@@ -241,8 +241,9 @@ class Worker:
             if stop:
                 items += [m for m in drain(self._inbox) if m is not _STOP]
             for i in range(0, len(items), self.settings.batch_max):
-                received = [t for t, _ in items[i : i + self.settings.batch_max]]
-                part = [m for _, m in items[i : i + self.settings.batch_max]]
+                chunk = items[i : i + self.settings.batch_max]
+                received = [t for t, _ in chunk]
+                part = [m for _, m in chunk]
                 try:
                     await self.process_batch(part, received)
                 except Exception:
@@ -306,7 +307,7 @@ class Worker:
             await self._requeue(batch)
             return
         await self._dead_letter(rejects)
-        await self._ack(batch)
+        await deliveries.ack_through(batch)
         self._account(rows, rejects, good, received)
         if self.settings.publish_predictions and rows:
             await self._publish(rows)
@@ -364,9 +365,6 @@ class Worker:
                 routing_key=self.service,
             )
             log.warning("dead-lettered %s: %s", props.message_id, r.reason)
-
-    async def _ack(self, batch: Sequence[DeliveredMessage]) -> None:
-        await deliveries.ack_through(batch)
 
     async def _requeue(self, batch: Sequence[DeliveredMessage], delay: float = 0.0) -> None:
         if delay:
