@@ -15,6 +15,7 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY neurostream ./neurostream
+COPY launcher ./launcher
 COPY producer ./producer
 COPY workers ./workers
 COPY queue_manager ./queue_manager

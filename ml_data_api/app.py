@@ -1,8 +1,8 @@
 """The ML data API app factory: datasets, production data, labels and sessions.
 
 The lifespan opens the process's PostgreSQL pool (migrating the schema) and, unless
-``consumers`` is off, the ground-truth collector and window archiver on one robust AMQP
-connection; they stop (finishing in-flight batches) before the pool closes.
+``consumers`` is off, the ground-truth collector and window archiver (``ingest.Ingest``,
+its own AMQP connection); they stop (settling in-flight batches) before the pool closes.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from ml_data_api import errors
-from ml_data_api.consumers import Consumers, connect
+from ml_data_api.ingest import Ingest
 from ml_data_api.routers import datasets, labels, production, sessions
 from ml_data_api.settings import DataApiSettings
 from neurostream.api import service_app
@@ -40,15 +39,13 @@ def create_app(core: CoreSettings, settings: DataApiSettings) -> FastAPI:
 
             app.state.health_checks = {"database": check_db}
             if settings.consumers:
-                connection = await connect(core)
-                stack.push_async_callback(connection.close)
-                consumers = Consumers(pool, core, settings)
-                await consumers.start(connection)
-                stack.push_async_callback(consumers.close)
-                app.state.consumers = consumers
+                ingest = Ingest(core, settings, pool=pool)  # the pool stays the app's
+                stack.push_async_callback(ingest.close)  # also after a failed start
+                await ingest.start()
+                app.state.consumers = ingest
 
                 async def check_amqp() -> None:
-                    if connection.is_closed:
+                    if ingest.connection is None or ingest.connection.is_closed:
                         raise RuntimeError("AMQP connection closed (reconnecting)")
 
                 app.state.health_checks["broker"] = check_amqp
@@ -64,7 +61,6 @@ def create_app(core: CoreSettings, settings: DataApiSettings) -> FastAPI:
         max_body_size=settings.max_upload_bytes,  # uploads and label batches alike
     )
     app.state.settings = settings
-    app.add_exception_handler(errors.DataApiError, errors.handle)
     app.include_router(datasets.uploads)
     app.include_router(datasets.router)
     app.include_router(production.router)

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from psycopg_pool import AsyncConnectionPool
 
-from ml_data_api.consumer import BatchConsumer
+from ml_data_api.batch_consumer import BatchConsumer
 from neurostream import topology
 from neurostream.contract import DEFAULT_MAX_BYTES, ContractError, Window, decode
 
@@ -57,9 +56,9 @@ class WindowArchiver(BatchConsumer):
     name = "window-archiver"
 
     def __init__(
-        self, pool: AsyncConnectionPool, *, prefetch: int, max_bytes: int = DEFAULT_MAX_BYTES
+        self, *, prefetch: int, max_bytes: int = DEFAULT_MAX_BYTES, drain_timeout_s: float = 30.0
     ) -> None:
-        super().__init__(pool, prefetch=prefetch)
+        super().__init__(prefetch=prefetch, drain_timeout_s=drain_timeout_s)
         self.max_bytes = max_bytes
 
     async def declare(self, channel: AbstractChannel) -> AbstractQueue:

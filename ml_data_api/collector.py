@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ml_data_api.consumer import BatchConsumer
+from ml_data_api.batch_consumer import BatchConsumer
 from neurostream import topology
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
@@ -11,11 +11,11 @@ from ml_data_api.settings import DataApiSettings
 
 
 def _pool(request: Request) -> AsyncConnectionPool:
-    return request.app.state.pool
+    return cast(AsyncConnectionPool, request.app.state.pool)
 
 
 def _settings(request: Request) -> DataApiSettings:
-    return request.app.state.settings
+    return cast(DataApiSettings, request.app.state.settings)
 
 
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]

@@ -41,7 +41,9 @@ async def store_labels(
         known = await queries.known_sessions(conn, ids)
         for i, item in enumerate(items):
             if item.session_id not in known:
-                raise NotFound(f"{i}.session_id", f"session {item.session_id!r} does not exist")
+                raise NotFound(
+                    f"session {item.session_id!r} does not exist", field=f"{i}.session_id"
+                )
         rows: dict[tuple[str, int], tuple[int, str]] = {}
         by_seq = [(i, it) for i, it in enumerate(items) if isinstance(it, LabelBySeq)]
         if by_seq:
@@ -58,8 +60,8 @@ async def store_labels(
                 bad = items[missing[0]]
                 assert isinstance(bad, LabelBySeq)
                 raise Invalid(
-                    f"{missing[0]}.seq",
                     f"window {bad.seq} of session {bad.session_id!r} does not exist",
+                    field=f"{missing[0]}.seq",
                 )
         for i, item in enumerate(items):
             if isinstance(item, LabelBySeq):
@@ -72,9 +74,9 @@ async def store_labels(
             seqs = [r[0] for r in await cur.fetchall()]
             if not seqs:
                 raise Invalid(
-                    f"{i}.t_from",
                     f"no archived windows of session {item.session_id!r} between "
                     f"{item.t_from.isoformat()} and {item.t_to.isoformat()}",
+                    field=f"{i}.t_from",
                 )
             for seq in seqs:
                 rows[(item.session_id, seq)] = (item.label, item.source)

@@ -180,11 +180,19 @@ class SessionOut(BaseModel):
     labelled_share: float | None
 
 
+_ROC_AUC = "ROC-AUC of the positive (larger) class; null with one class in the labels."
+_BALANCED = "Mean recall over classes: what thresholds and comparisons use."
+_ACCURACY = "Read only beside accuracy_chance: rare targets make it look good."
+_CHANCE = "Majority-class share of the labels: the accuracy of always guessing it."
+
+
 class ModelPerformance(BaseModel):
     model_version_id: int | None = Field(description="null: all serving predictions together.")
+    roc_auc: float | None = Field(description=_ROC_AUC)
+    balanced_accuracy: float | None = Field(description=_BALANCED)
     n: int
-    accuracy: float | None
-    roc_auc: float | None
+    accuracy: float | None = Field(description=_ACCURACY)
+    accuracy_chance: float | None = Field(description=_CHANCE)
 
 
 class SessionDetail(SessionOut):
@@ -195,6 +203,8 @@ class SessionDetail(SessionOut):
     last_window_ts: datetime | None
     labels: int = Field(description="Labels collected (also for windows not archived).")
     predictions: int = Field(description="Serving predictions.")
-    accuracy: float | None
-    roc_auc: float | None
+    roc_auc: float | None = Field(description=_ROC_AUC)
+    balanced_accuracy: float | None = Field(description=_BALANCED)
+    accuracy: float | None = Field(description=_ACCURACY)
+    accuracy_chance: float | None = Field(description=_CHANCE)
     by_model_version: list[ModelPerformance]

@@ -18,7 +18,7 @@ class DataApiSettings(BaseSettings):
     consumers: bool = Field(
         True,
         description="Run the ground-truth collector and window archiver inside the API process "
-        "(set false when they run alone with `python -m ml_data_api.consumers`).",
+        "(set false when they run alone with `python -m ml_data_api.ingest`).",
     )
     max_upload_bytes: int = Field(
         64 * 1024 * 1024,
@@ -31,4 +31,10 @@ class DataApiSettings(BaseSettings):
     export_chunk_rows: int = Field(500, ge=1, description="Rows per chunk of a streamed export.")
     archiver_prefetch: int = Field(500, ge=1, description="Unacked windows the archiver holds.")
     collector_prefetch: int = Field(200, ge=1, description="Unacked labels the collector holds.")
+    drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long the consumers' close() waits for the batches already received "
+        "to be written and acked; what is left then is redelivered.",
+    )
     log_level: str = "info"

@@ -2,10 +2,13 @@
 
 A rule holds ``metric comparison threshold`` over the last ``window_s`` seconds of one
 service. Drift metrics average the ``drift_metrics`` series over the window (data time,
-ending at the latest evaluation); serving metrics are computed over predictions made in
-the last ``window_s`` (wall time). An alert row opens when the condition starts to hold
-and is cleared when it stops; both transitions POST a JSON body to the rule's webhook.
-Webhook failures are recorded on the alert and logged; they never stop the evaluator.
+ending at the latest evaluation) of the session in progress: the one of the service's
+newest archived window, so an earlier session's drift never speaks for the current one.
+Serving metrics are computed over predictions made in the last ``window_s`` (wall time).
+An alert row opens when the condition starts to hold and is cleared when it stops holding,
+which includes having nothing left to measure (a session that ended, a new session not yet
+evaluated); both transitions POST a JSON body to the rule's webhook. Webhook failures are
+recorded on the alert and logged; they never stop the evaluator.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import numpy as np
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+
+from neurostream import scoring
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +36,16 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
 }
 
-_OVERALL = """WITH s AS (SELECT time, statistic FROM drift_metrics
-    WHERE service = %(service)s AND scope = 'overall' AND name = %(name)s)
+_SESSION = """(SELECT session_id FROM windows WHERE service = %(service)s
+    ORDER BY window_ts DESC LIMIT 1)"""
+_OVERALL = f"""WITH s AS (SELECT time, statistic FROM drift_metrics
+    WHERE service = %(service)s AND scope = 'overall' AND name = %(name)s
+      AND session_id = {_SESSION})
 SELECT avg(statistic) FROM s WHERE time >= (SELECT max(time) FROM s) - make_interval(secs => %(w)s)
 """
-_DRIFTED_CHANNELS = """WITH e AS (SELECT time, count(*) FILTER (WHERE drifted) AS n
-    FROM drift_metrics WHERE service = %(service)s AND scope = 'channel' GROUP BY time)
+_DRIFTED_CHANNELS = f"""WITH e AS (SELECT time, count(*) FILTER (WHERE drifted) AS n
+    FROM drift_metrics WHERE service = %(service)s AND scope = 'channel'
+      AND session_id = {_SESSION} GROUP BY time)
 SELECT avg(n)::float8 FROM e WHERE time >= (SELECT max(time) FROM e) - make_interval(secs => %(w)s)
 """
 _RECENT = "predicted_at > now() - make_interval(secs => %(w)s) AND service = %(service)s"
@@ -44,9 +54,10 @@ _LATENCY = f"""SELECT percentile_cont(0.95) WITHIN GROUP (
 FROM predictions WHERE {_RECENT} AND role = 'serving' AND sent_at IS NOT NULL"""
 _THROUGHPUT = f"""SELECT CASE WHEN count(*) = 0 THEN NULL ELSE count(*) / %(w)s END
 FROM predictions WHERE {_RECENT} AND role = 'serving'"""
-_ACCURACY = f"""SELECT avg((p.predicted = l.label)::int)::float8
+_CONFUSION = f"""SELECT l.label, p.predicted, count(*)
 FROM predictions p JOIN labels l ON l.session_id = p.session_id AND l.seq = p.seq
-WHERE p.{_RECENT.replace("AND service", "AND p.service")} AND p.role = 'serving'"""
+WHERE p.{_RECENT.replace("AND service", "AND p.service")} AND p.role = 'serving'
+GROUP BY l.label, p.predicted"""
 _POSITIVE = f"""SELECT avg((predicted = 1)::int)::float8 FROM predictions
 WHERE {_RECENT} AND role = 'serving'"""
 _REJECTIONS = """SELECT CASE WHEN p + r = 0 THEN NULL ELSE r::float8 / (p + r) END FROM
@@ -61,7 +72,8 @@ METRICS: dict[str, tuple[str, dict[str, Any]]] = {
     "drifted_channels": (_DRIFTED_CHANNELS, {}),
     "latency_p95_ms": (_LATENCY, {}),
     "throughput_per_s": (_THROUGHPUT, {}),
-    "accuracy": (_ACCURACY, {}),
+    "balanced_accuracy": (_CONFUSION, {}),
+    "accuracy": (_CONFUSION, {}),
     "positive_rate": (_POSITIVE, {}),
     "rejection_rate": (_REJECTIONS, {}),
 }
@@ -73,6 +85,15 @@ async def metric_value(
     """The metric over the window, or None when there is nothing to measure."""
     query, extra = METRICS[metric]
     cur = await conn.execute(query, {"service": service, "w": window_s, **extra})
+    if query is _CONFUSION:  # labelled predictions: the scorer's definition, not SQL's
+        cells = await cur.fetchall()  # (label, predicted, count)
+        if not cells:
+            return None
+        counts = [c[2] for c in cells]
+        labels = np.repeat([c[0] for c in cells], counts)
+        predicted = np.repeat([c[1] for c in cells], counts)
+        value: float | None = scoring.score(labels, predicted=predicted)[metric]
+        return value
     row = await cur.fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
@@ -96,7 +117,9 @@ async def post_webhook(
     return f"failed after {retries} attempts: {error}"[:500]
 
 
-def _payload(event: str, rule: dict[str, Any], alert: dict[str, Any], value: float) -> dict:
+def _payload(
+    event: str, rule: dict[str, Any], alert: dict[str, Any], value: float | None
+) -> dict[str, Any]:
     return {
         "event": event,
         "alert_id": alert["id"],
@@ -123,6 +146,11 @@ async def evaluate_rules(
     """One pass over enabled rules; returns the transitions (fired / cleared) it made."""
     transitions: list[dict[str, Any]] = []
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        # A disabled rule watches nothing, so nothing of it fires now.
+        await cur.execute(
+            """UPDATE alerts a SET state = 'cleared', cleared_at = now() FROM alert_rules r
+            WHERE a.rule_id = r.id AND NOT r.enabled AND a.state = 'firing'"""
+        )
         await cur.execute("SELECT * FROM alert_rules WHERE enabled ORDER BY id")
         rules = await cur.fetchall()
     for rule in rules:
@@ -142,15 +170,15 @@ async def _evaluate(
 ) -> list[dict[str, Any]]:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         value = await metric_value(conn, rule["metric"], rule["service"], rule["window_s"])
-        if value is None:
-            return []
-        holds = COMPARISONS[rule["comparison"]](value, rule["threshold"])
+        # Nothing to measure is not a condition that holds: an open alert clears.
+        holds = value is not None and COMPARISONS[rule["comparison"]](value, rule["threshold"])
         await cur.execute(
             "SELECT * FROM alerts WHERE rule_id = %s AND state = 'firing' ORDER BY id DESC LIMIT 1",
             [rule["id"]],
         )
         open_alert = await cur.fetchone()
         if holds and open_alert is None:
+            assert value is not None
             event = "fired"
             await cur.execute(
                 """INSERT INTO alerts (rule_id, rule_name, service, metric, comparison, threshold,
@@ -167,14 +195,15 @@ async def _evaluate(
             )
         elif not holds and open_alert is not None:
             event = "cleared"
+            # Every firing row of the rule: a copy left by a second evaluator clears too.
             await cur.execute(
                 """UPDATE alerts SET state = 'cleared', cleared_at = now(), cleared_value = %s
-                WHERE id = %s RETURNING *""",
-                [value, open_alert["id"]],
+                WHERE rule_id = %s AND state = 'firing' RETURNING *""",
+                [value, rule["id"]],
             )
         else:
             return []
-        alert = await cur.fetchone()
+        alert = max(await cur.fetchall(), key=lambda a: a["id"], default=None)
         await conn.commit()
     assert alert is not None
     log.info("alert %s %s: %s = %s", rule["name"], event, rule["metric"], value)

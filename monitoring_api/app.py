@@ -13,7 +13,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from monitoring_api import errors
 from monitoring_api.evaluator import Evaluator
 from monitoring_api.routers import alerts, drift, overview, performance, quality
 from monitoring_api.settings import MonitoringSettings
@@ -39,10 +38,12 @@ def create_app(core: CoreSettings, settings: MonitoringSettings) -> FastAPI:
                     await conn.execute("SELECT 1")
 
             app.state.health_checks = {"database": check_db}
-            app.state.evaluator = Evaluator(pool, settings, client)
+            # The on-demand drift endpoint evaluates through it even when the loop is off.
+            evaluator = Evaluator(core, settings, pool=pool, client=client)
+            app.state.evaluator = evaluator
+            stack.push_async_callback(evaluator.close)
             if settings.evaluator:
-                app.state.evaluator.start()
-                stack.push_async_callback(app.state.evaluator.close)
+                await evaluator.start()
             yield
 
     app = service_app(
@@ -54,7 +55,6 @@ def create_app(core: CoreSettings, settings: MonitoringSettings) -> FastAPI:
         "live dashboard at /dashboard. Write endpoints need `Authorization: Bearer <token>`.",
     )
     app.state.settings = settings
-    app.add_exception_handler(errors.MonitoringError, errors.handle)
     for module in (drift, performance, quality, alerts, overview):
         app.include_router(module.router)
     return app

@@ -1,26 +1,16 @@
-"""Errors of the monitoring API: each names the field at fault and maps to a 4xx."""
+"""Errors of the monitoring API: core ``InvalidRequest``/``NotFound`` naming the field.
+
+``neurostream.api`` turns them into 422 / 404 with ``detail`` "<field>: <message>".
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
-
-from neurostream.api import error_response
+from neurostream import errors
 
 
-class MonitoringError(Exception):
-    """Bad or unsatisfiable input; ``field`` names it, ``status`` is the HTTP code."""
-
-    def __init__(self, message: str, *, field: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.field, self.status = field, status
+class MonitoringError(errors.InvalidRequest):
+    """Bad or unsatisfiable monitoring input (422); ``field`` names it."""
 
 
-class NotFound(MonitoringError):
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message, field=field, status=404)
-
-
-async def handle(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, MonitoringError)
-    return error_response(exc.status, f"{exc.field}: {exc}")
+class NotFound(errors.NotFound):
+    """A dataset, session or model the request names does not exist (404)."""

@@ -1,9 +1,15 @@
 """The background evaluator: every N seconds, drift per service, then the alert rules.
 
-It runs inside the API process (``NEUROSTREAM_MON_EVALUATOR=false`` turns it off). A
-service is evaluated when its archive has grown since the last pass: the latest
-``current_window_s`` of windows against its reference, written to ``drift_metrics`` at the
-time of the newest window. Any failure is logged and the next tick tries again.
+It runs inside the API process (``NEUROSTREAM_MON_EVALUATOR=false`` turns the loop off; the
+on-demand ``POST /drift/evaluate/{service}`` still goes through it, so both share one
+reference cache and one record of what was evaluated). A service is evaluated when its
+archive has grown since the last pass: the latest ``current_window_s`` of windows against
+its reference (``detector.py``), written to ``drift_metrics`` at the time of the newest
+window. Any failure is logged and the next tick tries again.
+
+Lifecycle, as the worker's: ``start()``, ``request_stop()`` (sync, for signal handlers),
+``close()`` (the pass in progress finishes, or is cancelled after ``close_timeout_s``; then
+the pool and client it created itself are closed, never injected ones).
 """
 
 from __future__ import annotations
@@ -18,47 +24,100 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from monitoring_api import alerts, store
-from monitoring_api.evaluation import ReferenceCache, evaluate_latest
+from monitoring_api.detector import LatestDrift, ReferenceCache, evaluate_latest
 from monitoring_api.settings import MonitoringSettings
+from neurostream.db import open_pool
+from neurostream.settings import CoreSettings
 
 log = logging.getLogger(__name__)
 
 
 class Evaluator:
+    """Drift and alert passes on a timer; resources are injected or created by ``start``."""
+
     def __init__(
-        self, pool: AsyncConnectionPool, settings: MonitoringSettings, client: httpx.AsyncClient
+        self,
+        core: CoreSettings,
+        settings: MonitoringSettings,
+        *,
+        pool: AsyncConnectionPool | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.pool, self.settings, self.client = pool, settings, client
+        self.core = core
+        self.settings = settings
+        self.pool: AsyncConnectionPool | None = pool
+        self.client: httpx.AsyncClient | None = client
         self.cache = ReferenceCache()
-        self.last: dict[str, datetime] = {}
+        self.last: dict[str, datetime] = {}  # service -> newest window time evaluated
         self.ticks = 0
+        self._owns_pool = pool is None
+        self._owns_client = client is None
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def open(self) -> None:
+        """Create the pool and client not injected (``evaluate`` and ``tick`` need them)."""
+        if self.pool is None:
+            self.pool = await open_pool(self.core.database_url, max_size=2)
+        if self.client is None:
+            self.client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s)
+
+    async def start(self) -> None:
+        """Open what is missing and run the loop in a task until ``request_stop``."""
+        await self.open()
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="monitoring-evaluator")
 
+    def request_stop(self) -> None:
+        """Stop after the pass in progress (safe from a signal handler)."""
+        self._stopping.set()
+
     async def close(self) -> None:
+        """Stop the loop (bounded drain), then close the resources this object created."""
+        self.request_stop()
         if self._task is not None:
-            self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=self.settings.close_timeout_s)
+            if not done:
+                log.warning(
+                    "evaluator pass still running after %ss; cancelling it",
+                    self.settings.close_timeout_s,
+                )
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+        if self._owns_client and self.client is not None:
+            await self.client.aclose()
+            self.client = None
+        if self._owns_pool and self.pool is not None:
+            await self.pool.close()
+            self.pool = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.tick()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception(
                     "evaluator tick failed; retrying in %ss", self.settings.evaluate_every_s
                 )
-            await asyncio.sleep(self.settings.evaluate_every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.evaluate_every_s)
+
+    def _resources(self) -> tuple[AsyncConnectionPool, httpx.AsyncClient]:
+        if self.pool is None or self.client is None:
+            raise RuntimeError("the evaluator is not open: call start() or open() first")
+        return self.pool, self.client
 
     async def tick(self) -> dict[str, Any]:
         """One pass: drift for every service with new windows, then every alert rule."""
+        pool, client = self._resources()
         evaluated: list[str] = []
-        async with self.pool.connection() as conn:
+        async with pool.connection() as conn:
             latest = await store.latest_windows(conn)
         for service, ts, session_id in latest:
             if self.last.get(service) == ts:
@@ -70,22 +129,32 @@ class Evaluator:
             except Exception:
                 log.exception("drift evaluation of %s failed", service)
         transitions = await alerts.evaluate_rules(
-            self.pool,
-            self.client,
+            pool,
+            client,
             retries=self.settings.webhook_retries,
             backoff_s=self.settings.webhook_backoff_s,
         )
         self.ticks += 1
         return {"evaluated": evaluated, "alerts": transitions}
 
-    async def evaluate(self, service: str, latest: tuple[datetime, str] | None = None) -> bool:
-        """Evaluate and store one service's current window; False when not testable yet."""
-        async with self.pool.connection() as conn:
+    async def evaluate(
+        self, service: str, latest: tuple[datetime, str] | None = None
+    ) -> LatestDrift | None:
+        """Evaluate and store one service's current window; None when not testable yet.
+
+        Storing is idempotent (one row per test and window time), and the window is
+        recorded as evaluated, so the loop does not evaluate it again.
+        """
+        pool, _ = self._resources()
+        async with pool.connection() as conn:
             out = await evaluate_latest(conn, service, self.settings, self.cache, latest)
             if out is None:
-                return False
-            end, ev = out
-            rows = store.drift_rows(end, service, ev.result, ev.mmd, self.settings.drift_share)
+                return None
+            ev = out.evaluation
+            rows = store.drift_rows(
+                out.end, service, out.session_id, ev.result, ev.mmd, self.settings.drift_share
+            )
             async with conn.transaction():
                 await store.write_drift(conn, rows)
-        return True
+        self.last[service] = out.end
+        return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitoring_api.evaluation import Features
+from monitoring_api.detector import Features
 
 
 def _snapshot(ref: Features, cur: Features, drift_share: float) -> Any:
@@ -23,12 +23,14 @@ def _snapshot(ref: Features, cur: Features, drift_share: float) -> Any:
 
 def report_json(ref: Features, cur: Features, drift_share: float = 0.5) -> dict[str, Any]:
     """The snapshot as a dict (``metrics``: drifted-columns count/share, per-column drift)."""
-    return _snapshot(ref, cur, drift_share).dict()
+    out: dict[str, Any] = _snapshot(ref, cur, drift_share).dict()
+    return out
 
 
 def report_html(ref: Features, cur: Features, drift_share: float = 0.5) -> str:
     """A self-contained HTML page (scripts inlined; no CDN needed)."""
-    return _snapshot(ref, cur, drift_share).get_html_str(as_iframe=False)
+    html: str = _snapshot(ref, cur, drift_share).get_html_str(as_iframe=False)
+    return html
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:

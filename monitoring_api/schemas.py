@@ -26,6 +26,9 @@ class _In(BaseModel):
 class DriftPoint(BaseModel):
     time: datetime = Field(description="End of the current window (data time)")
     service: str
+    session_id: str | None = Field(
+        None, description="Session of the newest window evaluated (None on older rows)"
+    )
     scope: Scope
     name: str = Field(description="'<channel>:<band>', a channel, or 'share' / 'mmd'")
     method: str
@@ -120,11 +123,20 @@ class PerformanceBucket(BaseModel):
     role: str
     estimated: bool = Field(description="True: a label-free estimate (CBPE-style), not measured")
     n: int
-    accuracy: float | None = None
+    roc_auc: float | None = Field(None, description="Measured; null with one class labelled")
+    balanced_accuracy: float | None = Field(
+        None, description="Measured mean recall over classes: what alerts and comparisons use"
+    )
+    accuracy: float | None = Field(None, description="Measured; read beside accuracy_chance")
+    accuracy_chance: float | None = Field(
+        None, description="Majority-class share of the labels: always guessing it scores this"
+    )
     f1: float | None = None
     mcc: float | None = None
-    roc_auc: float | None = None
+    expected_roc_auc: float | None = Field(None, description="Only for estimates")
+    expected_balanced_accuracy: float | None = Field(None, description="Only for estimates")
     expected_accuracy: float | None = Field(None, description="Only for estimates")
+    expected_accuracy_chance: float | None = Field(None, description="Only for estimates")
     calibrated: bool | None = Field(None, description="Estimate used an isotonic calibration")
 
 

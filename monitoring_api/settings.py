@@ -19,6 +19,9 @@ class MonitoringSettings(BaseSettings):
         True, description="Run the drift and alert evaluator inside the API process."
     )
     evaluate_every_s: float = Field(10.0, gt=0, description="Evaluator period.")
+    close_timeout_s: float = Field(
+        10.0, gt=0, description="At shutdown, how long a pass in progress may finish."
+    )
     current_window_s: float = Field(
         30.0, gt=0, description="Sliding current window (data time) compared with the reference."
     )

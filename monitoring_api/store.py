@@ -175,19 +175,42 @@ def check_pair(ref: Batch, cur: Batch, min_windows: int) -> None:
         )
 
 
+DRIFT_COLUMNS = (
+    "time",
+    "service",
+    "session_id",
+    "scope",
+    "name",
+    "method",
+    "statistic",
+    "p_value",
+    "drifted",
+    "share",
+    "n_reference",
+    "n_current",
+)
+
+
 def drift_rows(
-    time: datetime, service: str, result: DriftResult, mmd: float | None, drift_share: float
+    time: datetime,
+    service: str,
+    session_id: str | None,
+    result: DriftResult,
+    mmd: float | None,
+    drift_share: float,
 ) -> list[tuple[Any, ...]]:
-    """``drift_metrics`` rows of one evaluation: features, channels, share and MMD."""
+    """``drift_metrics`` rows of one evaluation (``DRIFT_COLUMNS``): features, channels,
+    share and MMD."""
     n = (result.n_reference, result.n_current)
+    key = (time, service, session_id)
     rows: list[tuple[Any, ...]] = [
-        (time, service, "feature", f, "ks", float(d), float(p), bool(dr), None, *n)
+        (*key, "feature", f, "ks", float(d), float(p), bool(dr), None, *n)
         for f, d, p, dr in zip(
             result.features, result.statistic, result.p_adjusted, result.drifted, strict=True
         )
     ]
     rows += [
-        (time, service, "channel", c, "ks", float(d), float(p), bool(dr), float(s), *n)
+        (*key, "channel", c, "ks", float(d), float(p), bool(dr), float(s), *n)
         for c, d, p, dr, s in zip(
             result.channels,
             result.channel_statistic,
@@ -198,20 +221,30 @@ def drift_rows(
         )
     ]
     share = result.share
-    rows.append(
-        (time, service, "overall", "share", "ks", share, None, share >= drift_share, share, *n)
-    )
+    rows.append((*key, "overall", "share", "ks", share, None, share >= drift_share, share, *n))
     if mmd is not None:
-        rows.append((time, service, "overall", "mmd", "mmd-rbf", mmd, None, False, None, *n))
+        rows.append((*key, "overall", "mmd", "mmd-rbf", mmd, None, False, None, *n))
     return rows
 
 
+# One statement per evaluation; the key makes a second write of the same evaluation an
+# update (the newest verdict on that window, e.g. after the reference changed), not a copy.
+_INSERT_DRIFT = """
+INSERT INTO drift_metrics (time, service, session_id, scope, name, method, statistic, p_value,
+    drifted, share, n_reference, n_current)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[],
+    %s::text[], %s::float8[], %s::float8[], %s::bool[], %s::float8[], %s::int[], %s::int[])
+ON CONFLICT (service, scope, name, method, time) DO UPDATE SET
+    session_id = EXCLUDED.session_id, statistic = EXCLUDED.statistic,
+    p_value = EXCLUDED.p_value, drifted = EXCLUDED.drifted, share = EXCLUDED.share,
+    n_reference = EXCLUDED.n_reference, n_current = EXCLUDED.n_current, evaluated_at = now()
+"""
+
+
 async def write_drift(conn: AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
-    sql = """COPY drift_metrics (time, service, scope, name, method, statistic, p_value, drifted,
-        share, n_reference, n_current) FROM STDIN"""
-    async with conn.cursor() as cur, cur.copy(sql) as copy:
-        for r in rows:
-            await copy.write_row(r)
+    """Store one evaluation's rows; writing the same evaluation again stores it once."""
+    if rows:
+        await conn.execute(_INSERT_DRIFT, [list(col) for col in zip(*rows, strict=True)])
 
 
 async def drift_series(
@@ -223,13 +256,15 @@ async def drift_series(
     start: datetime | None,
     end: datetime | None,
     limit: int,
+    session_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The latest ``limit`` rows of the series, oldest first."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """SELECT * FROM (SELECT time, service, scope, name, method, statistic, p_value,
-                drifted, share, n_reference, n_current FROM drift_metrics
+            """SELECT * FROM (SELECT time, service, session_id, scope, name, method, statistic,
+                p_value, drifted, share, n_reference, n_current FROM drift_metrics
             WHERE service = %(service)s
+              AND (%(session)s::text IS NULL OR session_id = %(session)s)
               AND (%(scope)s::text IS NULL OR scope = %(scope)s)
               AND (%(name)s::text IS NULL OR name = %(name)s)
               AND (%(start)s::timestamptz IS NULL OR time >= %(start)s)
@@ -237,6 +272,7 @@ async def drift_series(
             ORDER BY time DESC, scope, name LIMIT %(limit)s) t ORDER BY time, scope, name""",
             {
                 "service": service,
+                "session": session_id,
                 "scope": scope,
                 "name": name,
                 "start": start,

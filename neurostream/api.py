@@ -4,12 +4,14 @@
 ``CoreSettings`` where ``neurostream.auth`` finds them, counts requests for Prometheus,
 serves ``/health`` (running the checks the service registers on ``app.state``) and
 ``/metrics``, and turns bad input into a 4xx whose JSON ``detail`` names the field, so a
-client error is never a 500.
+client error is never a 500. Every ``NeurostreamError`` a route raises becomes its
+``status`` with its message here, once: services add error subclasses, never handlers.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -25,6 +27,7 @@ from pydantic import AfterValidator, BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neurostream import __version__
+from neurostream.errors import NeurostreamError
 from neurostream.settings import CoreSettings
 
 HealthCheck = Callable[[], Awaitable[None]]  # raises when the dependency is unhealthy
@@ -96,6 +99,19 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     ]
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
     return error_response(422, detail, errors)
+
+
+def _error_type(exc: NeurostreamError) -> str:
+    """``InvalidUpload`` -> ``"invalid_upload"`` (snake case, like pydantic's error types)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+async def _neurostream_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NeurostreamError)
+    if exc.field is None:
+        return error_response(exc.status, exc.message)
+    error = FieldError(field=exc.field, message=exc.message, type=_error_type(exc))
+    return error_response(exc.status, f"{exc.field}: {exc.message}", [error])
 
 
 async def _data_error(_: Request, exc: Exception) -> JSONResponse:
@@ -234,6 +250,7 @@ def service_app(
     app.state.core = core
     app.state.health_checks = {}
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(NeurostreamError, _neurostream_error)
     app.add_exception_handler(psycopg.DataError, _data_error)
     app.add_exception_handler(psycopg.IntegrityError, _integrity_error)
     app.add_middleware(_MetricsMiddleware, name=name)

@@ -18,22 +18,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from neurostream.errors import ContractError as ContractError  # re-exported
+
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMAS = frozenset({SCHEMA_VERSION})
 DTYPE = np.dtype("<f4")
 CONTENT_TYPE = "application/x-neurostream-window"
 # Bodies over this size are refused before any parsing (overridden by settings).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
-
-
-class ContractError(ValueError):
-    """A window that breaks the contract; ``reason`` goes into the dead-letter header."""
-
-    def __init__(self, reason: str, *, session_id: str | None = None, seq: int | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.session_id = session_id
-        self.seq = seq
 
 
 class WindowKind(StrEnum):

@@ -15,6 +15,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from neurostream.errors import DatabaseUnavailable as DatabaseUnavailable  # re-exported
+
 log = logging.getLogger(__name__)
 
 # Time-series tables and their time column.
@@ -25,24 +27,6 @@ HYPERTABLES: dict[str, str] = {
     "drift_metrics": "time",
 }
 _MIGRATION_LOCK = 0x6E657572  # "neur": serialises migrations of services starting together
-
-
-class DatabaseUnavailable(RuntimeError):
-    """PostgreSQL could not be reached; the message names the command that starts it."""
-
-
-def _hint(url: str, exc: Exception) -> DatabaseUnavailable:
-    return DatabaseUnavailable(
-        f"cannot reach PostgreSQL at {_redact(url)}: {exc}. Start it with "
-        "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
-        "or `neurostream infra up`."
-    )
-
-
-def _redact(url: str) -> str:
-    params = conninfo_to_dict(url)
-    params.pop("password", None)
-    return make_conninfo(**params)  # type: ignore[arg-type]
 
 
 def ensure_database(url: str) -> bool:
@@ -61,7 +45,7 @@ def ensure_database(url: str) -> bool:
             log.info("created database %s", dbname)
             return True
     except psycopg.OperationalError as exc:
-        raise _hint(url, exc) from exc
+        raise DatabaseUnavailable.at(url, exc) from exc
 
 
 def schema_sql() -> str:
@@ -123,7 +107,7 @@ async def open_pool(
         await pool.open(wait=True, timeout=10)
     except Exception as exc:  # psycopg_pool raises PoolTimeout wrapping the cause
         await pool.close()
-        raise _hint(url, exc) from exc
+        raise DatabaseUnavailable.at(url, exc) from exc
     if migrate_schema:
         await migrate(pool)
     return pool

@@ -12,33 +12,54 @@ so a service adds a subclass, never a handler. The command line prints ``str(err
 
     NeurostreamError                    message, *, field, status, hint, session_id, seq
     ├── Unavailable                     a server the part needs cannot be reached (503)
-    │   ├── DatabaseUnavailable         PostgreSQL; the message names the command to start it
+    │   ├── DatabaseUnavailable         PostgreSQL; ``.at(url, cause)`` words the message
     │   └── BrokerUnavailable           RabbitMQ; likewise
-    ├── ConfigError                     a setting or command-line option that cannot work
+    ├── ConfigError                     a setting or command-line option that cannot work (422)
     ├── SourceError                     an EEG source (board, file, stream) that cannot be read
     ├── ContractError                   a window that breaks the message contract (dead letter)
-    ├── ArtifactError                   a model artifact that must not be served
-    ├── UnknownPipeline                 a feature pipeline this code base lacks
+    ├── ArtifactError                   a model artifact that must not be served (422)
+    ├── UnknownPipeline                 a feature pipeline this code base lacks (422; ``key``)
     └── RequestError                    a request that cannot be honoured (422)
         ├── InvalidRequest              bad input beyond schema validation (422)
         ├── NotFound                    the thing named does not exist (404)
         └── Conflict                    it clashes with what exists (409)
 
-Services subclass these (``registry.RegistryError`` is a ``RequestError``; the queue
-manager's ``InvalidUpload`` an ``InvalidRequest``); nothing else in the code base derives
-from ``Exception`` directly to signal a user-facing failure.
+Each class is defined once, here, and re-exported where it is used
+(``contract.ContractError``, ``models.artifacts.ArtifactError``,
+``features.UnknownPipeline``, ``db.DatabaseUnavailable``). Services subclass the leaves
+and keep the constructor shape::
+
+    RequestError
+    └── registry.RegistryError          a registry input (``field`` names it; 422)
+        ├── registry.NotFound           also a NotFound (404)
+        ├── registry.Conflict           also a Conflict (409)
+        └── registry.BadRef             also an InvalidRequest (422)
+    InvalidRequest
+    ├── queue_manager.validation.InvalidUpload
+    ├── retraining_api.validation.InvalidRequest
+    ├── ml_data_api.errors.Invalid
+    └── monitoring_api.errors.MonitoringError
+    NotFound
+    ├── ml_data_api.errors.NotFound
+    └── monitoring_api.errors.NotFound
+    Conflict
+    └── retraining_api.promotion.JobLost  the job stopped being this runner's
+
+Nothing else in the code base derives from ``Exception`` directly to signal a user-facing
+failure (``retraining_api.progress.Cancelled`` is a control-flow signal, not an error).
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from typing import ClassVar, Self, TypedDict, Unpack
 
 __all__ = [
     "ArtifactError",
     "BrokerUnavailable",
     "ConfigError",
     "Conflict",
+    "Context",
     "ContractError",
     "DatabaseUnavailable",
     "InvalidRequest",
@@ -51,24 +72,42 @@ __all__ = [
     "redact_url",
 ]
 
+_SECRET = "***"
+# libpq key/value strings (``host=h password=p``, quoted values with escapes) and the same
+# keys in a URL's query (``postgresql:///db?password=p``); ``sslpassword`` is caught too.
 _CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"(password=)[^&#]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***``, for messages and logs.
 
     Takes URLs (``amqp://guest:guest@host:5672/``, ``postgresql://u:p@h/db``, several
-    comma-separated hosts) and libpq key/value strings (``host=h password=p``).
+    comma-separated hosts, ``?password=`` in the query) and libpq key/value strings
+    (``host=h password=p``).
     """
     if "://" not in url:
-        return _CONNINFO_PASSWORD.sub(r"\1***", url)
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, hosts = parts.netloc.rsplit("@", 1)
-    user = userinfo.split(":", 1)[0]
-    netloc = f"{user}:***@{hosts}" if ":" in userinfo else f"{user}@{hosts}"
-    return urlunsplit(parts._replace(netloc=netloc))
+        return _CONNINFO_PASSWORD.sub(rf"\1{_SECRET}", url)
+    # The authority is what follows "//" up to the first "/", "?" or "#" (as urlsplit
+    # reads it); editing the string in place keeps the URL as configured, where
+    # urlunsplit would rewrite it (``postgresql:///db`` loses its empty host) and
+    # urlsplit refuses some (an unclosed "[").
+    netloc = re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
+    userinfo = netloc.rpartition("@")[0]  # a password may itself hold an "@"
+    user, colon, _ = userinfo.partition(":")
+    out = url.replace(f"//{userinfo}@", f"//{user}:{_SECRET}@", 1) if colon else url
+    head, sep, query = out.partition("?")
+    return head + sep + _QUERY_PASSWORD.sub(rf"\1{_SECRET}", query)
+
+
+class Context(TypedDict, total=False):
+    """The keyword context every error takes (subclasses pass it on with ``**context``)."""
+
+    field: str | None
+    status: int | None
+    hint: str | None
+    session_id: str | None
+    seq: int | None
 
 
 class NeurostreamError(Exception):
@@ -100,32 +139,40 @@ class NeurostreamError(Exception):
 
 
 class Unavailable(NeurostreamError):
-    """A server the part needs cannot be reached; retrying after starting it helps."""
+    """A server the part needs cannot be reached; retrying after starting it helps.
+
+    ``at(url, cause)`` writes the one message for every part that connects: the server,
+    where (password hidden), why, and the command that starts it.
+    """
 
     status: int = 503
+    server: ClassVar[str] = "the server"
+    start: ClassVar[str] = "`neurostream infra up`"
+
+    @classmethod
+    def at(cls, url: str, cause: BaseException) -> Self:
+        # Drivers may echo the URL in their error text: hide its password there too.
+        why = str(cause).replace(url, redact_url(url)) or type(cause).__name__
+        return cls(
+            f"cannot reach {cls.server} at {redact_url(url)}: {why}. Start it with {cls.start}."
+        )
 
 
 class DatabaseUnavailable(Unavailable):
     """PostgreSQL could not be reached; the message names the command that starts it."""
 
-    @classmethod
-    def at(cls, url: str, cause: BaseException) -> DatabaseUnavailable:
-        return cls(
-            f"cannot reach PostgreSQL at {redact_url(url)}: {cause}. Start it with "
-            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
-            "or `neurostream infra up`."
-        )
+    server = "PostgreSQL"
+    start = (
+        "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+        "or `neurostream infra up`"
+    )
 
 
 class BrokerUnavailable(Unavailable):
     """RabbitMQ could not be reached; the message names the command that starts it."""
 
-    @classmethod
-    def at(cls, url: str, cause: BaseException) -> BrokerUnavailable:
-        return cls(
-            f"cannot reach RabbitMQ at {redact_url(url)}: {cause}. Start it with "
-            "`rabbitmq-server -detached` or `neurostream infra up`."
-        )
+    server = "RabbitMQ"
+    start = "`rabbitmq-server -detached` or `neurostream infra up`"
 
 
 class ConfigError(NeurostreamError):
@@ -145,11 +192,6 @@ class ContractError(NeurostreamError):
 
     status: int = 422
 
-    def __init__(
-        self, reason: str, *, session_id: str | None = None, seq: int | None = None
-    ) -> None:
-        super().__init__(reason, session_id=session_id, seq=seq)
-
     @property
     def reason(self) -> str:
         return self.message
@@ -162,18 +204,22 @@ class ArtifactError(NeurostreamError):
 
 
 class UnknownPipeline(NeurostreamError):
-    """A feature pipeline key this code base does not provide (``field`` is the key)."""
+    """A feature pipeline key this code base does not provide; ``key`` is the key asked for."""
 
     status: int = 422
 
-    def __init__(self, key: str, *, available: list[str] | None = None) -> None:
-        listed = f"; available: {available}" if available is not None else ""
-        super().__init__(
-            f"unknown feature pipeline {key!r}{listed} "
-            "(register models for a pipeline this worker's code provides)",
-            field="feature_pipeline",
-        )
+    def __init__(self, message: str, *, key: str = "", **context: Unpack[Context]) -> None:
+        context.setdefault("field", "feature_pipeline")
+        super().__init__(message, **context)
         self.key = key
+
+    @classmethod
+    def of(cls, key: str, available: list[str]) -> UnknownPipeline:
+        return cls(
+            f"unknown feature pipeline {key!r}; available: {available} (upgrade neurostream "
+            "on this worker, or retrain the model on an available one)",
+            key=key,
+        )
 
 
 class RequestError(NeurostreamError):

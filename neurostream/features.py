@@ -16,20 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from neurostream import signal
-
-
-class UnknownPipeline(KeyError):
-    """A feature pipeline key this code base does not provide."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-    def __str__(self) -> str:
-        return (
-            f"unknown feature pipeline {self.key!r}; available: {available_pipelines()} "
-            "(upgrade neurostream on this worker, or retrain the model on an available one)"
-        )
+from neurostream.errors import UnknownPipeline as UnknownPipeline  # re-exported
 
 
 @runtime_checkable
@@ -103,7 +90,8 @@ class ErpPipeline(_Pipeline):
             float(p["tmin"]),
             float(p["target_fs"]),
         )
-        return (x.reshape(n * c, s) @ op).reshape(n, -1)
+        out: np.ndarray = (x.reshape(n * c, s) @ op).reshape(n, -1)
+        return out
 
 
 def erp_reference(x: np.ndarray, fs: float, p: Mapping[str, Any]) -> np.ndarray:
@@ -172,7 +160,7 @@ def get_pipeline(key: str) -> FeaturePipeline:
     try:
         return _REGISTRY[key]
     except (KeyError, TypeError):
-        raise UnknownPipeline(str(key)) from None
+        raise UnknownPipeline.of(str(key), available_pipelines()) from None
 
 
 def available_pipelines() -> list[str]:

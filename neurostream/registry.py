@@ -19,6 +19,8 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from neurostream import errors
+
 # Aliases may not look like version numbers, so a ref is never ambiguous.
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -30,24 +32,23 @@ _SERVICE_SELECT = """SELECT s.name, s.description, s.model_name, s.model_ref, s.
     s.created_at, s.updated_at FROM services s"""
 
 
-class RegistryError(Exception):
-    """A registry request that cannot be honoured; ``field`` names the offending input."""
+class RegistryError(errors.RequestError):
+    """A registry request that cannot be honoured; ``field`` names the offending input.
 
-    def __init__(self, message: str, *, field: str):
-        super().__init__(message)
-        self.field = field
-
-
-class NotFound(RegistryError, LookupError):
-    """The named service, model, version or alias does not exist."""
+    It sets no ``status`` of its own, so each subclass answers with its core parent's.
+    """
 
 
-class Conflict(RegistryError):
-    """The request clashes with what exists (duplicate name, alias still followed)."""
+class NotFound(RegistryError, errors.NotFound):
+    """The named service, model, version or alias does not exist (404)."""
 
 
-class BadRef(RegistryError, ValueError):
-    """A ref that is neither an existing version number nor an existing alias."""
+class Conflict(RegistryError, errors.Conflict):
+    """The request clashes with what exists: duplicate name, alias still followed (409)."""
+
+
+class BadRef(RegistryError, errors.InvalidRequest):
+    """A ref that is neither an existing version number nor an existing alias (422)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ def butter_sos(l_freq: float | None, h_freq: float | None, fs: float, order: int
     else:
         raise ValueError("give l_freq, h_freq or both")
     sos.setflags(write=False)
-    return sos
+    return np.asarray(sos)
 
 
 def bandpass(
@@ -71,7 +71,8 @@ def bandpass(
         2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
     )
     # scipy needs a writable design; the cached one is read-only so it cannot be corrupted.
-    return sps.sosfiltfilt(sos.copy(), x, axis=-1, padlen=min(default_pad, n - 1))
+    out: np.ndarray = sps.sosfiltfilt(sos.copy(), x, axis=-1, padlen=min(default_pad, n - 1))
+    return out
 
 
 def baseline_correct(x: np.ndarray, n_baseline: int) -> np.ndarray:
@@ -80,7 +81,8 @@ def baseline_correct(x: np.ndarray, n_baseline: int) -> np.ndarray:
         return x
     if n_baseline > x.shape[-1]:
         raise ValueError(f"baseline of {n_baseline} samples exceeds {x.shape[-1]} samples")
-    return x - x[..., :n_baseline].mean(axis=-1, keepdims=True)
+    out: np.ndarray = x - x[..., :n_baseline].mean(axis=-1, keepdims=True)
+    return out
 
 
 def resample_ratio(fs: float, target_fs: float, max_denominator: int = 100) -> tuple[int, int]:
@@ -98,7 +100,8 @@ def resample(x: np.ndarray, fs: float, target_fs: float) -> tuple[np.ndarray, fl
     up, down = resample_ratio(fs, target_fs)
     if up == down:
         return x, float(fs)
-    return sps.resample_poly(x, up, down, axis=-1), float(fs) * up / down
+    out: np.ndarray = sps.resample_poly(x, up, down, axis=-1)
+    return out, float(fs) * up / down
 
 
 def welch_psd(
@@ -107,7 +110,8 @@ def welch_psd(
     """Welch PSD along time; segment length defaults to 1 s (or the whole window)."""
     n = x.shape[-1]
     seg = min(n, int(nperseg) if nperseg else int(round(fs)))
-    return sps.welch(x, fs=fs, nperseg=max(seg, 1), axis=-1)
+    freqs, psd = sps.welch(x, fs=fs, nperseg=max(seg, 1), axis=-1)
+    return np.asarray(freqs), np.asarray(psd)
 
 
 def band_powers(

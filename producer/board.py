@@ -5,10 +5,18 @@ their timestamps and marker values (0 = none). ``BrainFlowSource`` reads a live 
 (SYNTHETIC_BOARD by default, PLAYBACK_FILE_BOARD for files, real headsets by name or id);
 ``RecordingSource`` replays a file faster than real time so tests and benchmarks need not
 wait. ``record`` captures such a file from a board.
+
+A source that cannot work fails here, before anything is opened, with a
+``neurostream.errors`` error a person can act on: an unknown board name (with close
+matches), a board whose connection parameter is missing (BrainFlow's board descriptions
+do not list them, so ``CONNECTIONS`` keeps our own table for the common boards), a file
+that does not exist. A ``BrainFlowError`` from opening the board becomes a ``SourceError``
+that says the same.
 """
 
 from __future__ import annotations
 
+import difflib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +26,131 @@ import numpy as np
 from brainflow.board_shim import BoardIds, BoardShim, BrainFlowError, BrainFlowInputParams
 from brainflow.data_filter import DataFilter
 
+from neurostream.errors import ConfigError, SourceError
+
 ALIASES = {"synthetic": BoardIds.SYNTHETIC_BOARD, "playback": BoardIds.PLAYBACK_FILE_BOARD}
 _IDS = {b.value for b in BoardIds}
+
+# BrainFlowInputParams field -> what it is, an example.
+PARAMETERS: dict[str, tuple[str, str]] = {
+    "serial_port": ("a serial port", "/dev/ttyUSB0, COM3 or /dev/cu.usbserial-..."),
+    "mac_address": ("a Bluetooth MAC address", "00:55:DA:B3:12:34"),
+    "ip_address": ("an IP address", "192.168.4.1"),
+    "ip_port": ("a free local IP port", "6789"),
+    "serial_number": ("a serial number or device name", "MuseS-1234"),
+    "other_info": ("other_info", "ExternalSwitchInputMioUSB"),
+}
+
+
+def flag(name: str) -> str:
+    """The producer's option for a BrainFlowInputParams field (``--serial-port``)."""
+    return f"--{name.replace('_', '-')}"
+
+
+def env_var(name: str) -> str:
+    return f"NEUROSTREAM_PRODUCER_{name.upper()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The BrainFlowInputParams a board needs (``required``) and accepts (``optional``)."""
+
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    note: str = ""
+
+    def describe(self) -> str:
+        def flags(names: tuple[str, ...]) -> str:
+            return ", ".join(flag(n) for n in names)
+
+        parts = [f"needs {flags(self.required)}"] if self.required else ["needs no parameter"]
+        if self.optional:
+            parts.append(f"optional {flags(self.optional)}")
+        return "; ".join(parts) + (f" ({self.note})" if self.note else "")
+
+
+_DONGLE = "the port of a BLED112 dongle"
+_WIFI = "for the WiFi Shield, whose --ip-address defaults to 192.168.4.1"
+_NATIVE_BLE = Connection(optional=("mac_address", "serial_number"), note="native Bluetooth")
+# From BrainFlow's "Supported Boards" page; boards not listed here are checked by BrainFlow.
+CONNECTIONS: dict[int, Connection] = {
+    BoardIds.SYNTHETIC_BOARD.value: Connection(),
+    BoardIds.CYTON_BOARD.value: Connection(
+        ("serial_port",), note="the port of the OpenBCI USB dongle"
+    ),
+    BoardIds.CYTON_DAISY_BOARD.value: Connection(
+        ("serial_port",), note="the port of the OpenBCI USB dongle"
+    ),
+    BoardIds.GANGLION_BOARD.value: Connection(("serial_port",), ("mac_address",), note=_DONGLE),
+    BoardIds.GANGLION_NATIVE_BOARD.value: _NATIVE_BLE,
+    BoardIds.GANGLION_WIFI_BOARD.value: Connection(("ip_port",), ("ip_address",), note=_WIFI),
+    BoardIds.CYTON_WIFI_BOARD.value: Connection(("ip_port",), ("ip_address",), note=_WIFI),
+    BoardIds.CYTON_DAISY_WIFI_BOARD.value: Connection(("ip_port",), ("ip_address",), note=_WIFI),
+    BoardIds.MUSE_2_BLED_BOARD.value: Connection(("serial_port",), ("serial_number",), _DONGLE),
+    BoardIds.MUSE_S_BLED_BOARD.value: Connection(("serial_port",), ("serial_number",), _DONGLE),
+    BoardIds.MUSE_2016_BLED_BOARD.value: Connection(("serial_port",), ("serial_number",), _DONGLE),
+    BoardIds.MUSE_2_BOARD.value: _NATIVE_BLE,
+    BoardIds.MUSE_S_BOARD.value: _NATIVE_BLE,
+    BoardIds.MUSE_2016_BOARD.value: _NATIVE_BLE,
+    BoardIds.CROWN_BOARD.value: Connection(optional=("serial_number",), note="the device id"),
+    BoardIds.NOTION_1_BOARD.value: Connection(optional=("serial_number",), note="the device id"),
+    BoardIds.NOTION_2_BOARD.value: Connection(optional=("serial_number",), note="the device id"),
+    BoardIds.UNICORN_BOARD.value: Connection(optional=("serial_number",)),
+    BoardIds.BRAINBIT_BOARD.value: Connection(optional=("serial_number",)),
+    BoardIds.BRAINBIT_BLED_BOARD.value: Connection(("serial_port",), ("mac_address",), _DONGLE),
+    BoardIds.FREEEEG32_BOARD.value: Connection(("serial_port",)),
+    BoardIds.ENOPHONE_BOARD.value: Connection(("mac_address",)),
+}
+
+
+def board_name(board_id: int) -> str:
+    return BoardIds(board_id).name if board_id in _IDS else str(board_id)
+
+
+def check_connection(board_id: int, params: BrainFlowInputParams) -> None:
+    """Refuse, before BrainFlow tries, a board whose required connection parameter is unset."""
+    conn = CONNECTIONS.get(board_id)
+    if conn is None:
+        return
+    for name in conn.required:
+        if not getattr(params, name):
+            what, example = PARAMETERS[name]
+            note = f"{conn.note}, " if conn.note else ""
+            raise ConfigError(
+                f"{board_name(board_id)} needs {what} ({note}e.g. {example}): "
+                f"pass {flag(name)} or set {env_var(name)}",
+                field=name,
+                hint="`neurostream boards` lists what each board needs to connect",
+            )
+
+
+def _cannot_open(board_id: int, exc: BrainFlowError) -> SourceError:
+    conn = CONNECTIONS.get(board_id)
+    hint = (
+        f"{board_name(board_id)} {conn.describe()}"
+        if conn is not None
+        else "check the board's connection parameters (--serial-port, --mac-address, "
+        "--ip-address, --ip-port, --serial-number, --other-info) in BrainFlow's Supported "
+        "Boards page"
+    )
+    return SourceError(
+        f"cannot open {board_name(board_id)}: {exc} (is it switched on, paired and in range, "
+        "and are its connection parameters right?)",
+        field="board",
+        hint=hint,
+    )
+
+
+def _existing_file(path: str | Path) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        what = "is a directory, not a file" if file.is_dir() else "does not exist"
+        raise SourceError(
+            f"recording {file} {what}",
+            field="file",
+            hint="pass --file with a BrainFlow file (e.g. one written by `neurostream record`)",
+        )
+    return file
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +183,31 @@ class Source(Protocol):
 
 def resolve_board(board: str | int) -> int:
     """Board id from 'synthetic', 'playback', a BoardIds name ('CYTON_BOARD') or a number."""
-    if isinstance(board, int):
-        return board
-    text = board.strip()
+    text = str(board).strip()
     if text.lstrip("-").isdigit():
-        return int(text)
+        if int(text) in _IDS:
+            return int(text)
+        raise ConfigError(
+            f"unknown BrainFlow board id {text}",
+            field="board",
+            hint="`neurostream boards` lists every board with its id",
+        )
     if text.lower() in ALIASES:
-        return ALIASES[text.lower()].value
+        return int(ALIASES[text.lower()].value)
     name = text.upper()
     for candidate in (name, f"{name}_BOARD"):
         if candidate in BoardIds.__members__:
-            return BoardIds[candidate].value
-    raise ValueError(f"unknown BrainFlow board {board!r}; use a BoardIds name or a numeric id")
+            return int(BoardIds[candidate].value)
+    names = [*ALIASES, "recording", *(n for n in BoardIds.__members__ if n != "NO_BOARD")]
+    close = difflib.get_close_matches(name, [n.upper() for n in names], n=3, cutoff=0.6)
+    close += [n for n in names if name.removesuffix("_BOARD") in n.upper() and n not in close]
+    maybe = f"; did you mean {', '.join(close[:3])}?" if close else ""
+    raise ConfigError(
+        f"unknown board {text!r}{maybe}",
+        field="board",
+        hint="`neurostream boards` lists every board name (synthetic, playback, recording, "
+        "or a BrainFlow name such as CYTON_BOARD) with what it needs to connect",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +266,26 @@ class BrainFlowSource:
         layout_id = self.board_id
         if self.board_id == BoardIds.PLAYBACK_FILE_BOARD.value:
             if not self.params.file:
-                raise ValueError("the playback board needs a file (NEUROSTREAM_PRODUCER_FILE)")
+                raise ConfigError(
+                    "the playback board needs a file: pass --file or set NEUROSTREAM_PRODUCER_FILE",
+                    field="file",
+                )
+            self.params.file = str(_existing_file(self.params.file))
             if self.params.master_board == BoardIds.NO_BOARD.value:
                 self.params.master_board = BoardIds.SYNTHETIC_BOARD.value
             layout_id = self.params.master_board
+        check_connection(self.board_id, self.params)
         self.layout = Layout.of(layout_id)
         self.fs, self.channels = self.layout.fs, self.layout.channels
-        self.name = BoardIds(self.board_id).name if self.board_id in _IDS else str(self.board_id)
+        self.name = board_name(self.board_id)
         self._shim = BoardShim(self.board_id, self.params)
         self._buffer = int(buffer_s * self.fs)
 
     def start(self) -> None:
-        self._shim.prepare_session()
+        try:
+            self._shim.prepare_session()
+        except BrainFlowError as exc:
+            raise _cannot_open(self.board_id, exc) from exc
         self._shim.start_stream(self._buffer)
 
     def read(self) -> Chunk | None:
@@ -169,7 +321,7 @@ class RecordingSource:
         self.name = "recording"
         self._recorded = self.layout.chunk(data)
         if self._recorded.n == 0:
-            raise ValueError("the recording holds no samples")
+            raise SourceError("the recording holds no samples", field="file")
         self.speed, self.loop = speed, loop
         self._max_chunk = max(1, round(max_chunk_s * self.fs))
         self._cursor = 0
@@ -178,7 +330,17 @@ class RecordingSource:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: object) -> RecordingSource:
-        return cls(DataFilter.read_file(str(path)), **kwargs)  # type: ignore[arg-type]
+        file = _existing_file(path)
+        try:
+            data = DataFilter.read_file(str(file))
+        except BrainFlowError as exc:
+            raise SourceError(
+                f"cannot read {file} as a BrainFlow file: {exc}",
+                field="file",
+                hint="a BrainFlow file is the tab-separated CSV that `neurostream record` "
+                "or DataFilter.write_file writes",
+            ) from exc
+        return cls(data, **kwargs)  # type: ignore[arg-type]
 
     def start(self) -> None:
         self._t0, self._mono0 = time.time(), time.monotonic()
@@ -213,12 +375,18 @@ def record(
     board: str | int, seconds: float, path: str | Path, params: BrainFlowInputParams | None = None
 ) -> np.ndarray:
     """Capture ``seconds`` of a board into a BrainFlow file (blocks in real time)."""
-    shim = BoardShim(resolve_board(board), params or BrainFlowInputParams())
-    shim.prepare_session()
+    board_id = resolve_board(board)
+    params = params or BrainFlowInputParams()
+    check_connection(board_id, params)
+    shim = BoardShim(board_id, params)
+    try:
+        shim.prepare_session()
+    except BrainFlowError as exc:
+        raise _cannot_open(board_id, exc) from exc
     try:
         shim.start_stream()
         time.sleep(seconds)
-        data = shim.get_board_data()
+        data: np.ndarray = shim.get_board_data()
         shim.stop_stream()
     finally:
         shim.release_session()

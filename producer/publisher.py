@@ -24,12 +24,9 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
 from neurostream import contract, topology
+from neurostream.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(RuntimeError):
-    """RabbitMQ could not be reached at start-up; the message names what to run."""
 
 
 @dataclass(slots=True)
@@ -89,10 +86,7 @@ class WindowPublisher:
         try:
             self._connection = await aio_pika.connect_robust(self.amqp_url)
         except (OSError, aio_pika.exceptions.AMQPError) as exc:
-            raise BrokerUnavailable(
-                f"cannot reach RabbitMQ at {_redact(self.amqp_url)}: {exc}. Start it with "
-                "`rabbitmq-server -detached` or `neurostream infra up`."
-            ) from exc
+            raise BrokerUnavailable.at(self.amqp_url, exc) from exc
         channel = await self._connection.channel(publisher_confirms=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
@@ -246,10 +240,3 @@ class WindowPublisher:
             except TimeoutError:
                 log.warning("broker still unavailable; %d messages buffered", self.buffered)
         log.warning("broker back; resending %d buffered messages in order", self.buffered)
-
-
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from neurostream.contract import WindowKind
 from neurostream.db import open_pool
+from neurostream.errors import ConfigError
 from neurostream.settings import CoreSettings
 from producer.board import BrainFlowSource, RecordingSource, Source, resolve_board
 from producer.paradigm import OddballParadigm, label_for
@@ -52,7 +53,10 @@ def open_source(settings: ProducerSettings) -> Source:
     """The source the settings describe (a live board, playback or a fast recording)."""
     if settings.board.strip().lower() == "recording":
         if not settings.file:
-            raise ValueError("board 'recording' needs a file (NEUROSTREAM_PRODUCER_FILE)")
+            raise ConfigError(
+                "board 'recording' needs a file: pass --file or set NEUROSTREAM_PRODUCER_FILE",
+                field="file",
+            )
         return RecordingSource.from_file(
             settings.file, board=settings.master_board, speed=settings.speed, loop=settings.loop
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
@@ -12,15 +12,15 @@ from queue_manager.settings import QueueManagerSettings
 
 
 def _pool(request: Request) -> AsyncConnectionPool:
-    return request.app.state.pool
+    return cast(AsyncConnectionPool, request.app.state.pool)
 
 
 def _notifier(request: Request) -> Notifier:
-    return request.app.state.notifier
+    return cast(Notifier, request.app.state.notifier)
 
 
 def _settings(request: Request) -> QueueManagerSettings:
-    return request.app.state.settings
+    return cast(QueueManagerSettings, request.app.state.settings)
 
 
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]

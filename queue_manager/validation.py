@@ -12,11 +12,11 @@ import asyncio
 import hashlib
 from typing import Any
 
-from neurostream.registry import RegistryError
+from neurostream.errors import InvalidRequest
 from queue_manager.schemas import VersionMetadata
 
 
-class InvalidUpload(RegistryError, ValueError):
+class InvalidUpload(InvalidRequest):
     """The upload cannot serve; ``field`` names the form field or metadata key at fault."""
 
 

@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aio_pika
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from neurostream import registry, topology
-from neurostream.api import error_response, service_app
+from neurostream import topology
+from neurostream.api import service_app
 from neurostream.db import open_pool
+from neurostream.errors import BrokerUnavailable
 from neurostream.notify import Notifier
 from neurostream.settings import CoreSettings
 from retraining_api.routers import jobs, models, triggers
@@ -25,13 +25,6 @@ from retraining_api.runner import Runner
 from retraining_api.settings import RetrainingSettings
 
 log = logging.getLogger(__name__)
-_STATUS = {registry.NotFound: 404, registry.Conflict: 409, registry.BadRef: 422}
-
-
-async def _registry_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, registry.RegistryError)
-    status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 422)
-    return error_response(status, f"{exc.field}: {exc}")
 
 
 def create_app(core: CoreSettings, settings: RetrainingSettings) -> FastAPI:
@@ -44,10 +37,7 @@ def create_app(core: CoreSettings, settings: RetrainingSettings) -> FastAPI:
             try:
                 connection = await aio_pika.connect_robust(core.amqp_url, timeout=10)
             except Exception as exc:
-                raise RuntimeError(
-                    f"cannot reach RabbitMQ at {core.amqp_url.split('@')[-1]}: {exc}. Start it "
-                    "with `rabbitmq-server -detached` or `neurostream infra up`."
-                ) from exc
+                raise BrokerUnavailable.at(core.amqp_url, exc) from exc
             async with connection:
                 channel = await connection.channel(publisher_confirms=True)
                 exchanges = await topology.declare_exchanges(channel)
@@ -84,7 +74,6 @@ def create_app(core: CoreSettings, settings: RetrainingSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.runner = None
-    app.add_exception_handler(registry.RegistryError, _registry_error)
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(triggers.router)

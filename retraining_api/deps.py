@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
@@ -13,19 +13,19 @@ from retraining_api.settings import RetrainingSettings
 
 
 def _pool(request: Request) -> AsyncConnectionPool:
-    return request.app.state.pool
+    return cast(AsyncConnectionPool, request.app.state.pool)
 
 
 def _notifier(request: Request) -> Notifier:
-    return request.app.state.notifier
+    return cast(Notifier, request.app.state.notifier)
 
 
 def _runner(request: Request) -> Runner | None:
-    return request.app.state.runner
+    return cast("Runner | None", request.app.state.runner)
 
 
 def _settings(request: Request) -> RetrainingSettings:
-    return request.app.state.settings
+    return cast(RetrainingSettings, request.app.state.settings)
 
 
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]

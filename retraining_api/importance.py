@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.inspection import permutation_importance
-from sklearn.metrics import roc_auc_score
 
+from neurostream import scoring
 from neurostream.models.serving import ServingModel
 
 
@@ -52,10 +52,10 @@ class _Scorer:
         self.classes = np.asarray(classes)
 
     def __call__(self, estimator: Any, X: np.ndarray, y: np.ndarray) -> float:
-        proba = estimator.predict_proba(X)
-        if len(self.classes) == 2:
-            return float(roc_auc_score(y == self.classes[1], proba[:, 1]))
-        return float(roc_auc_score(y, proba, multi_class="ovr", labels=self.classes))
+        auc = scoring.roc_auc(y, estimator.predict_proba(X), self.classes)
+        if auc is None:
+            raise ValueError(f"ROC-AUC needs every class {self.classes.tolist()} in the rows")
+        return auc
 
 
 def _feature_labels(model: ServingModel, per_channel: int, n_samples: int, fs: float) -> list[str]:

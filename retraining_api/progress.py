@@ -12,7 +12,12 @@ from typing import Any
 
 
 class Cancelled(Exception):
-    """Raised inside the job thread at the next checkpoint after a cancel request."""
+    """Raised inside the job thread at the next checkpoint after a cancel request.
+
+    Deliberately outside ``neurostream.errors``: it is control flow (like
+    ``asyncio.CancelledError``), carrying no message for a person and no HTTP status, and
+    only the runner catches it, so an ``except NeurostreamError`` must never swallow it.
+    """
 
 
 class JobProgress:

@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 import neurostream
-from neurostream import registry
+from neurostream import errors, registry
 from neurostream.notify import Notifier
 from retraining_api import store
 from retraining_api.retrain import Outcome, compare, promote_decision
@@ -22,7 +22,7 @@ from retraining_api.retrain import Outcome, compare, promote_decision
 CHALLENGER, CHAMPION = "challenger", "champion"
 
 
-class JobLost(RuntimeError):
+class JobLost(errors.Conflict):
     """The job stopped being this runner's (interrupted or cancelled) before it committed."""
 
 
@@ -99,7 +99,7 @@ async def register_outcome(
             ],
         )
         if not await store.finish(conn, job["id"], runner_id, "succeeded", result=result):
-            raise JobLost(f"job {job['id']} is no longer running on {runner_id}")
+            raise JobLost(f"job {job['id']} is no longer running on {runner_id}", field="job_id")
     result["event_published"] = await notifier.services(services, "retrain")
     async with pool.connection() as conn:
         await store.annotate(conn, job["id"], {"event_published": result["event_published"]})

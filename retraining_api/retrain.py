@@ -1,8 +1,8 @@
 """The CPU part of a retrain job: train (or search), then score challenger and champion.
 
 Pure over arrays and a registry row, run in a worker thread by the runner: no database,
-no event loop. Both models are scored on the same testing dataset by the same
-``classification_metrics``, so the comparison is like for like.
+no event loop. Both models are scored on the same testing dataset by the same scorer
+(``neurostream.scoring``), so the comparison is like for like.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from neurostream import scoring
 from neurostream.datasets import Snapshot
 from neurostream.models.serving import ServingModel
 from neurostream.models.training import TrainedModel, evaluate, train_model
 from retraining_api.progress import JobProgress
 from retraining_api.search import run_search
 
-METRICS = ("roc_auc", "balanced_accuracy", "f1", "mcc")
+METRICS = scoring.COMPARED
 
 
 @dataclass(frozen=True)

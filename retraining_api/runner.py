@@ -7,6 +7,11 @@ again. Then the loop claims jobs (``store.claim``: SKIP LOCKED, so replicas shar
 queue), runs the CPU work in a thread, and a heartbeat task saves progress, logs and
 trials while checking for cancel requests. The same loop evaluates triggers and repeats
 the stale sweep, so a replica that dies is noticed by the others.
+
+Lifecycle: the API's lifespan calls ``start()`` and ``close()``; ``request_stop()`` (sync)
+stops claiming. ``close()`` drains by interruption, not by waiting for jobs that may
+take hours: each running job stops at its next checkpoint and is recorded as interrupted
+within ``drain_timeout_s``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
 from neurostream import datasets, registry
+from neurostream.lifecycle import signal_name
 from neurostream.notify import Notifier
 from retraining_api import retrain, store, triggers
 from retraining_api.progress import Cancelled, JobProgress
@@ -35,15 +41,37 @@ RUNNING = Gauge("neurostream_retrain_jobs_running", "Retrain jobs running in thi
 
 
 class Runner:
+    """Claims and runs retrain jobs until ``request_stop()``; ``close()`` interrupts them.
+
+    The pool and notifier are the API's (the runner never closes them).
+    """
+
     def __init__(
         self, pool: AsyncConnectionPool, notifier: Notifier, settings: RetrainingSettings
     ) -> None:
-        self.pool, self.notifier, self.settings = pool, notifier, settings
-        self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.pool = pool
+        self.notifier = notifier
+        self.settings = settings
+        self.runner_id: str = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         self._jobs: dict[int, tuple[asyncio.Task[None], JobProgress]] = {}
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def running_jobs(self) -> list[int]:
+        """Ids of the jobs this runner is running now."""
+        return list(self._jobs)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def claiming(self) -> bool:
+        """Whether the claim loop is running (it ends after ``request_stop()``)."""
+        return self._loop is not None and not self._loop.done()
 
     async def recover(self) -> list[int]:
         """Fail jobs whose runner stopped heartbeating; their ids."""
@@ -55,6 +83,7 @@ class Runner:
         return ids
 
     async def start(self) -> None:
+        """Fail interrupted jobs, then claim queued ones in a background task."""
         await self.recover()
         self._loop = asyncio.create_task(self._run(), name="retrain-runner")
 
@@ -62,17 +91,74 @@ class Runner:
         """Look for queued jobs now rather than at the next poll."""
         self._wake.set()
 
-    async def close(self, grace_s: float = 10.0) -> None:
-        """Stop claiming; ask running jobs to stop and mark those that do not as interrupted."""
+    def request_stop(self) -> None:
+        """Claim no more jobs (sync, so safe from a signal handler); ``close()`` interrupts
+        the running ones."""
         self._stopping = True
+        self._wake.set()
+
+    def handle_signal(self, signum: int) -> None:
+        """What SIGTERM/SIGINT would do (uvicorn owns the API's signals and closes the
+        runner from the lifespan)."""
+        log.info("retrain runner got %s; claiming no more jobs", signal_name(signum))
+        self.request_stop()
+
+    def run_claimed(self, job: dict[str, Any]) -> asyncio.Task[None]:
+        """Run a job this runner has claimed (``store.claim``); the loop calls it per claim."""
+        progress = JobProgress()
+        job_id = int(job["id"])
+        task = asyncio.create_task(self._execute(job, progress), name=f"retrain-{job_id}")
+        self._jobs[job_id] = (task, progress)
+        RUNNING.set(len(self._jobs))
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._jobs.pop(job_id, None)
+            RUNNING.set(len(self._jobs))
+            self._wake.set()
+
+        task.add_done_callback(done)
+        return task
+
+    async def close(self, wait_s: float | None = None) -> None:
+        """Stop claiming, ask running jobs to stop at their next checkpoint, and record them
+        as interrupted (resubmit to retry).
+
+        A job still running after ``wait_s`` (default ``settings.drain_timeout_s``) is
+        cancelled and marked interrupted here, so it never stays 'running' behind a closed
+        pool. Safe to call more than once.
+        """
+        if self._closing is None:
+            bound = self.settings.drain_timeout_s if wait_s is None else wait_s
+            self._closing = asyncio.create_task(self._close(bound), name="retrain-runner-close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self, wait_s: float) -> None:
+        self.request_stop()
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
         for _, progress in self._jobs.values():
             progress.cancelled.set()
-        tasks = [task for task, _ in self._jobs.values()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace_s)
+        jobs = dict(self._jobs)
+        if not jobs:
+            return
+        _, late = await asyncio.wait([task for task, _ in jobs.values()], timeout=wait_s)
+        if not late:
+            return
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        error = f"{store.INTERRUPTED} (did not stop within {wait_s:.0f} s of shut-down)"
+        for job_id, (task, _) in jobs.items():
+            if task not in late:
+                continue
+            log.error("retrain job %s did not stop in %.0f s; marked interrupted", job_id, wait_s)
+            try:
+                async with self.pool.connection() as conn:
+                    await store.finish(conn, job_id, self.runner_id, "failed", error=error)
+            except Exception:  # the next start's recover() marks it instead
+                log.exception("could not record the interruption of retrain job %s", job_id)
+            FINISHED.labels("failed").inc()
 
     async def _run(self) -> None:
         last_sweep = 0.0
@@ -83,34 +169,23 @@ class Runner:
                     await self.recover()
                     if await triggers.fire_due(self.pool):
                         self._wake.set()
-                while len(self._jobs) < self.settings.max_concurrent_jobs:
+                while len(self._jobs) < self.settings.max_concurrent_jobs and not self._stopping:
                     async with self.pool.connection() as conn:
                         job = await store.claim(conn, self.runner_id)
                     if job is None:
                         break
-                    self._start_job(job)
+                    self.run_claimed(job)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a database outage must not kill the runner
                 log.exception("retrain runner iteration failed; retrying")
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
             except TimeoutError:
                 pass
-
-    def _start_job(self, job: dict[str, Any]) -> None:
-        progress = JobProgress()
-        task = asyncio.create_task(self._execute(job, progress), name=f"retrain-{job['id']}")
-        self._jobs[job["id"]] = (task, progress)
-        RUNNING.set(len(self._jobs))
-
-        def done(_: asyncio.Task[None]) -> None:
-            self._jobs.pop(job["id"], None)
-            RUNNING.set(len(self._jobs))
-            self._wake.set()
-
-        task.add_done_callback(done)
 
     async def _flush(self, job_id: int, progress: JobProgress) -> None:
         value, lines, trials_ = progress.drain()

@@ -30,6 +30,12 @@ class RetrainingSettings(BaseSettings):
         "runner died) and is marked failed; keep it well above heartbeat_s.",
     )
     trigger_check_s: float = Field(5.0, gt=0, description="How often triggers are evaluated.")
+    drain_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long shut-down waits for running jobs to stop at a checkpoint; a job "
+        "still running then is cancelled and recorded as interrupted.",
+    )
     importance_max_rows: int = Field(
         2000, ge=10, description="Rows of a dataset permutation importance uses at most."
     )

@@ -19,7 +19,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from neurostream import datasets, registry
+from neurostream import datasets
+from neurostream.errors import NeurostreamError
 from retraining_api import store
 from retraining_api.schemas import JobSpec, TriggerCreate
 from retraining_api.validation import resolve_job
@@ -150,7 +151,7 @@ async def _try(pool: AsyncConnectionPool, trigger_id: int) -> int | None:
                     [job["id"], trigger_id],
                 )
                 return int(job["id"])
-        except (registry.RegistryError, ValueError) as exc:
+        except (NeurostreamError, ValueError) as exc:  # ValueError: a snapshot refused
             log.warning("trigger %s could not fire: %s", trigger_id, exc)
             field = getattr(exc, "field", None)
             await conn.execute(

@@ -2,8 +2,8 @@
 
 Dataset refs are resolved to ids here (so a queued job is reproducible even if newer
 snapshots appear), feature and model parameters are checked against the pipeline and the
-family, and the two datasets must share a montage. Errors subclass the registry's, so the
-app maps them like the queue manager does: unknown things 404, bad values 422.
+family, and the two datasets must share a montage. Errors are the core tree's
+(``neurostream.errors``), so every API maps them alike: unknown things 404, bad values 422.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from neurostream import datasets, registry
+from neurostream import datasets, errors, registry
 from neurostream.features import UnknownPipeline, get_pipeline
 from neurostream.models.families import SKLEARN_LDA, lda_params
 from retraining_api.schemas import DATASET_REF_PATTERN, INT32, JobSpec
 
 
-class InvalidRequest(registry.RegistryError, ValueError):
+class InvalidRequest(errors.InvalidRequest):
     """A value that cannot work (422); ``field`` names it."""
 
 

@@ -1,4 +1,5 @@
-"""Helpers for the monitoring tests: a live API server, a webhook receiver, direct inserts.
+"""Helpers for the monitoring tests: a live API server, a webhook receiver, direct inserts,
+and headless Chromium driven through chromedriver (W3C WebDriver over plain HTTP).
 
 Archived windows, predictions and labels are inserted with SQL, as the archiver and the
 workers write them, so a session's worth of data lands in milliseconds.
@@ -7,14 +8,20 @@ workers write them, so a session's worth of data lands in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import shutil
 import socket
+import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import uvicorn
 from fastapi import FastAPI
@@ -169,3 +176,100 @@ async def insert_labels(
         FROM unnest(%s::int[], %s::int[]) AS u(q, l) ON CONFLICT DO NOTHING""",
         [session, list(seqs), [int(v) for v in labels]],
     )
+
+
+# The flags every headless run uses: no network of its own, a fixed 1400x900 screen.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,900",
+]
+
+
+class Browser:
+    """One headless Chromium page driven by chromedriver: navigate, run a script, screenshot."""
+
+    def __init__(self, client: httpx.AsyncClient, session: str) -> None:
+        self.client, self.session = client, session
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        r = await self.client.request(method, f"/session/{self.session}{path}", json=body)
+        r.raise_for_status()
+        return r.json()["value"]
+
+    async def cdp(self, command: str, params: dict[str, Any]) -> Any:
+        """A DevTools command through chromedriver's ``goog/cdp/execute``."""
+        return await self._call("POST", "/goog/cdp/execute", {"cmd": command, "params": params})
+
+    async def open(self, url: str) -> None:
+        await self._call("POST", "/url", {"url": url})
+
+    async def run(self, script: str, *args: Any) -> Any:
+        """``script`` is a function body; ``return`` hands a JSON value back."""
+        return await self._call("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    async def until(self, script: str, wait_s: float = 30) -> Any:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if out := await self.run(script):
+                return out
+            await asyncio.sleep(0.2)
+        shown = await self.run("return document.body.innerText.slice(0, 600)")
+        raise AssertionError(f"the page never satisfied: {script}\npage: {shown}")
+
+    async def screenshot(self, path: str) -> None:
+        png = base64.b64decode(await self._call("GET", "/screenshot"))
+        await asyncio.to_thread(Path(path).write_bytes, png)
+
+
+@asynccontextmanager
+async def browser() -> AsyncIterator[Browser]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        raise AssertionError("chromium/chromedriver missing: run scripts/setup")
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        driver,
+        f"--port={port}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+                for _ in range(100):
+                    try:
+                        if (await c.get("/status")).json()["value"]["ready"]:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.1)
+                options = {
+                    "binary": chromium,
+                    "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"],
+                }
+                caps = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}
+                r = await c.post("/session", json={"capabilities": caps})
+                r.raise_for_status()
+                session = r.json()["value"]["sessionId"]
+                page = Browser(c, session)
+                try:
+                    # The window's frame takes part of --window-size: pin the viewport itself.
+                    metrics = {
+                        "width": 1400,
+                        "height": 900,
+                        "deviceScaleFactor": 1,
+                        "mobile": False,
+                    }
+                    await page.cdp("Emulation.setDeviceMetricsOverride", metrics)
+                    yield page
+                finally:
+                    await c.delete(f"/session/{session}")
+    finally:
+        proc.terminate()
+        await proc.wait()

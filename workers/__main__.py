@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from prometheus_client import start_http_server
 
@@ -16,9 +15,7 @@ from workers.worker import Worker
 async def serve(core: CoreSettings, settings: WorkerSettings) -> Worker:
     """Run one worker until SIGTERM/SIGINT, finishing in-flight windows first."""
     worker = Worker(core, settings)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.close)
+    worker.install_signal_handlers()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     await worker.run()

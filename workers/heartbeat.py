@@ -1,14 +1,14 @@
-"""Worker heartbeats: who serves which service with which model, and how much."""
+"""Worker heartbeats: who serves which service with which model, and how much.
+
+A heartbeat writes a ``Snapshot`` the worker takes of itself (``Worker.snapshot``), so
+this module knows nothing of the worker and the two do not import each other.
+"""
 
 from __future__ import annotations
 
-import socket
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
 
 from psycopg_pool import AsyncConnectionPool
-
-if TYPE_CHECKING:
-    from workers.worker import Worker
 
 _UPSERT = """
 INSERT INTO workers (worker_id, service, host, model_version_id, shadow_version_id, processed,
@@ -22,22 +22,22 @@ ON CONFLICT (worker_id) DO UPDATE SET
 """
 
 
-async def beat(pool: AsyncConnectionPool, worker: Worker, *, status: str) -> None:
-    assert worker.slot is not None
-    serving, shadow = worker.slot.current.ids
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One row of the ``workers`` table: a replica's state at one moment."""
+
+    worker_id: str
+    service: str
+    host: str
+    serving: int | None
+    shadow: int | None
+    processed: int
+    rejected: int
+    errors: int
+    last_error: str | None
+    status: str  # running | stopped
+
+
+async def beat(pool: AsyncConnectionPool, snapshot: Snapshot) -> None:
     async with pool.connection() as conn:
-        await conn.execute(
-            _UPSERT,
-            {
-                "worker_id": worker.settings.worker_id,
-                "service": worker.service,
-                "host": socket.gethostname(),
-                "serving": serving,
-                "shadow": shadow,
-                "processed": worker.counters.processed,
-                "rejected": worker.counters.rejected,
-                "errors": worker.slot.errors,
-                "last_error": worker.slot.last_error,
-                "status": status,
-            },
-        )
+        await conn.execute(_UPSERT, asdict(snapshot))

@@ -48,3 +48,9 @@ class WorkerSettings(BaseSettings):
     publish_predictions: bool = Field(True, description="Publish results on eeg.predictions.")
     metrics_port: int = Field(0, ge=0, description="Prometheus port; 0 disables the endpoint.")
     write_retry_max_s: float = Field(5.0, gt=0, description="Cap of the back-off on DB outages.")
+    drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long close() (SIGTERM) waits for the windows already received to be "
+        "written and acked; what is left then is redelivered to another replica.",
+    )

@@ -4,8 +4,12 @@ start -> consume ``svc.<service>`` (prefetch) -> batch -> decode/validate -> fea
 classify (in a thread, so the event loop keeps receiving) -> one idempotent INSERT ->
 dead-letter the rejects with a reason -> ack -> publish results. Heartbeats go to the
 ``workers`` table and double as a check of the service's model assignment, so a missed
-``models.events`` message still leads to the swap. ``close()`` stops consuming, finishes
-the windows already received, and leaves nothing unacked that was not written.
+``models.events`` message still leads to the swap.
+
+Lifecycle (after arq's ``Worker``): ``run()`` = ``start()``, wait for ``request_stop()``
+(what ``handle_signal`` calls on SIGTERM/SIGINT), ``close()``. ``close()`` stops consuming,
+writes and acks the windows already received (bounded by ``drain_timeout_s``), and leaves
+nothing acked that was not written; anything it could not settle is redelivered.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import cast
 
 import aio_pika
 import numpy as np
@@ -33,12 +37,14 @@ from aiormq.abc import DeliveredMessage
 from psycopg_pool import AsyncConnectionPool
 
 from neurostream import topology
+from neurostream.batching import drain, next_batch
 from neurostream.contract import ContractError, Window, decode
 from neurostream.db import open_pool
+from neurostream.errors import BrokerUnavailable
+from neurostream.lifecycle import StopSignals, signal_name
 from neurostream.results import PredictionRow, RejectionRow, write_predictions, write_rejections
 from neurostream.settings import CoreSettings
 from workers import deliveries, heartbeat, metrics
-from workers.batcher import drain, next_batch
 from workers.compute import limit_threads
 from workers.model_slot import ModelSlot, Served
 from workers.settings import WorkerSettings
@@ -65,91 +71,171 @@ class _Reject:
 
 
 class Worker:
-    def __init__(self, core: CoreSettings, settings: WorkerSettings):
+    """One replica serving ``svc.<service>``: ``run()`` until ``request_stop()``, then ``close()``.
+
+    ``pool`` and ``connection`` may be injected (tests, an embedding process); the worker
+    then uses them and leaves them open. What it creates itself it closes. Its channels are
+    always its own: closing them hands every unsettled delivery back to the queue.
+    """
+
+    def __init__(
+        self,
+        core: CoreSettings,
+        settings: WorkerSettings,
+        *,
+        pool: AsyncConnectionPool | None = None,
+        connection: AbstractRobustConnection | None = None,
+    ) -> None:
         self.core = core
         self.settings = settings
-        self.service = settings.service
+        self.service: str = settings.service
+        self.host: str = socket.gethostname()
         self.counters = Counters()
+        self.pool: AsyncConnectionPool | None = pool
+        self.connection: AbstractRobustConnection | None = connection
+        self.slot: ModelSlot | None = None
+        self._owns_pool = pool is None
+        self._owns_connection = connection is None
         # Deliveries with the time they arrived (perf_counter), for the processing metric.
         self._inbox: asyncio.Queue[tuple[float, DeliveredMessage]] = asyncio.Queue()
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._closing: asyncio.Task[None] | None = None
+        self._signals = StopSignals(self.handle_signal)
+        self._process: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._out_channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
         self._consumer: deliveries.Consumer | None = None
-        self.pool: AsyncConnectionPool | None = None
-        self.connection: AbstractRobustConnection | None = None
-        self.slot: ModelSlot | None = None
+        self._dead: AbstractExchange | None = None
+        self._predictions: AbstractExchange | None = None
         # One thread featurizes and classifies (the loop keeps receiving meanwhile); its
         # native pools are capped like the loop's (workers/compute.py).
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        """Connect (unless given a pool/connection), load the models, start consuming."""
         metrics.observe_gc_pauses()
-        self.pool = await open_pool(self.core.database_url, max_size=4, autocommit=True)
+        if self.pool is None:
+            self.pool = await open_pool(self.core.database_url, max_size=4, autocommit=True)
         self.slot = ModelSlot(self.pool, self.service)
-        try:
-            self.connection = await aio_pika.connect_robust(self.core.amqp_url)
-        except Exception as exc:
-            raise RuntimeError(
-                f"cannot reach RabbitMQ at {self.core.amqp_url.split('@')[-1]}: {exc}. Start it "
-                "with `rabbitmq-server -detached` or `neurostream infra up`."
-            ) from exc
-        self._channel = cast(
-            AbstractRobustChannel, await self.connection.channel(publisher_confirms=True)
-        )
-        await self._channel.set_qos(prefetch_count=self.settings.prefetch)
-        self._queue: AbstractQueue = await topology.declare_service(self._channel, self.service)
-        self._consumer = deliveries.Consumer(self._channel, self._queue.name, self._on_message)
-        self._dead: AbstractExchange = await self._channel.get_exchange(topology.DEAD_EXCHANGE)
-        self._out_channel = cast(
-            AbstractRobustChannel, await self.connection.channel(publisher_confirms=False)
-        )
-        self._predictions = await self._out_channel.get_exchange(topology.PREDICTIONS_EXCHANGE)
-        events = await self._out_channel.declare_queue(exclusive=True, auto_delete=True)
+        if self.connection is None:
+            try:
+                self.connection = await aio_pika.connect_robust(self.core.amqp_url)
+            except Exception as exc:
+                raise BrokerUnavailable.at(self.core.amqp_url, exc) from exc
+        channel = await self.connection.channel(publisher_confirms=True)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        self._queue = await topology.declare_service(channel, self.service)
+        self._consumer = deliveries.Consumer(channel, self._queue.name, self._on_message)
+        self._dead = await channel.get_exchange(topology.DEAD_EXCHANGE)
+        out = await self.connection.channel(publisher_confirms=False)
+        self._out_channel = out
+        self._predictions = await out.get_exchange(topology.PREDICTIONS_EXCHANGE)
+        events = await out.declare_queue(exclusive=True, auto_delete=True)
         await events.bind(topology.MODEL_EVENTS_EXCHANGE, routing_key=self.service)
         await events.consume(self._on_model_event, no_ack=True)
+        self._process = asyncio.create_task(self._process_loop(), name="process")
         await self._sync_models()
-        await heartbeat.beat(self.pool, self, status="running")
-        self._tasks = [
-            asyncio.create_task(self._process_loop(), name="process"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-        ]
+        await heartbeat.beat(self.pool, self.snapshot("running"))
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         log.info("worker %s serving %s", self.settings.worker_id, self.service)
 
     async def run(self) -> None:
-        """Start, serve until ``close()`` is requested, then shut down cleanly."""
-        await self.start()
+        """Start, serve until ``request_stop()``, then ``close()`` (also when start fails)."""
         try:
+            await self.start()
             await self._stopping.wait()
         finally:
-            await self._shutdown()
+            await self.close()
 
-    def close(self) -> None:
-        """Ask the worker to stop (safe from a signal handler)."""
+    def request_stop(self) -> None:
+        """Ask ``run()`` to finish (sync, so safe from a signal handler)."""
         self._stopping.set()
 
-    async def _shutdown(self) -> None:
+    def handle_signal(self, signum: int) -> None:
+        """What SIGTERM/SIGINT do: stop after the windows already received."""
+        log.info(
+            "worker %s got %s; finishing in-flight windows",
+            self.settings.worker_id,
+            signal_name(signum),
+        )
+        self.request_stop()
+
+    def install_signal_handlers(self) -> bool:
+        """``handle_signal`` on SIGTERM/SIGINT; once, and only from the main thread."""
+        return self._signals.install()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def pending(self) -> int:
+        """Windows received and not yet taken into a batch."""
+        return self._inbox.qsize()
+
+    def snapshot(self, status: str) -> heartbeat.Snapshot:
+        """The worker's row in the ``workers`` table."""
+        serving, shadow = self.slot.current.ids if self.slot is not None else (None, None)
+        return heartbeat.Snapshot(
+            worker_id=self.settings.worker_id,
+            service=self.service,
+            host=self.host,
+            serving=serving,
+            shadow=shadow,
+            processed=self.counters.processed,
+            rejected=self.counters.rejected,
+            errors=self.slot.errors if self.slot is not None else 0,
+            last_error=self.slot.last_error if self.slot is not None else None,
+            status=status,
+        )
+
+    async def close(self, wait_s: float | None = None) -> None:
+        """Stop consuming, write and ack the windows already received, then close.
+
+        Draining is bounded by ``wait_s`` (default ``settings.drain_timeout_s``); windows
+        left over go back to the queue when the worker's channels close. Safe to call more
+        than once and from several tasks: they all wait for the one shutdown.
+        """
+        if self._closing is None:
+            bound = self.settings.drain_timeout_s if wait_s is None else wait_s
+            self._closing = asyncio.create_task(self._close(bound), name="close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self, wait_s: float) -> None:
         self._stopping.set()
+        self._signals.remove()
         await self._stop_consuming()
-        process = next((t for t in self._tasks if t.get_name() == "process"), None)
-        if process is not None:
+        if self._process is not None and not self._process.done():
             # Finish the batch in flight plus everything already received.
             self._inbox.put_nowait(_STOP)  # type: ignore[arg-type]
             try:
-                await asyncio.wait_for(process, timeout=30)
+                await asyncio.wait_for(self._process, timeout=wait_s)
             except TimeoutError:
-                log.error("in-flight batch did not finish in 30 s; its windows will be redelivered")
-        for task in self._tasks:
+                log.error(
+                    "in-flight windows not settled in %.0f s; they will be redelivered", wait_s
+                )
+        tasks = [t for t in (self._process, self._heartbeat) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.pool is not None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.pool is not None and self.slot is not None:
             try:
-                await heartbeat.beat(self.pool, self, status="stopped")
+                await heartbeat.beat(self.pool, self.snapshot("stopped"))
             except Exception:  # the database may be the reason we stop
                 log.warning("could not record the stopped status")
-        if self.connection is not None:
+        for channel in (self._channel, self._out_channel):
+            if channel is not None and not channel.is_closed:
+                try:
+                    await channel.close()
+                except Exception:
+                    log.debug("channel close failed (connection lost)", exc_info=True)
+        if self._owns_connection and self.connection is not None:
             await self.connection.close()
-        if self.pool is not None:
+        if self._owns_pool and self.pool is not None:
             await self.pool.close()
         self._compute.shutdown(wait=False)
         log.info(
@@ -211,26 +297,31 @@ class Worker:
                 return
             await self._sync_models()
             try:
-                await heartbeat.beat(self.pool, self, status="running")
+                await heartbeat.beat(self.pool, self.snapshot("running"))
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await self._sample_queue_depth()
+            await self.sample_queue_depth()
             metrics.flush_gc_pauses()
 
-    async def _sample_queue_depth(self) -> None:
-        """Ready messages in the service queue (a passive declare changes nothing).
+    async def sample_queue_depth(self) -> int | None:
+        """Set the queue-depth gauge to the ready messages in the service queue; the depth,
+        or None when it could not be sampled (a passive declare changes nothing).
 
         ``robust=False``: a robust channel answers a repeated passive declare of a queue it
         recorded from that record, so the depth would stay at its first sample.
         """
+        if self._out_channel is None or self._queue is None:
+            return None
         try:
             queue = await self._out_channel.declare_queue(
                 self._queue.name, passive=True, robust=False
             )
-            depth = queue.declaration_result.message_count
-            metrics.QUEUE_DEPTH.labels(self.service).set(depth or 0)
         except Exception as exc:  # a metric must never stop the worker
             log.debug("queue depth not sampled: %s", exc)
+            return None
+        depth = queue.declaration_result.message_count or 0
+        metrics.QUEUE_DEPTH.labels(self.service).set(depth)
+        return depth
 
     # -- processing ----------------------------------------------------------------------
     async def _process_loop(self) -> None:
@@ -349,6 +440,9 @@ class Worker:
                 delay = min(delay * 2, self.settings.write_retry_max_s)
 
     async def _dead_letter(self, rejects: list[_Reject]) -> None:
+        if not rejects:
+            return
+        assert self._dead is not None
         for r in rejects:
             props = r.message.header.properties
             headers = deliveries.headers(r.message)
@@ -409,6 +503,7 @@ class Worker:
                         "marker": r.marker,
                     }
                 )
+        assert self._predictions is not None
         try:
             for session_id, items in by_session.items():
                 await self._predictions.publish(

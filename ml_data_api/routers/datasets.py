@@ -43,7 +43,7 @@ async def create_from_sessions(body: DatasetFromSessions, pool: Pool) -> Dataset
         known = await queries.known_sessions(conn, body.session_ids)
         for i, sid in enumerate(body.session_ids):
             if sid not in known:
-                raise NotFound(f"session_ids.{i}", f"session {sid!r} does not exist")
+                raise NotFound(f"session {sid!r} does not exist", field=f"session_ids.{i}")
         try:
             row = await datasets.snapshot_from_sessions(
                 conn,
@@ -186,7 +186,7 @@ async def _parquet(meta: dict[str, Any], chunks: Chunks) -> AsyncIterator[bytes]
 
 def _invalid(exc: ValueError) -> Invalid:
     field, _, message = str(exc).partition(": ")
-    return Invalid(field, message) if message else Invalid("body", str(exc))
+    return Invalid(message, field=field) if message else Invalid(str(exc), field="body")
 
 
 async def _store(pool: AsyncConnectionPool, **snapshot: Any) -> DatasetOut:

@@ -41,7 +41,7 @@ async def post_labels(
 ) -> LabelsStored:
     """Upsert labels; an unknown session (404) or missing window (422) writes nothing."""
     if len(items) > settings.max_label_items:
-        raise Invalid("body", f"at most {settings.max_label_items} items per request")
+        raise Invalid(f"at most {settings.max_label_items} items per request", field="body")
     async with pool.connection() as conn:
         stored = await labelling.store_labels(conn, items)
     return LabelsStored(stored=stored)
@@ -56,7 +56,7 @@ async def list_labels(
     offset: Offset = 0,
 ) -> LabelPage:
     if limit > settings.page_max:
-        raise Invalid("limit", f"must be at most {settings.page_max}")
+        raise Invalid(f"must be at most {settings.page_max}", field="limit")
     async with pool.connection() as conn:
         rows = await queries.labels(conn, limit=limit, offset=offset, session_id=session_id)
     items, next_offset = page(rows, limit, offset)

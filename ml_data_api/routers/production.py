@@ -39,9 +39,9 @@ def page(rows: list[dict[str, Any]], limit: int, offset: int) -> tuple[list[Any]
 
 def check_page(limit: int, t_from: datetime | None, t_to: datetime | None, cap: int) -> None:
     if limit > cap:
-        raise Invalid("limit", f"must be at most {cap}")
+        raise Invalid(f"must be at most {cap}", field="limit")
     if t_from is not None and t_to is not None and t_to < t_from:
-        raise Invalid("to", "must not be before 'from'")
+        raise Invalid("must not be before 'from'", field="to")
 
 
 @router.get("/predictions", response_model=PredictionPage)

@@ -2,21 +2,25 @@
 
 A session is known when the producer registered it or the archiver saw its windows.
 Duration comes from the registration (start to end) or else from the archived windows;
-accuracy and ROC-AUC score serving predictions against collected labels.
+``neurostream.scoring`` scores serving predictions against collected labels, ROC-AUC and
+balanced accuracy first (accuracy only beside its chance level: targets are rare).
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 
-from ml_data_api import performance, queries
+from ml_data_api import queries
 from ml_data_api.deps import Pool, Settings
 from ml_data_api.errors import Invalid
 from ml_data_api.routers.production import Limit, Offset
 from ml_data_api.schemas import ModelPerformance, SessionDetail, SessionOut
+from neurostream import scoring
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 SessionId = Annotated[str, Path(max_length=128)]
@@ -42,13 +46,36 @@ def summarise(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+Scored = tuple[int, int, Sequence[float], int]  # model_version_id, predicted, proba, label
+_SUMMARY = ("roc_auc", "balanced_accuracy", "accuracy", "accuracy_chance", "n")
+
+
+def score(rows: Sequence[Scored]) -> dict[str, Any]:
+    """The scorer's summary of labelled predictions (every value None when there are none)."""
+    if not rows:
+        return {k: 0 if k == "n" else None for k in _SUMMARY}
+    widths = {len(r[2]) for r in rows}
+    proba = [r[2] for r in rows] if len(widths) == 1 and widths != {0} else None
+    m = scoring.score([r[3] for r in rows], proba, predicted=[r[1] for r in rows])
+    return {k: m[k] for k in _SUMMARY}
+
+
+def by_model_version(rows: Sequence[Scored]) -> list[dict[str, Any]]:
+    """One score per model version, then all versions together (``model_version_id`` None)."""
+    groups: dict[int, list[Scored]] = defaultdict(list)
+    for r in rows:
+        groups[r[0]].append(r)
+    out = [{"model_version_id": v, **score(g)} for v, g in sorted(groups.items())]
+    return out + [{"model_version_id": None, **score(rows)}]
+
+
 def duration_s(row: dict[str, Any]) -> float | None:
     if row["started_at"] is not None and row["ended_at"] is not None:
-        return (row["ended_at"] - row["started_at"]).total_seconds()
+        return float((row["ended_at"] - row["started_at"]).total_seconds())
     if row["first_ts"] is None or not row["w_fs"]:
         return None
-    span = (row["last_ts"] - row["first_ts"]).total_seconds()
-    return span + row["n_samples"] / row["w_fs"]
+    span = float((row["last_ts"] - row["first_ts"]).total_seconds())
+    return span + float(row["n_samples"]) / float(row["w_fs"])
 
 
 @router.get("", response_model=list[SessionOut])
@@ -56,7 +83,7 @@ async def list_sessions(
     pool: Pool, settings: Settings, limit: Limit = 100, offset: Offset = 0
 ) -> list[SessionOut]:
     if limit > settings.page_max:
-        raise Invalid("limit", f"must be at most {settings.page_max}")
+        raise Invalid(f"must be at most {settings.page_max}", field="limit")
     async with pool.connection() as conn:
         rows = await queries.sessions(conn, limit=limit, offset=offset)
     return [SessionOut(**summarise(r)) for r in rows[:limit]]
@@ -71,7 +98,7 @@ async def get_session(session_id: SessionId, pool: Pool) -> SessionDetail:
         labels, predictions = await queries.session_counts(conn, session_id)
         scored = await queries.scored_predictions(conn, session_id)
     row = rows[0]
-    scores = performance.by_model_version(scored)
+    scores = by_model_version(scored)
     overall = scores[-1]
     return SessionDetail(
         **summarise(row),
@@ -82,7 +109,9 @@ async def get_session(session_id: SessionId, pool: Pool) -> SessionDetail:
         last_window_ts=row["last_ts"],
         labels=labels,
         predictions=predictions,
-        accuracy=overall["accuracy"],
         roc_auc=overall["roc_auc"],
+        balanced_accuracy=overall["balanced_accuracy"],
+        accuracy=overall["accuracy"],
+        accuracy_chance=overall["accuracy_chance"],
         by_model_version=[ModelPerformance(**s) for s in scores],
     )

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 from psycopg.rows import dict_row
 
-from monitoring_api.deps import Pool, Settings
+from monitoring_api.deps import Pool, ServiceFilter, Settings
 from monitoring_api.errors import NotFound
-from monitoring_api.schemas import NAME_PATTERN, AlertOut, RuleIn, RuleOut
+from monitoring_api.schemas import AlertOut, RuleIn, RuleOut
 from neurostream.auth import Writer
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -98,8 +98,10 @@ async def delete_rule(rule_id: RuleId, pool: Pool) -> Response:
 async def list_alerts(
     pool: Pool,
     settings: Settings,
-    service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    state: Literal["firing", "cleared"] | None = None,
+    service: ServiceFilter = None,
+    state: Annotated[
+        Literal["firing", "cleared"] | None, Query(description="'firing': what fires now")
+    ] = None,
     rule_id: Annotated[int | None, Query(ge=1)] = None,
     limit: Annotated[int, Query(ge=1)] = 100,
 ) -> list[dict[str, Any]]:

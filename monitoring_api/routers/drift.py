@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from monitoring_api import report, store
-from monitoring_api.deps import Pool, Settings
-from monitoring_api.errors import MonitoringError, NotFound
-from monitoring_api.evaluation import (
-    Features,
-    ReferenceCache,
-    compare,
-    evaluate_latest,
-    featurize,
+from monitoring_api.deps import (
+    PAIR_DOC,
+    DriftPair,
+    EvaluatorDep,
+    Pair,
+    Pool,
+    Service,
+    ServicePath,
+    SessionFilter,
+    Settings,
+    TimeRange,
 )
+from monitoring_api.detector import Features, compare, featurize
+from monitoring_api.errors import MonitoringError, NotFound
 from monitoring_api.schemas import (
-    NAME_PATTERN,
     DriftOut,
     DriftPoint,
     EvidentlyOut,
@@ -30,12 +34,9 @@ from monitoring_api.schemas import (
     Scope,
 )
 from monitoring_api.settings import MonitoringSettings
-from neurostream.api import Timestamp
 from neurostream.auth import Writer
 
 router = APIRouter(prefix="/drift", tags=["drift"])
-Service = Annotated[str, Query(pattern=NAME_PATTERN, description="Service name")]
-ServicePath = Annotated[str, Path(pattern=NAME_PATTERN, description="Service name")]
 
 
 @router.get("/metrics", response_model=list[DriftPoint])
@@ -43,10 +44,10 @@ async def drift_metrics(
     pool: Pool,
     settings: Settings,
     service: Service,
+    span: TimeRange,
+    session_id: SessionFilter = None,
     scope: Scope | None = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
-    start: Timestamp | None = None,
-    end: Timestamp | None = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> list[dict[str, Any]]:
     """The drift time series (latest ``limit`` rows, oldest first)."""
@@ -54,10 +55,11 @@ async def drift_metrics(
         return await store.drift_series(
             conn,
             service=service,
+            session_id=session_id,
             scope=scope,
             name=name,
-            start=start,
-            end=end,
+            start=span.start,
+            end=span.end,
             limit=min(limit or settings.page_max, settings.page_max),
         )
 
@@ -93,29 +95,11 @@ async def set_reference(service: ServicePath, body: ReferenceIn, pool: Pool) -> 
     return ReferenceOut(service=service, kind=kind, **body.model_dump())
 
 
-async def _pair(
-    pool: Pool,
-    settings: MonitoringSettings,
-    service: str,
-    reference_dataset_id: int | None,
-    reference_start: datetime | None,
-    reference_end: datetime | None,
-    current_start: datetime | None,
-    current_end: datetime | None,
+async def _load_pair(
+    pool: Pool, settings: MonitoringSettings, pair: Pair
 ) -> tuple[Features, Features, dict[str, Any], dict[str, Any]]:
     """Load and featurize the reference and current windows the query names."""
-    if reference_dataset_id is not None and (reference_start or reference_end):
-        raise MonitoringError("give a dataset or a time range, not both", field="reference_start")
-    if (reference_start is None) != (reference_end is None):
-        raise MonitoringError("give both reference_start and reference_end", field="reference_end")
-    if (current_start is None) != (current_end is None):
-        raise MonitoringError("give both current_start and current_end", field="current_end")
-    for lo, hi, field in (
-        (reference_start, reference_end, "reference_end"),
-        (current_start, current_end, "current_end"),
-    ):
-        if lo is not None and hi is not None and hi <= lo:
-            raise MonitoringError("must be after the start", field=field)
+    service, current_start, current_end = pair.service, pair.current_start, pair.current_end
     limit = settings.max_windows
     async with pool.connection() as conn:
         if current_start is None or current_end is None:
@@ -127,10 +111,10 @@ async def _pair(
             session = latest[1]
         else:
             session = None
-        if reference_dataset_id is not None:
-            ref_def = store.Reference("dataset", dataset_id=reference_dataset_id)
-        elif reference_start is not None:
-            ref_def = store.Reference("range", start=reference_start, end=reference_end)
+        if pair.reference_dataset_id is not None:
+            ref_def = store.Reference("dataset", dataset_id=pair.reference_dataset_id)
+        elif pair.reference_start is not None:
+            ref_def = store.Reference("range", start=pair.reference_start, end=pair.reference_end)
         else:
             found = await store.reference_for(conn, service, session, settings.reference_s)
             if found is None:
@@ -148,62 +132,21 @@ async def _pair(
     return ref_f, cur_f, {**ref_def.describe(), "n_windows": ref.x.shape[0]}, cur_desc
 
 
-_PAIR_DOC = """Reference: ``reference_dataset_id``, or ``reference_start`` + ``reference_end``,
-or the service's configured/default reference. Current: ``current_start`` + ``current_end``,
-or the latest ``current_window_s`` of archived windows."""
-
-
-@router.get("/evaluate", response_model=DriftOut, description=_PAIR_DOC)
-async def evaluate(
-    pool: Pool,
-    settings: Settings,
-    service: Service,
-    reference_dataset_id: Annotated[int | None, Query(ge=1)] = None,
-    reference_start: Timestamp | None = None,
-    reference_end: Timestamp | None = None,
-    current_start: Timestamp | None = None,
-    current_end: Timestamp | None = None,
-) -> DriftOut:
+@router.get("/evaluate", response_model=DriftOut, description=PAIR_DOC)
+async def evaluate(pool: Pool, settings: Settings, pair: DriftPair) -> DriftOut:
     """The streaming detector on one pair (KS per feature/channel + MMD); nothing stored."""
-    ref, cur, ref_desc, cur_desc = await _pair(
-        pool,
-        settings,
-        service,
-        reference_dataset_id,
-        reference_start,
-        reference_end,
-        current_start,
-        current_end,
-    )
+    ref, cur, ref_desc, cur_desc = await _load_pair(pool, settings, pair)
     ev = await asyncio.to_thread(compare, ref, cur, settings)
-    return DriftOut(service=service, reference=ref_desc, current=cur_desc, **ev.summary())
+    return DriftOut(service=pair.service, reference=ref_desc, current=cur_desc, **ev.summary())
 
 
-@router.get("/report", response_model=EvidentlyOut, description=_PAIR_DOC)
-async def evidently_json(
-    pool: Pool,
-    settings: Settings,
-    service: Service,
-    reference_dataset_id: Annotated[int | None, Query(ge=1)] = None,
-    reference_start: Timestamp | None = None,
-    reference_end: Timestamp | None = None,
-    current_start: Timestamp | None = None,
-    current_end: Timestamp | None = None,
-) -> EvidentlyOut:
+@router.get("/report", response_model=EvidentlyOut, description=PAIR_DOC)
+async def evidently_json(pool: Pool, settings: Settings, pair: DriftPair) -> EvidentlyOut:
     """Evidently ``DataDriftPreset`` over the band-power features, as JSON."""
-    ref, cur, ref_desc, cur_desc = await _pair(
-        pool,
-        settings,
-        service,
-        reference_dataset_id,
-        reference_start,
-        reference_end,
-        current_start,
-        current_end,
-    )
+    ref, cur, ref_desc, cur_desc = await _load_pair(pool, settings, pair)
     data = await asyncio.to_thread(report.report_json, ref, cur, settings.drift_share)
     return EvidentlyOut(
-        service=service,
+        service=pair.service,
         reference=ref_desc,
         current=cur_desc,
         summary=report.summarize(data),
@@ -211,45 +154,29 @@ async def evidently_json(
     )
 
 
-@router.get("/report.html", response_class=HTMLResponse, description=_PAIR_DOC)
-async def evidently_html(
-    pool: Pool,
-    settings: Settings,
-    service: Service,
-    reference_dataset_id: Annotated[int | None, Query(ge=1)] = None,
-    reference_start: Timestamp | None = None,
-    reference_end: Timestamp | None = None,
-    current_start: Timestamp | None = None,
-    current_end: Timestamp | None = None,
-) -> HTMLResponse:
+@router.get("/report.html", response_class=HTMLResponse, description=PAIR_DOC)
+async def evidently_html(pool: Pool, settings: Settings, pair: DriftPair) -> HTMLResponse:
     """The same Evidently report as a self-contained HTML page."""
-    ref, cur, _, _ = await _pair(
-        pool,
-        settings,
-        service,
-        reference_dataset_id,
-        reference_start,
-        reference_end,
-        current_start,
-        current_end,
-    )
+    ref, cur, _, _ = await _load_pair(pool, settings, pair)
     html = await asyncio.to_thread(report.report_html, ref, cur, settings.drift_share)
     return HTMLResponse(html)
 
 
 @router.post("/evaluate/{service}", response_model=DriftOut, dependencies=[Writer])
-async def evaluate_now(service: ServicePath, pool: Pool, settings: Settings) -> DriftOut:
-    """The evaluator's step for one service now (latest window vs reference), stored."""
-    cache = ReferenceCache()
-    async with pool.connection() as conn:
-        out = await evaluate_latest(conn, service, settings, cache)
-        if out is None:
-            raise MonitoringError(
-                "not enough archived windows after the reference to test yet", field="service"
-            )
-        end, ev = out
-        await store.write_drift(
-            conn, store.drift_rows(end, service, ev.result, ev.mmd, settings.drift_share)
+async def evaluate_now(service: ServicePath, evaluator: EvaluatorDep) -> DriftOut:
+    """The evaluator's step for one service now (latest window vs reference), stored.
+
+    Through the app's evaluator, so its loop does not store the same window again.
+    """
+    out = await evaluator.evaluate(service)
+    if out is None:
+        raise MonitoringError(
+            "not enough archived windows after the reference to test yet", field="service"
         )
-    cur = {"end": end, "window_s": settings.current_window_s}
-    return DriftOut(service=service, reference={}, current=cur, stored=True, **ev.summary())
+    cur = {
+        "end": out.end,
+        "session_id": out.session_id,
+        "window_s": evaluator.settings.current_window_s,
+    }
+    summary = out.evaluation.summary()
+    return DriftOut(service=service, reference={}, current=cur, stored=True, **summary)

@@ -1,4 +1,5 @@
-"""The live view of a service (throughput, latency, model in service) and the dashboard."""
+"""The live view of a service (throughput, latency, model in service), its sessions and the
+dashboard."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from fastapi.responses import HTMLResponse
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from monitoring_api.deps import Pool
-from monitoring_api.schemas import NAME_PATTERN
+from monitoring_api.deps import Pool, Service, ServiceFilter
 
 router = APIRouter(tags=["overview"])
 
@@ -80,7 +80,7 @@ class OverviewOut(BaseModel):
 @router.get("/overview", response_model=OverviewOut)
 async def overview(
     pool: Pool,
-    service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    service: ServiceFilter = None,
     window_s: Annotated[float, Query(gt=0, le=7 * 86400)] = 300.0,
     bucket_s: Annotated[float, Query(gt=0, le=86400)] = 5.0,
 ) -> dict[str, Any]:
@@ -104,6 +104,35 @@ async def overview(
         await cur.execute(_SERIES, params)
         out["series"] = await cur.fetchall()
     return out
+
+
+_SESSIONS = """
+SELECT p.session_id, min(p.window_ts) AS start, max(p.window_ts) AS end,
+    count(*) AS predictions, count(l.label) AS labelled
+FROM predictions p LEFT JOIN labels l ON l.session_id = p.session_id AND l.seq = p.seq
+WHERE p.service = %(service)s AND p.role = 'serving'
+GROUP BY p.session_id ORDER BY start DESC LIMIT %(limit)s
+"""
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    start: datetime = Field(description="First window served (data time)")
+    end: datetime = Field(description="Last window served (data time)")
+    predictions: int
+    labelled: int = Field(description="Predictions with a ground-truth label")
+
+
+@router.get("/sessions", response_model=list[SessionOut])
+async def sessions(
+    pool: Pool,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[dict[str, Any]]:
+    """The service's sessions, newest first, with the time range each one covers."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_SESSIONS, {"service": service, "limit": limit})
+        return await cur.fetchall()
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=True)

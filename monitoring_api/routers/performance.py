@@ -1,8 +1,10 @@
 """Prediction drift and performance over time, per model version.
 
 Predictions are bucketed by window time. Per bucket: the distribution of predicted classes
-and scores; with labels, accuracy / F1 / MCC / ROC-AUC; without, a CBPE-style expected
-accuracy marked ``estimated: true``, calibrated on the version's labelled predictions.
+and scores; with labels, ``neurostream.scoring`` (ROC-AUC and balanced accuracy first,
+accuracy beside its chance level, F1, MCC); without, ``neurostream.estimation``'s
+CBPE-style expected ROC-AUC and balanced accuracy marked ``estimated: true``, calibrated
+on the version's labelled predictions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from monitoring_api.schemas import (
     PerformanceBucket,
     PerformanceOut,
 )
-from neurostream import performance
+from neurostream import estimation, scoring
 from neurostream.api import Timestamp
 
 router = APIRouter(tags=["performance"])
@@ -70,6 +72,15 @@ def _positive(proba: list[float], score: float) -> float:
     return float(proba[1]) if len(proba) == 2 else float(score)
 
 
+def _proba(rows: list[list[float]]) -> list[list[float]] | None:
+    """The stored probability rows when they are one matrix, for the scorer."""
+    widths = {len(p) for p in rows}
+    return rows if len(widths) == 1 and widths != {0} else None
+
+
+MEASURED = ("roc_auc", "balanced_accuracy", "accuracy", "accuracy_chance", "f1", "mcc", "n")
+
+
 @router.get("/predictions/distribution", response_model=list[DistributionBucket])
 async def distribution(
     pool: Pool,
@@ -111,17 +122,20 @@ def _score(
     unlabelled = [r for r in g if r[6] is None]
     out = []
     if labelled:
-        m = performance.classification_metrics(
+        m = scoring.score(
             [r[6] for r in labelled],
-            [r[3] for r in labelled],
-            [_positive(r[5], r[4]) for r in labelled],
+            _proba([r[5] for r in labelled]),
+            predicted=[r[3] for r in labelled],
         )
+        fields = {k: m[k] for k in MEASURED}
         out.append(
-            PerformanceBucket(start=b, model_version_id=version, role=role, estimated=False, **m)
+            PerformanceBucket(
+                start=b, model_version_id=version, role=role, estimated=False, **fields
+            )
         )
     if unlabelled:
         lp, ly = calib.get(version, (None, None))
-        est = performance.estimate(np.array([_positive(r[5], r[4]) for r in unlabelled]), lp, ly)
+        est = estimation.estimate(np.array([_positive(r[5], r[4]) for r in unlabelled]), lp, ly)
         out.append(PerformanceBucket(start=b, model_version_id=version, role=role, **est))
     return out
 

@@ -9,13 +9,13 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Path, Query
 
-from monitoring_api.deps import Pool
+from monitoring_api.deps import SESSION_PATTERN, Pool
 from monitoring_api.errors import NotFound
 from monitoring_api.schemas import ChannelQuality, QualityOut, SeqGap
 from neurostream import quality
 
 router = APIRouter(prefix="/quality", tags=["quality"])
-SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$", description="Session id")]
+SessionId = Annotated[str, Path(pattern=SESSION_PATTERN, description="Session id")]
 MAX_GAPS = 100
 
 _SEQS = """

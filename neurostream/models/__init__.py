@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from neurostream.models.artifacts import ArtifactError, dump, load, sha256_hex
 from neurostream.models.families import FAMILIES, Classifier
-from neurostream.models.metrics import classification_metrics
 from neurostream.models.serving import Prediction, ServingModel
 from neurostream.models.training import TrainedModel, dataset_hash, evaluate, train_model
 
@@ -21,7 +20,6 @@ __all__ = [
     "Prediction",
     "ServingModel",
     "TrainedModel",
-    "classification_metrics",
     "dataset_hash",
     "dump",
     "evaluate",

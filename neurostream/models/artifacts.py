@@ -16,6 +16,7 @@ import io
 from collections.abc import Mapping
 from typing import Any, Final
 
+from neurostream.errors import ArtifactError as ArtifactError  # re-exported
 from neurostream.models.families import (
     FAMILIES,
     SKLEARN_LDA,
@@ -29,10 +30,6 @@ from neurostream.models.families import (
 TRUSTED_ROOTS: Final = frozenset({"sklearn", "numpy", "scipy"})
 
 
-class ArtifactError(ValueError):
-    """An artifact that must not be served: bad hash, untrusted content, or unloadable."""
-
-
 def sha256_hex(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
@@ -43,7 +40,8 @@ def dump(estimator: Any, family: str) -> bytes:
     if family == SKLEARN_LDA:
         import skops.io as sio
 
-        return sio.dumps(getattr(estimator, "estimator", estimator))
+        data: bytes = sio.dumps(getattr(estimator, "estimator", estimator))
+        return data
     import torch
 
     net = getattr(estimator, "net", estimator)

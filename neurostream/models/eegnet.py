@@ -84,7 +84,8 @@ class EEGNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x / self.input_scale
         x = self.separable(self.spatial(self.temporal(x)))
-        return self.classify(x.flatten(1))
+        logits: torch.Tensor = self.classify(x.flatten(1))
+        return logits
 
 
 def resolve_params(model_params: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from neurostream import scoring
 from neurostream.features import get_pipeline
 from neurostream.models import artifacts
 from neurostream.models.families import (
@@ -24,7 +25,6 @@ from neurostream.models.families import (
     fit_lda,
     lda_params,
 )
-from neurostream.models.metrics import classification_metrics
 from neurostream.models.serving import ServingModel
 
 
@@ -141,7 +141,7 @@ def train_model(
         X, labels, test_size=test_size, stratify=labels, random_state=seed
     )
     clf, mparams = _fit(family, X_train, y_train, classes, w.shape[1], model_params, seed)
-    metrics = classification_metrics(y_test, clf.predict_proba(X_test), clf.classes)
+    metrics = scoring.score(y_test, clf.predict_proba(X_test), classes=clf.classes)
     artifact = artifacts.dump(clf, family)
     return TrainedModel(
         family=family,
@@ -170,15 +170,16 @@ def evaluate(
     *,
     fs: float | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on labelled data: windows ``[n, c, s]`` for a ServingModel or
+    """``scoring.score`` of ``model`` on labelled data: windows ``[n, c, s]`` for a ServingModel or
     TrainedModel (features are computed), a feature matrix ``[n, f]`` for a bare Classifier."""
     labels = np.asarray(y).astype(np.int64)
     if isinstance(model, ServingModel):
         rate = float(fs if fs is not None else model.input_spec["fs"])
-        return classification_metrics(labels, model.predict(X, rate).proba, model.classes)
+        return scoring.score(labels, model.predict(X, rate).proba, classes=model.classes)
     if isinstance(model, TrainedModel):
         pipe = get_pipeline(model.feature_pipeline)
         rate = float(fs if fs is not None else model.input_spec["fs"])
         feats = pipe.transform(np.asarray(X, dtype=np.float32), rate, model.feature_params)
-        return classification_metrics(labels, model.classifier.predict_proba(feats), model.classes)
-    return classification_metrics(labels, model.predict_proba(np.asarray(X)), model.classes)
+        proba = model.classifier.predict_proba(feats)
+        return scoring.score(labels, proba, classes=model.classes)
+    return scoring.score(labels, model.predict_proba(np.asarray(X)), classes=model.classes)

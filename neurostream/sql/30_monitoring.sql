@@ -19,6 +19,24 @@ CREATE TABLE IF NOT EXISTS drift_metrics (
 );
 CREATE INDEX IF NOT EXISTS drift_metrics_service_time ON drift_metrics (service, time DESC);
 CREATE INDEX IF NOT EXISTS drift_metrics_series ON drift_metrics (service, scope, name, time DESC);
+-- The session of the newest window evaluated, so alerts and dashboards follow the session
+-- in progress (NULL on rows written before the column existed).
+ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS session_id text;
+-- One row per test of one evaluation: re-evaluating a window (the loop and the on-demand
+-- endpoint, or two API replicas) updates it instead of adding a copy. Databases written
+-- before the key existed held such copies: keep the newest of each, then add the key, once.
+-- The key holds "time", as a unique key on a TimescaleDB hypertable must.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'drift_metrics_evaluation') THEN
+        DELETE FROM drift_metrics a USING drift_metrics b
+        WHERE a.service = b.service AND a.scope = b.scope AND a.name = b.name
+          AND a.method = b.method AND a.time = b.time
+          AND (a.evaluated_at, a.ctid) < (b.evaluated_at, b.ctid);
+        ALTER TABLE drift_metrics ADD CONSTRAINT drift_metrics_evaluation
+            UNIQUE (service, scope, name, method, time);
+    END IF;
+END $$;
 
 -- What a service's current windows are compared with: a dataset snapshot or a time range
 -- of its archived windows. Without a row, the first seconds of the latest session are used.

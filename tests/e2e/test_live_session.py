@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from neurostream.demo import CNN, LDA, DemoOptions, run_demo
+from launcher.demo import CNN, LDA, DemoOptions, run_demo
 
 pytestmark = pytest.mark.e2e
 

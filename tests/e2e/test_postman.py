@@ -24,7 +24,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from neurostream import bootstrap
+from launcher import bootstrap
 from neurostream.settings import CoreSettings
 from postman import services
 from postman.generate import COLLECTION, ENVIRONMENT, ROOT

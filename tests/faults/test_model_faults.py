@@ -138,7 +138,7 @@ async def test_bad_models_are_refused_and_the_previous_keeps_serving(
             [worker.settings.worker_id],
         )
     finally:
-        await worker._shutdown()
+        await worker.close()
         await pool.close()
     assert hb[0] == str(svc["v1"]) and int(hb[1]) >= 3 and "raised on predict" in hb[2]
     for fault, (session, n) in sessions.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
 import numpy as np
@@ -97,7 +97,7 @@ async def channel(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractChan
     await conn.close()
 
 
-async def publish(channel, service: str, items: list[Window | tuple[bytes, dict]]) -> None:
+async def publish(channel, service: str, items: Sequence[Window | tuple[bytes, dict]]) -> None:
     ex = await channel.get_exchange(topology.WINDOWS_EXCHANGE)
     pending = []
     for item in items:
@@ -160,7 +160,7 @@ async def test_poison_windows_are_dead_lettered_with_reasons_and_good_ones_flow(
             assert time.monotonic() < deadline, "rejections not all recorded"
             await asyncio.sleep(0.1)
     finally:
-        await worker._shutdown()
+        await worker.close()
 
     dead = await channel.declare_queue(
         topology.dead_queue(svc["name"]), durable=True, arguments={"x-queue-type": "quorum"}

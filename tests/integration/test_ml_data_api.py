@@ -479,9 +479,15 @@ async def test_sessions(api: httpx.AsyncClient, broker: Broker) -> None:
     assert detail["duration_s"] == pytest.approx(7 + N_S / 250.0)
     assert detail["predictions"] == 12 and detail["labels"] == 6
     per = {p["model_version_id"]: p for p in detail["by_model_version"]}
-    assert per[201]["accuracy"] == 1.0 and per[201]["roc_auc"] == 1.0
-    assert per[202]["accuracy"] == 0.0 and per[202]["roc_auc"] == 0.0
-    assert detail["accuracy"] == 0.5
+    assert per[201]["roc_auc"] == 1.0 and per[201]["balanced_accuracy"] == 1.0
+    assert per[202]["roc_auc"] == 0.0 and per[202]["balanced_accuracy"] == 0.0
+    assert per[201]["accuracy"] == 1.0 and per[202]["accuracy"] == 0.0
+    labels = rec.y[:6]
+    chance = max(labels.mean(), 1 - labels.mean())
+    assert per[201]["accuracy_chance"] == pytest.approx(chance)
+    assert detail["balanced_accuracy"] == 0.5 and detail["roc_auc"] == 0.5
+    assert detail["accuracy"] == 0.5 and detail["accuracy_chance"] == pytest.approx(chance)
+    assert list(detail).index("roc_auc") < list(detail).index("accuracy")
     listed: list[dict[str, Any]] = []
     while page := (await api.get("/sessions", params={"offset": len(listed)})).json():
         listed += page

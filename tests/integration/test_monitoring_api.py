@@ -12,10 +12,10 @@ import httpx
 import numpy as np
 import pytest
 
+from monitoring_api.alerts import metric_value
 from monitoring_api.app import create_app
 from monitoring_api.settings import MonitoringSettings
-from neurostream import datasets
-from neurostream.performance import classification_metrics
+from neurostream import datasets, scoring
 from neurostream.settings import CoreSettings
 from tests.factories import unique
 from tests.monitoring_support import (
@@ -189,13 +189,19 @@ async def test_predictions_distribution_and_performance(
     perf = (await api.get("/performance", params={"service": svc, "bucket_s": 10})).json()
     measured = [b for b in perf["per_version"] if not b["estimated"]][0]
     half = n // 2
-    want = classification_metrics(y[:half], (p[:half] >= 0.5).astype(int), p[:half])
-    for k in ("n", "accuracy", "f1", "mcc", "roc_auc"):
+    want = scoring.score(y[:half], p[:half], predicted=(p[:half] >= 0.5).astype(int))
+    keys = ("roc_auc", "balanced_accuracy", "accuracy", "accuracy_chance", "f1", "mcc", "n")
+    for k in keys:
         assert measured[k] == pytest.approx(want[k], rel=1e-4)
     estimate = [b for b in perf["per_version"] if b["estimated"]][0]
     assert estimate["n"] == n - half and estimate["calibrated"] is True
-    true_acc = float(np.mean((p[half:] >= 0.5) == y[half:]))
-    assert estimate["expected_accuracy"] == pytest.approx(true_acc, abs=0.12)
+    true = scoring.score(y[half:], p[half:], classes=[0, 1])
+    assert estimate["expected_accuracy"] == pytest.approx(true["accuracy"], abs=0.12)
+    assert estimate["expected_balanced_accuracy"] == pytest.approx(
+        true["balanced_accuracy"], abs=0.12
+    )
+    assert estimate["expected_roc_auc"] == pytest.approx(true["roc_auc"], abs=0.12)
+    assert estimate["roc_auc"] is None  # measured fields stay empty on an estimate
     assert any(b["estimated"] for b in perf["buckets"])
     r = await api.get("/performance", params={"service": svc, "bucket_s": 0})
     assert r.status_code == 422 and fields(r) == {"bucket_s"}
@@ -212,6 +218,17 @@ async def test_predictions_distribution_and_performance(
         params={"service": svc, "start": "2000-01-01T00:00:00", "end": "9998-01-01T00:00:00Z"},
     )
     assert r.status_code == 200 and sum(b["n"] for b in r.json()) == n
+
+
+async def test_alert_metrics_on_labels_are_the_scorers(recorded: dict[str, Any], pool: Any) -> None:
+    svc, y, p, half = recorded["service"], recorded["y"], recorded["p"], recorded["n"] // 2
+    want = scoring.score(y[:half], predicted=(p[:half] >= 0.5).astype(int))
+    assert want["balanced_accuracy"] != pytest.approx(want["accuracy"])  # 40 % targets
+    async with pool.connection() as conn:
+        for metric in ("balanced_accuracy", "accuracy"):
+            value = await metric_value(conn, metric, svc, 3600)
+            assert value == pytest.approx(want[metric])
+        assert await metric_value(conn, "balanced_accuracy", unique("nobody"), 3600) is None
 
 
 async def test_session_quality(api: httpx.AsyncClient, pool: Any) -> None:

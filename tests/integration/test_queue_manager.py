@@ -165,6 +165,20 @@ async def test_service_crud_and_bad_input_is_4xx(api: httpx.AsyncClient, pool) -
         assert await registry.get_service(conn, name) is None
 
 
+async def test_registry_errors_are_their_status_and_message(api: httpx.AsyncClient) -> None:
+    name = _name("svc")
+    r = await api.get(f"/services/{name}")
+    assert (r.status_code, r.json()["detail"]) == (404, f"service: service {name!r} not found")
+    assert r.json()["errors"] == [
+        {"field": "service", "message": f"service {name!r} not found", "type": "not_found"}
+    ]
+    assert (await api.post("/services", json={"name": name})).status_code == 201
+    r = await api.post("/services", json={"name": name})
+    assert (r.status_code, r.json()["detail"]) == (409, f"name: service {name!r} already exists")
+    r = await api.delete(f"/services/{name}")
+    assert r.status_code == 204
+
+
 async def test_upload_list_get_and_download(api: httpx.AsyncClient, pool, lda) -> None:
     name = _name("lda")
     r = await upload(api, name, lda, sha256=lda.sha256)

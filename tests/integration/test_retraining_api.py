@@ -491,17 +491,14 @@ async def test_eegnet_search_job(api: httpx.AsyncClient, data: dict[str, dict[st
     assert job["result"]["challenger"]["test"]["n"] == 60
 
 
-async def test_shutdown_marks_a_running_job_interrupted(pool: Any, core: CoreSettings) -> None:
-    """Closing the runner stops the job at its next checkpoint and records why."""
-    from neurostream.notify import Notifier
+async def _running_job(pool: Any, runner: Any) -> dict[str, Any]:
+    """A long search job (200 trials) recorded as claimed by ``runner``, not started yet."""
     from retraining_api import store
-    from retraining_api.runner import Runner
     from retraining_api.schemas import JobCreate
     from retraining_api.validation import resolve_job
 
     name = _name("p300")
     x, y = p300_only_on(90, seed=5)
-    runner = Runner(pool, Notifier(pool, None), _settings())  # type: ignore[arg-type]
     async with pool.connection() as conn:
         train = await datasets.create_snapshot(
             conn, name=name, kind="training", windows=x, labels=y, fs=FS, channels=CHANNELS
@@ -514,7 +511,7 @@ async def test_shutdown_marks_a_running_job_interrupted(pool: Any, core: CoreSet
             family="sklearn-lda",
             training_dataset=train["id"],
             testing_dataset=test["id"],
-            search={"trials": 200},  # type: ignore[arg-type]
+            search={"trials": 200},
         )
         model_name, spec = await resolve_job(conn, body, model_name=body.model_name, service=None)
         cur = await conn.execute(
@@ -523,18 +520,72 @@ async def test_shutdown_marks_a_running_job_interrupted(pool: Any, core: CoreSet
             RETURNING id""",
             [model_name, "sklearn-lda", Jsonb(spec), runner.runner_id],
         )
-        row = await store.get(conn, (await cur.fetchone())[0])  # type: ignore[index]
+        row = await store.get(conn, (await cur.fetchone())[0])
     assert row is not None
-    runner._start_job(row)
+    return row
+
+
+async def test_shutdown_marks_a_running_job_interrupted(pool: Any, core: CoreSettings) -> None:
+    """Closing the runner stops the job at its next checkpoint and records why."""
+    from neurostream.notify import Notifier
+    from retraining_api import store
+    from retraining_api.runner import Runner
+
+    runner = Runner(pool, Notifier(pool, None), _settings())  # type: ignore[arg-type]
+    row = await _running_job(pool, runner)
+    runner.run_claimed(row)
+    assert runner.running_jobs == [row["id"]]
     for _ in range(600):
         async with pool.connection() as conn:
             if await store.trials(conn, row["id"]):
                 break
         await asyncio.sleep(0.2)
-    await runner.close(grace_s=60)
+    await runner.close(wait_s=60)
+    assert runner.running_jobs == []
     async with pool.connection() as conn:
         job = await store.get(conn, row["id"])
         n_trials = len(await store.trials(conn, row["id"]))
     assert job is not None and job["status"] == "failed"
     assert job["error"].startswith(INTERRUPTED) and "shut down" in job["error"]
     assert 1 <= n_trials < 200
+
+
+async def test_a_job_that_outlives_the_drain_bound_is_recorded_interrupted(
+    pool: Any, core: CoreSettings
+) -> None:
+    """``close()`` is bounded: a job not yet at a checkpoint is cancelled and recorded."""
+    from neurostream.notify import Notifier
+    from retraining_api import store
+    from retraining_api.runner import Runner
+
+    runner = Runner(pool, Notifier(pool, None), _settings())  # type: ignore[arg-type]
+    row = await _running_job(pool, runner)
+    task = runner.run_claimed(row)
+    await runner.close(wait_s=0.001)
+    assert task.cancelled() and runner.running_jobs == []
+    async with pool.connection() as conn:
+        job = await store.get(conn, row["id"])
+    assert job is not None and job["status"] == "failed"
+    assert job["error"].startswith(INTERRUPTED) and "did not stop within" in job["error"]
+
+
+@pytest.mark.parametrize("how", ["request_stop", "handle_signal"])
+async def test_a_stop_request_ends_the_claim_loop(pool: Any, how: str) -> None:
+    import signal
+
+    from neurostream.notify import Notifier
+    from retraining_api.runner import Runner
+
+    runner = Runner(pool, Notifier(pool, None), _settings(poll_s=30.0))  # type: ignore[arg-type]
+    await runner.start()
+    assert runner.claiming
+    if how == "request_stop":
+        runner.request_stop()
+    else:
+        runner.handle_signal(signal.SIGTERM)
+    for _ in range(100):  # woken at once, not after the 30 s poll
+        if not runner.claiming:
+            break
+        await asyncio.sleep(0.02)
+    assert runner.stopping and not runner.claiming
+    await runner.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -11,14 +13,15 @@ from typing import Any
 import aio_pika
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from neurostream import registry, topology
 from neurostream.contract import Window, encode, make_window
+from neurostream.db import open_pool
 from neurostream.events import publish_model_event
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
 from tests.factories import FS, synthetic_p300, unique
-from workers import metrics
 from workers.settings import WorkerSettings
 from workers.worker import Worker
 
@@ -59,8 +62,7 @@ async def workers(core: CoreSettings) -> AsyncIterator[list[Worker]]:
     started: list[Worker] = []
     yield started
     for w in started:
-        w.close()
-        await w._shutdown()
+        await w.close()
 
 
 async def start_worker(
@@ -136,9 +138,10 @@ async def test_each_window_gets_one_prediction_and_redeliveries_are_not_counted_
     assert rows[:5] == (200, 0, 199, 200, 0)
     assert w.counters.processed == 220 and w.counters.duplicates == 20
     # The worker's own share of the latency is timed for every window it settled.
-    processing = metrics.PROCESSING.labels(service["name"])
-    assert sum(b.get() for b in processing._buckets) == 220  # type: ignore[attr-defined]
-    assert 0 < processing._sum.get() < 220 * 5.0  # type: ignore[attr-defined]
+    labels = {"service": service["name"]}
+    count = REGISTRY.get_sample_value("neurostream_worker_processing_seconds_count", labels)
+    total = REGISTRY.get_sample_value("neurostream_worker_processing_seconds_sum", labels)
+    assert count == 220 and total is not None and 0 < total < 220 * 5.0
     # The synthetic epochs alternate target/non-target: predictions must follow the truth.
     async with pool.connection() as conn:
         scores = dict(
@@ -217,10 +220,12 @@ async def test_model_swap_mid_stream_without_restart_or_loss(
         await registry.assign(conn, service["name"], service["model"], "2")
     t0 = time.monotonic()
     await publish_model_event(channel, service["name"], service["v2"], None, "test")
-    while w.slot.current.ids[0] != service["v2"] and time.monotonic() - t0 < 5:
+    slot = w.slot
+    assert slot is not None
+    while slot.current.ids[0] != service["v2"] and time.monotonic() - t0 < 5:
         await asyncio.sleep(0.02)
     swap_s = time.monotonic() - t0
-    assert w.slot.current.ids == (service["v2"], None), "no swap within 5 s"
+    assert slot.current.ids == (service["v2"], None), "no swap within 5 s"
     await publish(channel, service["name"], epochs(session, 100, 100))
     assert await wait_for(pool, COUNT, [session], 200) == 200
     async with pool.connection() as conn:
@@ -257,10 +262,12 @@ async def test_a_model_that_cannot_load_is_refused_and_the_previous_keeps_servin
         await registry.assign(conn, service["name"], service["model"], str(bad["version"]))
     await publish_model_event(channel, service["name"], bad["id"], None, "test")
     deadline = time.monotonic() + 5
-    while w.slot.last_error is None and time.monotonic() < deadline:
+    slot = w.slot
+    assert slot is not None
+    while slot.last_error is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert w.slot.last_error and "erp@99" in w.slot.last_error
-    assert w.slot.current.ids == (service["v1"], None)
+    assert slot.last_error and "erp@99" in slot.last_error
+    assert slot.current.ids == (service["v1"], None)
     session = unique("s")
     await publish(channel, service["name"], epochs(session, 0, 10))
     assert await wait_for(pool, COUNT, [session], 10) == 10
@@ -284,8 +291,7 @@ async def test_two_replicas_share_the_queue_and_sigterm_finishes_in_flight_work(
     await publish(channel, service["name"], epochs(session, 0, 600))
     while a.counters.processed + b.counters.processed < 100:
         await asyncio.sleep(0.01)
-    a.close()
-    await a._shutdown()  # graceful stop mid-stream: unacked windows go back to the queue
+    await a.close()  # graceful stop mid-stream: unacked windows go back to the queue
     assert await wait_for(pool, COUNT, [session], 600, timeout=30) == 600
     async with pool.connection() as conn:
         distinct = (
@@ -339,10 +345,124 @@ async def test_queue_depth_metric_follows_the_queue(
 
     async def sampled() -> float:
         await asyncio.sleep(0.2)
-        await w._sample_queue_depth()
-        return metrics.QUEUE_DEPTH.labels(name)._value.get()  # type: ignore[attr-defined,no-any-return]
+        depth = await w.sample_queue_depth()
+        gauge = REGISTRY.get_sample_value("neurostream_worker_queue_depth", {"service": name})
+        assert gauge is not None and gauge == depth
+        return gauge
 
     await publish(channel, name, epochs(session, 0, 3))
     assert await sampled() == 3
     await publish(channel, name, epochs(session, 3, 5))
     assert await sampled() == 8  # not the first sample again
+
+
+async def ready_in(core: CoreSettings, service: str) -> int:
+    """Ready messages in the service queue (unacked ones are not counted).
+
+    A plain connection: a robust channel that declared the queue answers a passive declare
+    from its own record.
+    """
+    async with await aio_pika.connect(core.amqp_url) as conn:
+        ch = await conn.channel()
+        q = await ch.declare_queue(topology.service_queue(service), passive=True)
+        return int(q.declaration_result.message_count or 0)
+
+
+async def test_close_writes_and_acks_the_windows_in_flight_and_loses_none(
+    core, pool, service, channel
+) -> None:
+    n = 2000
+    session = unique("s")
+    await publish(channel, service["name"], epochs(session, 0, n))  # queued before the start
+    w = Worker(core, WorkerSettings(service=service["name"], prefetch=256, batch_max=16))
+    await w.start()
+    deadline = time.monotonic() + 20
+    while not (w.counters.processed and w.pending):
+        assert time.monotonic() < deadline, "the worker never held windows in flight"
+        await asyncio.sleep(0.005)
+    processed, in_flight = w.counters.processed, w.pending
+    await w.close()
+    assert w.counters.processed >= processed + in_flight  # what it held was settled
+    written = await wait_for(pool, COUNT, [session], 1)
+    assert written == w.counters.processed < n  # it stopped mid-stream
+    # Every written window was acked (none comes back) and every other one is queued again.
+    deadline = time.monotonic() + 10
+    while written + await ready_in(core, service["name"]) != n and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert written + await ready_in(core, service["name"]) == n
+    assert w.connection is not None and w.connection.is_closed  # its own: closed
+    async with pool.connection() as conn:
+        status = await (
+            await conn.execute(
+                "SELECT status, processed FROM workers WHERE worker_id = %s",
+                [w.settings.worker_id],
+            )
+        ).fetchone()
+    assert status == ("stopped", written)
+
+
+@pytest.mark.parametrize("how", ["request_stop", "handle_signal", "SIGTERM"])
+async def test_a_stop_request_ends_run_after_a_clean_close(
+    core, pool, service, channel, how: str
+) -> None:
+    w = Worker(core, WorkerSettings(service=service["name"], heartbeat_s=0.3))
+    if how == "SIGTERM":
+        assert w.install_signal_handlers()  # pytest runs the loop in the main thread
+        assert w.install_signal_handlers()  # the second call installs nothing more
+    run = asyncio.create_task(w.run())
+    query = "SELECT count(*) FROM workers WHERE worker_id = %s AND status = %s"
+    assert await wait_for(pool, query, [w.settings.worker_id, "running"], 1) == 1
+    session = unique("s")
+    await publish(channel, service["name"], epochs(session, 0, 10))
+    assert await wait_for(pool, COUNT, [session], 10) == 10
+    assert not run.done()
+    if how == "request_stop":
+        w.request_stop()
+    elif how == "handle_signal":
+        w.handle_signal(signal.SIGTERM)
+    else:
+        os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(run, 30)
+    assert w.stopping and w.connection is not None and w.connection.is_closed
+    assert await wait_for(pool, query, [w.settings.worker_id, "stopped"], 1) == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers given back
+    assert await ready_in(core, service["name"]) == 0
+
+
+async def test_an_injected_pool_and_connection_are_used_and_left_open(
+    core, service, channel
+) -> None:
+    own_pool = await open_pool(core.database_url, max_size=2, autocommit=True)
+    own_conn = await aio_pika.connect_robust(core.amqp_url)
+    try:
+        w = Worker(
+            core,
+            WorkerSettings(service=service["name"], heartbeat_s=0.3),
+            pool=own_pool,
+            connection=own_conn,
+        )
+        await w.start()
+        session = unique("s")
+        await publish(channel, service["name"], epochs(session, 0, 20))
+        assert await wait_for(own_pool, COUNT, [session], 20) == 20
+        await w.close()
+        await w.close()  # a second close waits for the same shutdown, then returns
+        assert w.pool is own_pool and w.connection is own_conn
+        assert not own_conn.is_closed and not own_pool.closed
+        async with own_pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT status, processed FROM workers WHERE worker_id = %s",
+                    [w.settings.worker_id],
+                )
+            ).fetchone()
+        assert row == ("stopped", 20)
+        # The worker's channels are closed (so nothing stays unacked on them); the caller's
+        # connection still opens new ones.
+        probe = await own_conn.channel()
+        assert not probe.is_closed
+        await probe.close()
+        assert await ready_in(core, service["name"]) == 0
+    finally:
+        await own_conn.close()
+        await own_pool.close()

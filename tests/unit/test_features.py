@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from neurostream.errors import NeurostreamError
 from neurostream.features import (
     FeaturePipeline,
     UnknownPipeline,
@@ -27,10 +28,11 @@ def test_registry_lists_and_resolves_pipelines() -> None:
     assert (erp.key, erp.name, erp.version) == ("erp@1", "erp", 1)
 
 
-def test_unknown_pipeline_is_a_keyerror_naming_the_available_ones() -> None:
+def test_unknown_pipeline_names_the_key_and_the_available_ones() -> None:
     with pytest.raises(UnknownPipeline) as exc:
         get_pipeline("erp@9")
-    assert isinstance(exc.value, KeyError)
+    assert isinstance(exc.value, NeurostreamError) and exc.value.status == 422
+    assert (exc.value.key, exc.value.field) == ("erp@9", "feature_pipeline")
     assert "erp@9" in str(exc.value) and "erp@1" in str(exc.value)
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ml_data_api import export, performance
+from ml_data_api import export
 from ml_data_api.archiver import window_params
 from ml_data_api.collector import LabelEvent, dedupe, parse_label
 from ml_data_api.errors import Invalid
 from ml_data_api.routers.production import page
-from ml_data_api.routers.sessions import duration_s
+from ml_data_api.routers.sessions import by_model_version, duration_s, score
 from ml_data_api.schemas import UploadRow
 from ml_data_api.upload import load_npz, parse_channels, rows_to_arrays
 from neurostream.contract import make_window
@@ -196,13 +196,33 @@ def test_page() -> None:
     assert page([{"a": 1}], 2, 0) == ([{"a": 1}], None)
 
 
-def test_score() -> None:
+def test_session_score_per_model_version_leads_with_roc_auc_and_balanced_accuracy() -> None:
     rows = [(1, 1, [0.2, 0.8], 1), (1, 0, [0.7, 0.3], 0), (2, 1, [0.4, 0.6], 0)]
-    out = performance.by_model_version(rows)
-    assert out[0] == {"model_version_id": 1, "n": 2, "accuracy": 1.0, "roc_auc": 1.0}
-    assert out[1]["roc_auc"] is None  # one class only
-    assert out[-1]["model_version_id"] is None and out[-1]["accuracy"] == pytest.approx(2 / 3)
-    assert performance.score([]) == {"n": 0, "accuracy": None, "roc_auc": None}
+    out = by_model_version(rows)
+    assert out[0] == {
+        "model_version_id": 1,
+        "roc_auc": 1.0,
+        "balanced_accuracy": 1.0,
+        "accuracy": 1.0,
+        "accuracy_chance": 0.5,
+        "n": 2,
+    }
+    assert list(out[0])[1:3] == ["roc_auc", "balanced_accuracy"]
+    one_class = out[1]  # version 2 saw only non-targets, and called one a target
+    assert one_class["roc_auc"] is None and one_class["balanced_accuracy"] == 0.0
+    overall = out[-1]
+    assert overall["model_version_id"] is None and overall["accuracy"] == pytest.approx(2 / 3)
+    assert overall["balanced_accuracy"] == pytest.approx(0.75)  # recalls 1/2 and 1
+    assert overall["accuracy_chance"] == pytest.approx(2 / 3) and overall["roc_auc"] == 1.0
+    assert score([]) == {
+        "roc_auc": None,
+        "balanced_accuracy": None,
+        "accuracy": None,
+        "accuracy_chance": None,
+        "n": 0,
+    }
+    ragged = score([(1, 1, [0.9, 0.1], 1), (1, 0, [1.0], 0)])  # probabilities unusable
+    assert ragged["roc_auc"] is None and ragged["balanced_accuracy"] == 1.0
 
 
 def test_duration() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from launcher.demo.options import DemoReport, VersionReport
 from neurostream.db import open_pool
-from neurostream.demo.options import DemoReport, VersionReport
 from neurostream.settings import CoreSettings
 
 _REPORT_SQL = """

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from neurostream import bootstrap
+from launcher import bootstrap
+from producer.offline import simulate_epochs, synthetic_recording
+from producer.settings import ProducerSettings
 
 TRAIN_DATASET, TEST_DATASET = "p300-train", "p300-heldout"
 
@@ -32,9 +34,6 @@ async def _ok(resp: httpx.Response) -> Any:
 async def _upload_simulated(
     data: httpx.AsyncClient, name: str, kind: str, seed: int, seconds: float, what: str
 ) -> None:
-    from producer.offline import simulate_epochs, synthetic_recording
-    from producer.settings import ProducerSettings
-
     settings = ProducerSettings(seed=seed, session_id=f"simulated-{seed}")
     epochs = await asyncio.to_thread(
         simulate_epochs, settings, synthetic_recording(bootstrap.DEFAULT_RECORDING), seconds
@@ -84,7 +83,7 @@ async def grow_training_dataset(data: httpx.AsyncClient, service: str) -> dict[s
     if not labelled:
         raise RuntimeError("no labelled sessions: is ml_data_api's collector running?")
     latest = (await _ok(await data.get("/datasets", params={"name": TRAIN_DATASET})))[0]
-    return await _ok(
+    grown: dict[str, Any] = await _ok(
         await data.post(
             "/datasets",
             json={
@@ -96,6 +95,7 @@ async def grow_training_dataset(data: httpx.AsyncClient, service: str) -> dict[s
             },
         )
     )
+    return grown
 
 
 async def retrain(rt: httpx.AsyncClient, model_name: str, training: str) -> dict[str, Any]:
@@ -114,7 +114,7 @@ async def retrain(rt: httpx.AsyncClient, model_name: str, training: str) -> dict
     job_id = accepted["job_id"]
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        job = await _ok(await rt.get(f"/jobs/{job_id}"))
+        job: dict[str, Any] = await _ok(await rt.get(f"/jobs/{job_id}"))
         if job["status"] in ("succeeded", "failed", "cancelled"):
             if job["status"] != "succeeded":
                 raise RuntimeError(f"retrain job {job_id} {job['status']}: {job.get('error')}")
@@ -137,6 +137,8 @@ def print_comparison(job: dict[str, Any]) -> None:
         if not isinstance(row, dict):
             continue
         cells = [row.get("challenger"), row.get("champion"), row.get("delta")]
+        if not any(isinstance(c, int | float) for c in cells):
+            continue  # not a figure (a confusion matrix)
         print(
             f"  {metric:<24}"
             + "".join(
@@ -147,9 +149,10 @@ def print_comparison(job: dict[str, Any]) -> None:
 
 
 async def promote(rt: httpx.AsyncClient, model_name: str) -> dict[str, Any]:
-    return await _ok(
+    promoted: dict[str, Any] = await _ok(
         await rt.post(
             f"/models/{model_name}/promote",
             json={"from_alias": "challenger", "to_alias": "champion"},
         )
     )
+    return promoted

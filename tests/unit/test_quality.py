@@ -1,45 +1,12 @@
-"""Performance metrics and the CBPE-style estimate; data quality; the producer's shift."""
+"""Data quality of windows and the producer's channel shift (scores: test_scoring.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from neurostream.performance import classification_metrics, estimate, expected_accuracy
 from neurostream.quality import Thresholds, channel_quality, seq_gaps
 from producer.shift import ChannelShift
-
-
-def test_classification_metrics() -> None:
-    y = [0, 0, 1, 1, 1, 0]
-    yhat = [0, 1, 1, 1, 0, 0]
-    m = classification_metrics(y, yhat, [0.1, 0.6, 0.9, 0.8, 0.4, 0.2])
-    assert m["n"] == 6 and m["accuracy"] == pytest.approx(4 / 6)
-    assert m["f1"] == pytest.approx(2 / 3) and m["mcc"] == pytest.approx(1 / 3)
-    assert m["roc_auc"] == pytest.approx(8 / 9)
-    assert classification_metrics([], [])["accuracy"] is None
-
-
-def test_cbpe_estimate_is_close_to_the_true_accuracy_on_calibrated_scores() -> None:
-    rng = np.random.default_rng(0)
-    p = rng.beta(2, 2, 20_000)  # calibrated by construction: y ~ Bernoulli(p)
-    y = (rng.random(p.size) < p).astype(int)
-    true_acc = float(np.mean((p >= 0.5) == y))
-    assert expected_accuracy(p) == pytest.approx(true_acc, abs=0.01)
-    out = estimate(p)
-    assert out["estimated"] is True and out["calibrated"] is False
-
-
-def test_cbpe_calibrates_overconfident_scores_on_labelled_data() -> None:
-    rng = np.random.default_rng(1)
-    p_true = rng.beta(2, 2, 8000)
-    y = (rng.random(p_true.size) < p_true).astype(int)
-    over = np.clip(0.5 + 1.8 * (p_true - 0.5), 0.0, 1.0)  # overconfident model scores
-    true_acc = float(np.mean((over >= 0.5) == y))
-    naive = expected_accuracy(over)
-    out = estimate(over[4000:], over[:4000], y[:4000])
-    assert out["calibrated"] is True
-    assert abs(out["expected_accuracy"] - true_acc) < 0.02 < abs(naive - true_acc)
 
 
 def test_channel_quality_flags_flat_saturated_and_out_of_range_channels() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from neurostream.demo.options import DemoOptions
+from launcher.demo.options import DemoOptions
 
 RULE = "demo-drift-share"
 

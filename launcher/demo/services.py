@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -11,10 +12,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
-from neurostream.demo.options import DemoOptions
+from launcher.demo.options import DemoOptions
 from neurostream.settings import CoreSettings
 
 
@@ -25,6 +27,8 @@ def child_env(core: CoreSettings, token: str, extra: dict[str, str]) -> dict[str
         "NEUROSTREAM_AMQP_URL": core.amqp_url,
         "NEUROSTREAM_API_TOKEN": token,
         "NEUROSTREAM_MODE": core.mode,
+        # BrainFlow 5.23 imports pkg_resources (see pyproject.toml)
+        "PYTHONWARNINGS": "ignore:pkg_resources is deprecated:UserWarning",
     }
     return env | extra
 
@@ -44,7 +48,7 @@ def apis(opts: DemoOptions) -> dict[str, tuple[str, int, dict[str, str]]]:
         "retraining API": ("retraining_api", opts.qm_port + 3, {}),
     }
     if _has_module("monitoring_api.app"):
-        from neurostream.demo.monitor import monitoring_env
+        from launcher.demo.monitor import monitoring_env
 
         mon_env = monitoring_env(opts) if opts.shift_at else {}
         apis["monitoring API"] = ("monitoring_api", opts.qm_port + 2, mon_env)
@@ -62,37 +66,60 @@ def apis(opts: DemoOptions) -> dict[str, tuple[str, int, dict[str, str]]]:
 
 @contextmanager
 def services(core: CoreSettings, opts: DemoOptions, token: str) -> Iterator[list[str]]:
-    """The HTTP services + workers as child processes, stopped with SIGTERM on exit."""
+    """The HTTP services + workers as child processes, stopped with SIGTERM on exit.
+
+    Their output goes to ``opts.log_file`` when set (appended), else to this terminal.
+    """
     procs: list[subprocess.Popen[bytes]] = []
     worker_ids = [
         f"demo-{opts.service}-{i + 1}-{secrets.token_hex(2)}" for i in range(opts.workers)
     ]
-    try:
-        for module, _, extra in apis(opts).values():
-            procs.append(
-                subprocess.Popen([sys.executable, "-m", module], env=child_env(core, token, extra))
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(opts.log_file.open("ab")) if opts.log_file else None
+        out: dict[str, Any] = {"stdout": log, "stderr": subprocess.STDOUT} if log else {}
+        try:
+            yield from _start(core, opts, token, worker_ids, procs, out)
+        finally:
+            _stop(procs)
+
+
+def _start(
+    core: CoreSettings,
+    opts: DemoOptions,
+    token: str,
+    worker_ids: list[str],
+    procs: list[subprocess.Popen[bytes]],
+    out: dict[str, Any],
+) -> Iterator[list[str]]:
+    for module, _, extra in apis(opts).values():
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", module], env=child_env(core, token, extra), **out
             )
-        for i, wid in enumerate(worker_ids):
-            worker_env = {
-                "NEUROSTREAM_WORKER_SERVICE": opts.service,
-                "NEUROSTREAM_WORKER_WORKER_ID": wid,
-                "NEUROSTREAM_WORKER_METRICS_PORT": str(opts.metrics_port + i),
-            }
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "workers"], env=child_env(core, token, worker_env)
-                )
+        )
+    for i, wid in enumerate(worker_ids):
+        worker_env = {
+            "NEUROSTREAM_WORKER_SERVICE": opts.service,
+            "NEUROSTREAM_WORKER_WORKER_ID": wid,
+            "NEUROSTREAM_WORKER_METRICS_PORT": str(opts.metrics_port + i),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "workers"], env=child_env(core, token, worker_env), **out
             )
-        yield worker_ids
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        )
+    yield worker_ids
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 async def wait_ready(opts: DemoOptions, worker_ids: list[str]) -> None:

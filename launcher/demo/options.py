@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 LDA, CNN = "p300-lda", "p300-eegnet"
@@ -54,3 +55,4 @@ class DemoOptions:
     shift_at: float | None = 0.5  # session 1: channels shifted from this fraction on
     shift_channels: tuple[str, ...] = ("F7", "F8")
     shift_gain: float = 3.0
+    log_file: Path | None = None  # the services' and workers' output; None: this terminal

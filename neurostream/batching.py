@@ -1,6 +1,7 @@
 """Micro-batching: take what has arrived, never wait for more.
 
-Under light load a batch is one window (lowest latency); under load the queue fills
+Shared by every loop that settles deliveries in batches (the workers, the ML data
+consumers). Under light load a batch is one window (lowest latency); under load the queue fills
 while the previous batch is processed and batches grow up to ``max_size`` (throughput).
 """
 

@@ -1,15 +1,16 @@
-"""One drift evaluation: reference vs current windows -> KS per feature/channel + MMD.
+"""The drift detector: reference vs current windows -> KS per feature/channel + MMD.
 
-Shared by the background evaluator (sliding current window, every N seconds) and the
-on-demand endpoints (any pair), and by the Evidently report, which reads the same feature
-frames. The CPU work runs in a thread so the API's event loop keeps serving.
+One pass of the detector, not the loop that schedules it (that is ``evaluator.py``). Shared
+by the background evaluator (sliding current window, every N seconds), the on-demand
+endpoints (any pair) and the Evidently report, which reads the same feature frames. The CPU
+work runs in a thread so the API's event loop keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -118,13 +119,22 @@ class ReferenceCache:
         return self._items[key]
 
 
+@dataclass(frozen=True)
+class LatestDrift:
+    """The detector on a service's latest window: ``end`` is its time, the row key."""
+
+    end: datetime
+    session_id: str
+    evaluation: Evaluation
+
+
 async def evaluate_latest(
     conn: AsyncConnection[Any],
     service: str,
     settings: MonitoringSettings,
     cache: ReferenceCache,
-    latest: tuple[Any, str] | None = None,
-) -> tuple[Any, Evaluation] | None:
+    latest: tuple[datetime, str] | None = None,
+) -> LatestDrift | None:
     """Drift of the service's latest ``current_window_s`` against its reference, if testable.
 
     With the default reference (the session's first seconds) evaluation waits until the
@@ -149,4 +159,5 @@ async def evaluate_latest(
     if len(ref_features.channels) != cur_batch.x.shape[1]:
         return None  # a montage change: the reference no longer applies
     cur = await asyncio.to_thread(featurize, cur_batch)
-    return end, await asyncio.to_thread(compare, ref_features, cur, settings)
+    evaluation = await asyncio.to_thread(compare, ref_features, cur, settings)
+    return LatestDrift(end, session_id, evaluation)

@@ -1,4 +1,8 @@
-"""The demo's acts: live session with an assignment swap, retrain, promotion live."""
+"""The demo's acts: live session with an assignment swap, retrain, promotion live.
+
+What it prints is the story (set-up, each act's figures, where to look); the services',
+workers' and libraries' logs go to ``opts.log_file`` when it is set.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +15,40 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from neurostream import bootstrap, infra
+from launcher import bootstrap
+from launcher.demo import monitor
+from launcher.demo import retrain as demo_retrain
+from launcher.demo.options import CNN, LDA, DemoOptions, DemoReport
+from launcher.demo.report import print_report, session_report
+from launcher.demo.services import apis, services, wait_ready
+from neurostream import infra, registry
 from neurostream.db import open_pool
-from neurostream.demo import monitor
-from neurostream.demo import retrain as demo_retrain
-from neurostream.demo.options import CNN, LDA, DemoOptions, DemoReport
-from neurostream.demo.report import print_report, session_report
-from neurostream.demo.services import apis, services, wait_ready
 from neurostream.settings import CoreSettings
+from producer.session import run_session
+from producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
 
 
 async def ensure_models(core: CoreSettings, opts: DemoOptions) -> dict[str, int]:
     """Train + register the LDA (champion, serving) and the EEGNet if not registered yet."""
-    from neurostream import registry
-
     pool = await open_pool(core.database_url, max_size=1)
     async with pool.connection() as conn:
         have = {m: await registry.get_alias(conn, m, "champion") for m in (LDA, CNN)}
     await pool.close()
     ids: dict[str, int] = {}
+    missing = [m for m in (LDA, CNN) if have[m] is None]
+    if missing:
+        print(
+            f"training first models {', '.join(missing)} on a {opts.train_seconds:.0f} s "
+            "simulated oddball session (first run only, about a minute)"
+        )
+    else:
+        print(
+            "first models: "
+            + ", ".join(f"{m} v{have[m]['version']}" for m in (LDA, CNN))  # type: ignore[index]
+            + " (champion), registered by an earlier run"
+        )
     for name, family in ((LDA, "sklearn-lda"), (CNN, "torch-eegnet")):
         if have[name] is not None:
             ids[name] = int(have[name]["version_id"])  # type: ignore[index]
@@ -48,7 +65,7 @@ async def ensure_models(core: CoreSettings, opts: DemoOptions) -> dict[str, int]
             assign=False,
         )
         print(
-            f"registered {name} v{reg.version}: validation ROC-AUC "
+            f"  registered {name} v{reg.version}: validation ROC-AUC "
             f"{reg.metrics.get('roc_auc', float('nan')):.3f}"
         )
         ids[name] = reg.version_id
@@ -76,9 +93,6 @@ async def _live_session(
     shift: bool = False,
 ) -> DemoReport:
     """Stream one live synthetic session; run ``act`` (a model change) at ``act_at``."""
-    from producer.session import run_session
-    from producer.settings import ProducerSettings
-
     settings = ProducerSettings(
         service=opts.service, board="synthetic", duration_s=duration_s, seed=seed, sliding=False
     )
@@ -121,13 +135,24 @@ async def _live_session(
 async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
     """Session 1 swaps EEGNet -> LDA by assignment; then (``retrain``) a retrain job on the
     grown labelled data and session 2 promotes the challenger live."""
+    if opts.log_file is not None:
+        print(
+            f"logs of the services, workers and libraries: {opts.log_file} "
+            "(--verbose shows them here)"
+        )
     infra.ensure_local(core.database_url, core.amqp_url)
+    print("PostgreSQL and RabbitMQ are up")
     await ensure_models(core, opts)
     token = core.api_token.get_secret_value() if core.api_token else secrets.token_urlsafe(24)
     auth = {"Authorization": f"Bearer {token}"}
     await _assign_direct(core, opts.service, CNN)
     with services(core, opts, token) as worker_ids:
+        started = time.monotonic()
         await wait_ready(opts, worker_ids)
+        print(
+            f"started {', '.join(apis(opts))} and {opts.workers} workers "
+            f"(ready in {time.monotonic() - started:.0f} s)"
+        )
         mon_port = apis(opts).get("monitoring API", ("", 0, {}))[1]
         watch = bool(mon_port and opts.shift_at is not None)
         mon = httpx.AsyncClient(base_url=f"http://127.0.0.1:{mon_port}", headers=auth, timeout=120)
@@ -202,20 +227,23 @@ async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
         if "monitoring API" in apis(opts):
             urls["dashboard"] = f"http://127.0.0.1:{opts.qm_port + 2}/dashboard"
         report.urls |= urls
-        print("\nwhere to look:")
-        for name, url in urls.items():
-            print(f"  {name:<24} {url}")
         if opts.keep:
-            print(f"services keep running (API token: {token}); Ctrl-C to stop")
+            print("\nwhere to look (the services keep running; Ctrl-C stops them):")
+            for name, url in urls.items():
+                print(f"  {name:<24} {url}")
+            print(f"  API token for writes     {token}")
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
+    if not opts.keep:
+        print(
+            "\nthe services and workers have stopped; run with --keep to keep them running "
+            "and see where to look (API docs, dashboard, worker metrics)"
+        )
     return report
 
 
 async def _assign_direct(core: CoreSettings, service: str, model_name: str) -> None:
     """Start every demo from the LDA champion (the swap moves to the EEGNet)."""
-    from neurostream import registry
-
     pool = await open_pool(core.database_url, max_size=1)
     try:
         async with pool.connection() as conn:

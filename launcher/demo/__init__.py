@@ -8,7 +8,7 @@ during a second session. Each session is checked in the database: one prediction
 confirmed window, no gaps, no duplicates, held-out ROC-AUC, latency.
 """
 
-from neurostream.demo.options import CNN, LDA, DemoOptions, DemoReport
-from neurostream.demo.run import run_demo
+from launcher.demo.options import CNN, LDA, DemoOptions, DemoReport
+from launcher.demo.run import run_demo
 
 __all__ = ["CNN", "LDA", "DemoOptions", "DemoReport", "run_demo"]

@@ -1,6 +1,6 @@
 """First models for a fresh install: simulate a labelled session, train, register, assign.
 
-Used by ``neurostream train`` and the demo. It drives the producer's offline session
+Used by ``neurostream train``, the demo and the e2e tests. It drives the producer's offline session
 (paradigm + windowing without a broker) and the registry directly, so it needs only
 PostgreSQL; workers hear about the new assignment through ``models.events``.
 """
@@ -19,6 +19,9 @@ from neurostream.db import open_pool
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.notify import Notifier
 from neurostream.settings import CoreSettings
+from producer.board import RecordingSource
+from producer.offline import simulate_epochs, synthetic_recording
+from producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
 DEFAULT_RECORDING = Path("var/recordings/synthetic-board.csv")
@@ -43,10 +46,6 @@ def train_from_simulation(
     model_params: dict[str, Any] | None = None,
 ) -> TrainedModel:
     """Train ``family`` on a simulated oddball session (synthetic board or a recorded file)."""
-    from producer.board import RecordingSource
-    from producer.offline import simulate_epochs, synthetic_recording
-    from producer.settings import ProducerSettings
-
     settings = ProducerSettings(seed=seed, session_id=f"train-{seed}")
     source = (
         RecordingSource.from_file(file, speed=0, loop=True)

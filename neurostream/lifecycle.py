@@ -1,0 +1,79 @@
+"""Stopping long-running loops: signal handlers installed once, from the main thread only.
+
+Every loop that runs until it is told to stop (a worker replica, the ML data consumers,
+the retraining runner) has the same public lifecycle, after arq's ``Worker``: a sync
+``request_stop()`` that is safe to call from a signal handler, ``handle_signal(signum)``
+(a plain method, so tests call it directly instead of sending signals), and an async
+``close()`` that drains in-flight work within a bound and closes what the loop opened.
+
+``StopSignals`` is the guard around the event loop's signal API: it installs only in the
+main thread (``loop.add_signal_handler`` raises elsewhere, and a loop embedded in another
+program, e.g. under uvicorn, must not take over its handlers), only once, and removes the
+handlers again so a process that outlives the loop (a test run) gets its defaults back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+__all__ = ["STOP_SIGNALS", "StopSignals", "signal_name"]
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15, for log lines."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopSignals:
+    """``handler(signum)`` on SIGTERM/SIGINT of the running loop, installed at most once."""
+
+    def __init__(
+        self, handler: Callable[[int], None], signals: Sequence[int] = STOP_SIGNALS
+    ) -> None:
+        self._handler = handler
+        self._signals: tuple[int, ...] = tuple(signals)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def installed(self) -> bool:
+        return self._loop is not None
+
+    def install(self) -> bool:
+        """Install on the running loop; False (and nothing installed) outside the main thread."""
+        if self._loop is not None:
+            return True
+        if threading.current_thread() is not threading.main_thread():
+            log.debug("not in the main thread: stop signals left to the embedding program")
+            return False
+        loop = asyncio.get_running_loop()
+        done: list[int] = []
+        try:
+            for signum in self._signals:
+                loop.add_signal_handler(signum, self._handler, signum)
+                done.append(signum)
+        except (NotImplementedError, RuntimeError):  # Windows' loops, or a nested loop
+            for signum in done:
+                loop.remove_signal_handler(signum)
+            log.debug("this event loop does not take signal handlers")
+            return False
+        self._loop = loop
+        return True
+
+    def remove(self) -> None:
+        """Give the signals back to their default handlers (no-op if never installed)."""
+        loop, self._loop = self._loop, None
+        if loop is None or loop.is_closed():
+            return
+        for signum in self._signals:
+            loop.remove_signal_handler(signum)
