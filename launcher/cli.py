@@ -403,7 +403,8 @@ def _demo_logging(log_file: Path | None) -> None:
         _logging()
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_file, mode="w")  # this run's logs; the children append
+    log_file.write_bytes(b"")  # this run's logs only; then everyone appends (O_APPEND)
+    handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     BoardShim.set_log_file(str(log_file))

@@ -16,19 +16,16 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query
 
-from monitoring_api.deps import Pool, Settings
+from monitoring_api.deps import Pool, Service, Settings, TimeRange
 from monitoring_api.errors import MonitoringError, NotFound
 from monitoring_api.schemas import (
-    NAME_PATTERN,
     DistributionBucket,
     PerformanceBucket,
     PerformanceOut,
 )
 from neurostream import estimation, scoring
-from neurostream.api import Timestamp
 
 router = APIRouter(tags=["performance"])
-Service = Annotated[str, Query(pattern=NAME_PATTERN, description="Service name")]
 Bucket = Annotated[float, Query(gt=0, le=30 * 86400, description="Bucket width (seconds)")]
 
 _ROWS = """
@@ -85,13 +82,12 @@ MEASURED = ("roc_auc", "balanced_accuracy", "accuracy", "accuracy_chance", "f1",
 async def distribution(
     pool: Pool,
     service: Service,
-    start: Timestamp | None = None,
-    end: Timestamp | None = None,
+    span: TimeRange,
     bucket_s: Bucket = 60.0,
     model_version_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> list[DistributionBucket]:
     """Predicted classes and score histogram per time bucket and model version."""
-    rows, _, _ = await _rows(pool, service, start, end, model_version_id)
+    rows, _, _ = await _rows(pool, service, span.start, span.end, model_version_id)
     groups: dict[tuple[datetime, int, str], list[tuple[Any, ...]]] = defaultdict(list)
     for r in rows:
         groups[(_bucket(r[0], bucket_s), r[1], r[2])].append(r)
@@ -145,13 +141,12 @@ async def performance_over_time(
     pool: Pool,
     settings: Settings,
     service: Service,
-    start: Timestamp | None = None,
-    end: Timestamp | None = None,
+    span: TimeRange,
     bucket_s: Bucket = 60.0,
     model_version_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> PerformanceOut:
     """Measured metrics where labels exist, estimates (``estimated: true``) where not."""
-    rows, start, end = await _rows(pool, service, start, end, model_version_id)
+    rows, start, end = await _rows(pool, service, span.start, span.end, model_version_id)
     calib: dict[int, Any] = {}
     by_version: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for r in rows:
