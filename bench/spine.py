@@ -11,7 +11,6 @@ from typing import cast
 
 import aio_pika
 import uvloop
-from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 
 from bench.common import (
@@ -74,9 +73,10 @@ async def ceiling(core: CoreSettings, n: int, prefetch: int, path: str = "aio-pi
             async def on_raw(msg: DeliveredMessage) -> None:
                 tick()
                 if seen % 64 == 0 or seen == n:
-                    await msg.channel.basic_ack(msg.delivery.delivery_tag, multiple=True)  # type: ignore[union-attr]
+                    tag = cast(int, msg.delivery.delivery_tag)  # type: ignore[union-attr]  # a Deliver
+                    await msg.channel.basic_ack(tag, multiple=True)
 
-            consumer = Consumer(cast(AbstractRobustChannel, ch), q.name, on_raw)
+            consumer = Consumer(ch, q.name, on_raw)
             await consumer.start()
         await done.wait()
         return (n - 1) / (time.perf_counter() - t0)

@@ -1,8 +1,8 @@
 """The monitoring app factory: drift, performance, quality, alerts, dashboard.
 
 The lifespan opens the process's PostgreSQL pool (migrating the schema), an HTTP client for
-webhooks and, unless ``evaluator`` is off, the background evaluator, which stops before
-the client and the pool close.
+webhooks and the evaluator on both; its loop runs unless ``evaluator`` is off, and it
+closes (a bounded drain) before the client and the pool do.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import numpy as np
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from neurostream.errors import InvalidRequest, NotFound
 from neurostream.models.training import dataset_hash
 
 Kind = Literal["training", "testing"]
@@ -42,36 +43,39 @@ class Snapshot:
 def check_arrays(
     windows: np.ndarray, labels: np.ndarray, *, fs: float, channels: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and normalise snapshot arrays; ValueError names what is wrong."""
+    """Validate and normalise snapshot arrays; ``InvalidRequest.field`` names what is wrong."""
     x = np.asarray(windows)
     if x.ndim != 3:
-        raise ValueError(f"windows: expected [n, channels, samples], got shape {x.shape}")
+        raise InvalidRequest(
+            f"expected [n, channels, samples], got shape {x.shape}", field="windows"
+        )
     if x.shape[0] == 0:
-        raise ValueError("windows: a snapshot needs at least one row")
+        raise InvalidRequest("a snapshot needs at least one row", field="windows")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ValueError(f"windows: expected real numbers, got dtype {x.dtype}")
+        raise InvalidRequest(f"expected real numbers, got dtype {x.dtype}", field="windows")
     x = np.ascontiguousarray(x, dtype="<f4")
     if not np.isfinite(x).all():
-        raise ValueError("windows: contain NaN or Inf (or values beyond float32)")
+        raise InvalidRequest("contain NaN or Inf (or values beyond float32)", field="windows")
     y = np.asarray(labels)
     if y.shape != (x.shape[0],):
-        raise ValueError(f"labels: expected shape ({x.shape[0]},), got {y.shape}")
+        raise InvalidRequest(f"expected shape ({x.shape[0]},), got {y.shape}", field="labels")
     if y.dtype.kind not in "iub":
         if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
             pass
         else:
-            raise ValueError(f"labels: expected integers, got dtype {y.dtype}")
+            raise InvalidRequest(f"expected integers, got dtype {y.dtype}", field="labels")
     y = y.astype("<i8")
     if y.min() < _INT32[0] or y.max() > _INT32[1]:
-        raise ValueError("labels: values must fit in a 32-bit integer")
+        raise InvalidRequest("values must fit in a 32-bit integer", field="labels")
     if not (isinstance(fs, int | float) and np.isfinite(fs) and fs > 0):
-        raise ValueError(f"fs: must be a positive finite number, got {fs!r}")
+        raise InvalidRequest(f"must be a positive finite number, got {fs!r}", field="fs")
     if len(channels) != x.shape[1]:
-        raise ValueError(
-            f"channels: {len(channels)} names given but windows have {x.shape[1]} channels"
+        raise InvalidRequest(
+            f"{len(channels)} names given but windows have {x.shape[1]} channels",
+            field="channels",
         )
     if not all(isinstance(c, str) and c for c in channels):
-        raise ValueError("channels: every channel name must be a non-empty string")
+        raise InvalidRequest("every channel name must be a non-empty string", field="channels")
     return x, y
 
 
@@ -91,17 +95,17 @@ async def create_snapshot(
 ) -> dict[str, Any]:
     """Store a new version of dataset ``name`` (max + 1) in one transaction; return its row."""
     if not name or not name.strip():
-        raise ValueError("name: must not be empty")
+        raise InvalidRequest("must not be empty", field="name")
     if kind not in KINDS:
-        raise ValueError(f"kind: must be one of {sorted(KINDS)}, got {kind!r}")
+        raise InvalidRequest(f"must be one of {sorted(KINDS)}, got {kind!r}", field="kind")
     x, y = check_arrays(windows, labels, fs=fs, channels=channels)
     n = x.shape[0]
     sids = list(session_ids) if session_ids is not None else [None] * n
     sqs = list(seqs) if seqs is not None else [None] * n
     if len(sids) != n:
-        raise ValueError(f"session_ids: expected {n} entries, got {len(sids)}")
+        raise InvalidRequest(f"expected {n} entries, got {len(sids)}", field="session_ids")
     if len(sqs) != n:
-        raise ValueError(f"seqs: expected {n} entries, got {len(sqs)}")
+        raise InvalidRequest(f"expected {n} entries, got {len(sqs)}", field="seqs")
     counts = {str(k): v for k, v in sorted(Counter(y.tolist()).items())}
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_LOCK_CLASS, name])
@@ -169,10 +173,10 @@ async def list_datasets(
 
 
 async def load_snapshot(conn: AsyncConnection[Any], dataset_id: int) -> Snapshot:
-    """The snapshot's arrays in row order; KeyError when the id does not exist."""
+    """The snapshot's arrays in row order; ``NotFound`` when the id does not exist."""
     meta = await get_dataset_by_id(conn, dataset_id)
     if meta is None:
-        raise KeyError(f"dataset id {dataset_id} does not exist")
+        raise NotFound(f"dataset id {dataset_id} does not exist", field="dataset_id")
     cur = await conn.execute(
         "SELECT session_id, seq, label, data FROM dataset_rows WHERE dataset_id = %s ORDER BY idx",
         [dataset_id],
@@ -214,23 +218,25 @@ async def snapshot_from_sessions(
     sessions' windows it does not already hold, so training data accumulates.
     """
     if not session_ids:
-        raise ValueError("session_ids: at least one session is needed")
+        raise InvalidRequest("at least one session is needed", field="session_ids")
     ids = list(dict.fromkeys(session_ids))
     cur = await conn.execute(_LABELLED, {"ids": ids})
     rows = await cur.fetchall()
     if not rows:
-        raise ValueError(
-            f"session_ids: no labelled epoch windows in sessions {ids} "
-            "(are the windows archived and the labels collected?)"
+        raise InvalidRequest(
+            f"no labelled epoch windows in sessions {ids} "
+            "(are the windows archived and the labels collected?)",
+            field="session_ids",
         )
     order = {sid: i for i, sid in enumerate(ids)}
     rows.sort(key=lambda r: (order[r[0]], r[1]))
     shapes = {(r[3], r[4]) for r in rows}
     rates = {float(r[2]) for r in rows}
     if len(shapes) > 1 or len(rates) > 1:
-        raise ValueError(
-            f"session_ids: windows have mixed shapes {sorted(shapes)} or sampling rates "
-            f"{sorted(rates)}; snapshot sessions recorded with the same montage"
+        raise InvalidRequest(
+            f"windows have mixed shapes {sorted(shapes)} or sampling rates "
+            f"{sorted(rates)}; snapshot sessions recorded with the same montage",
+            field="session_ids",
         )
     channels = await _channels(conn, ids, rows)
     (n_ch, n_s), fs = shapes.pop(), rates.pop()
@@ -270,15 +276,18 @@ async def _grow(
     """The base snapshot's rows followed by the new rows it does not already hold."""
     try:
         base = await load_snapshot(conn, base_id)
-    except KeyError:
-        raise ValueError(f"base_dataset: dataset {base_id} does not exist") from None
+    except NotFound:  # a missing base is bad input to this request (422), as before
+        raise InvalidRequest(f"dataset {base_id} does not exist", field="base_dataset") from None
     if base.x.shape[1:] != x.shape[1:] or float(base.meta["fs"]) != fs:
-        raise ValueError(
-            f"base_dataset: shape {base.x.shape[1:]} at {base.meta['fs']} Hz does not match "
-            f"the sessions' {x.shape[1:]} at {fs} Hz"
+        raise InvalidRequest(
+            f"shape {base.x.shape[1:]} at {base.meta['fs']} Hz does not match "
+            f"the sessions' {x.shape[1:]} at {fs} Hz",
+            field="base_dataset",
         )
     if list(base.meta.get("channels") or channels) != channels:
-        raise ValueError("base_dataset: its channels differ from the sessions' channels")
+        raise InvalidRequest(
+            "its channels differ from the sessions' channels", field="base_dataset"
+        )
     held = {(s, q) for s, q in zip(base.session_ids, base.seqs, strict=True) if s is not None}
     keep = [i for i, key in enumerate(zip(sids, seqs, strict=True)) if key not in held]
     return (
@@ -300,7 +309,9 @@ async def _channels(
         )
         names = {tuple(r[0]) for r in await cur.fetchall() if r[0]}
     if len(names) > 1:
-        raise ValueError(f"session_ids: sessions have different channels {sorted(names)}")
+        raise InvalidRequest(
+            f"sessions have different channels {sorted(names)}", field="session_ids"
+        )
     if names:
         found = list(names.pop())
         if len(found) == rows[0][3]:

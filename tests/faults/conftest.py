@@ -128,7 +128,7 @@ async def counts(database_url: str, session_id: str, expected: int) -> Counts:
                 [session_id],
             )
         ).fetchone()  # type: ignore[misc]
-        per_version = dict(
+        per_version: dict[int, int] = dict(
             await (
                 await conn.execute(
                     "SELECT model_version_id, count(DISTINCT seq) FROM predictions "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import cast
 
 import aio_pika
 import pytest
@@ -29,7 +28,7 @@ async def connection(core: CoreSettings) -> AsyncIterator[AbstractRobustConnecti
 async def _setup(
     conn: AbstractRobustConnection, n: int
 ) -> tuple[AbstractRobustChannel, str, asyncio.Queue[DeliveredMessage], deliveries.Consumer]:
-    channel = cast(AbstractRobustChannel, await conn.channel())
+    channel = await conn.channel()
     await channel.set_qos(prefetch_count=100)
     queue = await channel.declare_queue(unique("deliv"), durable=True)
     for i in range(n):

@@ -452,13 +452,14 @@ async def test_predictions_and_windows_pagination(api: httpx.AsyncClient, broker
     item = w.json()["items"][0]
     assert item["seq"] == 0 and w.json()["next_offset"] is None
     np.testing.assert_array_equal(np.array(item["data"], np.float32), rec.x[0])
-    for bad, field in [
+    bad_params: list[tuple[dict[str, Any], str]] = [
         ({"limit": 0}, "limit"),
         ({"limit": 101}, "limit"),
         ({"offset": -1}, "offset"),
         ({"from": "yesterday"}, "from"),
         ({"model_version_id": "x"}, "model_version_id"),
-    ]:
+    ]
+    for bad, field in bad_params:
         r = await api.get("/predictions", params=bad)
         assert r.status_code == 422 and field in r.json()["detail"], (bad, r.text)
 

@@ -105,7 +105,7 @@ def database_url() -> Iterator[str]:
     yield url
     admin = make_conninfo(url, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        name = conninfo_to_dict(url)["dbname"]
+        name = str(conninfo_to_dict(url)["dbname"])
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )

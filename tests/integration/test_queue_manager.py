@@ -226,7 +226,7 @@ async def test_uploads_that_cannot_serve_are_refused(
     name = _name("bad")
     tampered = bytearray(lda.artifact)
     tampered[len(tampered) // 2] ^= 0xFF
-    artifact, meta = {
+    cases: dict[str, tuple[bytes, dict[str, Any]]] = {
         "garbage": (b"not a model", {}),
         "tampered": (bytes(tampered), {}),
         "empty": (b"", {}),
@@ -234,7 +234,8 @@ async def test_uploads_that_cannot_serve_are_refused(
         "pipeline": (lda.artifact, {"feature_pipeline": "nope@9"}),
         "family": (lda.artifact, {"family": "xgboost"}),
         "classes": (lda.artifact, {"classes": [0, 1, 2]}),
-    }.get(case, (lda.artifact, {}))
+    }
+    artifact, meta = cases.get(case, (lda.artifact, {}))
     if case in {"missing", "json"}:
         text = "{not json" if case == "json" else json.dumps({"feature_pipeline": "erp@1"})
         r = await api.post(

@@ -33,7 +33,7 @@ def probe(n: int, *, env_threads: str = "2") -> dict[str, dict[str, int]]:
         env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")} | env,
         timeout=120,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("n", [1, 3])

@@ -84,7 +84,7 @@ def test_channel_names_mixing_str_and_bytes_all_come_out_str() -> None:
         (lambda b, h: (b, {**h, "kind": "weird"}), "'kind'"),
     ],
 )
-def test_malformed_windows_are_rejected_with_a_reason(mutate, needle) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_windows_are_rejected_with_a_reason(mutate, needle) -> None:
     body, headers = encode(window_factory(seq=3))
     bad_body, bad_headers = mutate(body, headers)
     with pytest.raises(ContractError) as err:

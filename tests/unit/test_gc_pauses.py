@@ -8,7 +8,7 @@ from workers import metrics
 
 
 def _sample(generation: str, suffix: str = "_count") -> float:
-    samples = metrics.GC_PAUSES.collect()[0].samples
+    samples = list(metrics.GC_PAUSES.collect())[0].samples
     return next(
         s.value for s in samples if s.name.endswith(suffix) and s.labels["generation"] == generation
     )

@@ -66,7 +66,9 @@ def test_families() -> None:
     assert FAMILIES == {"sklearn-lda", "torch-eegnet"}
 
 
-def test_lda_separates_synthetic_p300(lda: TrainedModel, data: Any) -> None:
+def test_lda_separates_synthetic_p300(
+    lda: TrainedModel, data: tuple[np.ndarray, np.ndarray]
+) -> None:
     m = lda.metrics
     assert m["roc_auc"] > 0.9 and m["balanced_accuracy"] > 0.75
     assert list(m)[:2] == ["roc_auc", "balanced_accuracy"]  # the scorer's headline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import uvloop
@@ -31,7 +32,7 @@ def test_run_serves_on_the_configured_loop(
         return type(asyncio.get_running_loop())
 
     monkeypatch.setattr(entry, "serve", fake_serve)
-    got = entry.run(None, WorkerSettings(event_loop=loop))  # type: ignore[arg-type]
+    got: Any = entry.run(None, WorkerSettings(event_loop=loop))  # type: ignore[arg-type]
     if expected is None:
         assert got is not uvloop.Loop and issubclass(got, asyncio.AbstractEventLoop)
     else:
