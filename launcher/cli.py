@@ -85,9 +85,15 @@ class _Group(TyperGroup):
             raise typer.Exit(1) from exc
 
 
+HELP = (
+    "One CLI that lists and starts every part of neurostream.\n\n"
+    "Each service is also `python -m <service>`; flags override NEUROSTREAM_* environment "
+    "variables. A failure prints `error:` and `hint:` lines; --verbose shows the traceback "
+    "and DEBUG logs."
+)
 app = typer.Typer(
     cls=_Group,
-    help=__doc__,
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -18,6 +18,7 @@ from ml_data_api.routers import datasets, labels, production, sessions
 from ml_data_api.settings import DataApiSettings
 from neurostream.api import service_app
 from neurostream.db import open_pool
+from neurostream.errors import BrokerUnavailable
 from neurostream.settings import CoreSettings
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def create_app(core: CoreSettings, settings: DataApiSettings) -> FastAPI:
 
                 async def check_amqp() -> None:
                     if ingest.connection is None or ingest.connection.is_closed:
-                        raise RuntimeError("AMQP connection closed (reconnecting)")
+                        raise BrokerUnavailable.reconnecting(core.amqp_url)
 
                 app.state.health_checks["broker"] = check_amqp
             yield

@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ml_data_api.batch_consumer import BatchConsumer
+from ml_data_api.errors import Invalid
 from neurostream import topology
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,13 @@ class LabelEvent(BaseModel):
 
 
 def parse_label(body: bytes) -> LabelEvent:
-    """Validate a label event body; ValueError says what is wrong."""
+    """Validate a label event body; ``Invalid.field`` names what is wrong."""
     try:
         return LabelEvent.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ValueError(f"{field}: {first['msg']}") from None
+        raise Invalid(first["msg"], field=field) from None
 
 
 def dedupe(events: Sequence[LabelEvent]) -> list[LabelEvent]:
@@ -84,8 +85,8 @@ class LabelCollector(BatchConsumer):
                 continue
             try:
                 events.append(parse_label(message.body))
-            except ValueError as exc:
-                log.warning("rejecting label %s: %s", message.message_id, exc)
+            except Invalid as exc:
+                log.warning("rejecting label %s: %s: %s", message.message_id, exc.field, exc)
                 self.skipped += 1
                 await message.reject(requeue=False)
         rows = dedupe(events)

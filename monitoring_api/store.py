@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from monitoring_api.errors import MonitoringError, NotFound
-from neurostream import datasets
+from neurostream import datasets, errors
 from neurostream.drift import DriftResult, effective_n
 
 
@@ -100,7 +100,7 @@ async def load_range(
 async def load_dataset(conn: AsyncConnection[Any], dataset_id: int) -> Batch:
     try:
         snap = await datasets.load_snapshot(conn, dataset_id)
-    except KeyError:
+    except errors.NotFound:
         raise NotFound(
             f"dataset {dataset_id} does not exist", field="reference_dataset_id"
         ) from None

@@ -4,6 +4,8 @@ ml_data_api builds snapshots from archived session windows joined with ground-tr
 labels (or from uploaded rows); retraining_api loads them to train and evaluate. A
 snapshot's ``content_hash`` is ``neurostream.models.training.dataset_hash`` of its arrays,
 so a model version's ``dataset_hash`` points at exactly the snapshot it was trained on.
+Bad input raises ``InvalidRequest`` and a missing id ``NotFound``, each naming its
+``field``, so an HTTP service answers them as they are (422 / 404).
 """
 
 from __future__ import annotations

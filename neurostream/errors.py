@@ -142,7 +142,8 @@ class Unavailable(NeurostreamError):
     """A server the part needs cannot be reached; retrying after starting it helps.
 
     ``at(url, cause)`` writes the one message for every part that connects: the server,
-    where (password hidden), why, and the command that starts it.
+    where (password hidden), why, and the command that starts it; ``reconnecting(url)``
+    the one for a health check that finds a robust connection down.
     """
 
     status: int = 503
@@ -155,6 +156,14 @@ class Unavailable(NeurostreamError):
         why = str(cause).replace(url, redact_url(url)) or type(cause).__name__
         return cls(
             f"cannot reach {cls.server} at {redact_url(url)}: {why}. Start it with {cls.start}."
+        )
+
+    @classmethod
+    def reconnecting(cls, url: str) -> Self:
+        """A robust connection that dropped and is being re-established (health checks)."""
+        return cls(
+            f"the connection to {cls.server} at {redact_url(url)} is closed and reconnecting; "
+            f"if it stays closed, start it with {cls.start}."
         )
 
 

@@ -48,7 +48,7 @@ def create_app(core: CoreSettings, settings: QueueManagerSettings) -> FastAPI:
 
                 async def check_amqp() -> None:
                     if connection.is_closed or channel.is_closed:
-                        raise RuntimeError("AMQP connection closed (reconnecting)")
+                        raise BrokerUnavailable.reconnecting(core.amqp_url)
 
                 app.state.health_checks = {"database": check_db, "broker": check_amqp}
                 yield

@@ -51,7 +51,7 @@ def create_app(core: CoreSettings, settings: RetrainingSettings) -> FastAPI:
 
                 async def check_amqp() -> None:
                     if connection.is_closed or channel.is_closed:
-                        raise RuntimeError("AMQP connection closed (reconnecting)")
+                        raise BrokerUnavailable.reconnecting(core.amqp_url)
 
                 app.state.health_checks = {"database": check_db, "broker": check_amqp}
                 if runner is not None:

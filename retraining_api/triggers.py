@@ -18,6 +18,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
 
 from neurostream import datasets
 from neurostream.errors import NeurostreamError
@@ -151,7 +152,7 @@ async def _try(pool: AsyncConnectionPool, trigger_id: int) -> int | None:
                     [job["id"], trigger_id],
                 )
                 return int(job["id"])
-        except (NeurostreamError, ValueError) as exc:  # ValueError: a snapshot refused
+        except (NeurostreamError, ValidationError) as exc:  # or a template JobSpec refuses
             log.warning("trigger %s could not fire: %s", trigger_id, exc)
             field = getattr(exc, "field", None)
             await conn.execute(

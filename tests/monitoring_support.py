@@ -30,6 +30,8 @@ from producer.shift import ChannelShift
 
 FS, N_S, STEP_S = 250.0, 200, 0.25
 CHANNELS = ["Fz", "Cz", "Pz", "Oz", "C3", "C4", "P3", "P4"]
+Ints = Sequence[int] | np.ndarray  # the factories take lists or NumPy columns alike
+Floats = Sequence[float] | np.ndarray
 
 INSERT_WINDOWS = """
 INSERT INTO windows (session_id, seq, window_ts, service, kind, marker, fs, n_channels,
@@ -126,8 +128,8 @@ async def insert_windows(
     service: str,
     session: str,
     x: np.ndarray,
-    seqs: Sequence[int],
-    t0: Sequence[float],
+    seqs: Ints,
+    t0: Floats,
     channels: Sequence[str] = CHANNELS,
 ) -> None:
     await conn.execute(
@@ -150,9 +152,9 @@ async def insert_predictions(
     conn: Any,
     service: str,
     session: str,
-    seqs: Sequence[int],
-    t0: Sequence[float],
-    p: Sequence[float],
+    seqs: Ints,
+    t0: Floats,
+    p: Floats,
     version: int = 1,
 ) -> None:
     await conn.execute(
@@ -169,7 +171,7 @@ async def insert_predictions(
 
 
 async def insert_labels(
-    conn: Any, session: str, seqs: Sequence[int], labels: Sequence[int]
+    conn: Any, session: str, seqs: Ints, labels: Ints
 ) -> None:
     await conn.execute(
         """INSERT INTO labels (session_id, seq, label) SELECT %s, q, l

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 
 from ml_data_api import export, queries, upload
 from ml_data_api.deps import Pool, Settings
-from ml_data_api.errors import Invalid, NotFound
+from ml_data_api.errors import NotFound
 from ml_data_api.schemas import (
     NAME_PATTERN,
     DatasetFromSessions,
@@ -44,17 +44,14 @@ async def create_from_sessions(body: DatasetFromSessions, pool: Pool) -> Dataset
         for i, sid in enumerate(body.session_ids):
             if sid not in known:
                 raise NotFound(f"session {sid!r} does not exist", field=f"session_ids.{i}")
-        try:
-            row = await datasets.snapshot_from_sessions(
-                conn,
-                name=body.name,
-                kind=body.kind,
-                session_ids=body.session_ids,
-                description=body.description,
-                base_dataset_id=body.base_dataset,
-            )
-        except ValueError as exc:
-            raise _invalid(exc) from None
+        row = await datasets.snapshot_from_sessions(
+            conn,
+            name=body.name,
+            kind=body.kind,
+            session_ids=body.session_ids,
+            description=body.description,
+            base_dataset_id=body.base_dataset,
+        )
     return DatasetOut(**row)
 
 
@@ -122,7 +119,7 @@ async def get_dataset(dataset_id: DatasetId, pool: Pool) -> DatasetOut:
     async with pool.connection() as conn:
         row = await datasets.get_dataset_by_id(conn, dataset_id)
     if row is None:
-        raise HTTPException(404, detail=f"dataset_id: dataset {dataset_id} does not exist")
+        raise _missing(dataset_id)
     return DatasetOut(**row)
 
 
@@ -141,7 +138,7 @@ async def export_dataset(
     async with pool.connection() as conn:
         meta = await datasets.get_dataset_by_id(conn, dataset_id)
     if meta is None:
-        raise HTTPException(404, detail=f"dataset_id: dataset {dataset_id} does not exist")
+        raise _missing(dataset_id)
     filename = f"{meta['name']}-v{meta['version']}.{format}"
     chunks = _chunks(pool, dataset_id, settings.export_chunk_rows)
     if format == "csv":
@@ -184,16 +181,12 @@ async def _parquet(meta: dict[str, Any], chunks: Chunks) -> AsyncIterator[bytes]
     yield encoder.close()
 
 
-def _invalid(exc: ValueError) -> Invalid:
-    field, _, message = str(exc).partition(": ")
-    return Invalid(message, field=field) if message else Invalid(str(exc), field="body")
+def _missing(dataset_id: int) -> NotFound:
+    return NotFound(f"dataset {dataset_id} does not exist", field="dataset_id")
 
 
 async def _store(pool: AsyncConnectionPool, **snapshot: Any) -> DatasetOut:
-    """``create_snapshot`` with its ValueError turned into a 422 naming the field."""
-    try:
-        async with pool.connection() as conn:
-            row = await datasets.create_snapshot(conn, **snapshot)
-    except ValueError as exc:
-        raise _invalid(exc) from None
+    """``create_snapshot``; its ``InvalidRequest`` answers 422 naming the field."""
+    async with pool.connection() as conn:
+        row = await datasets.create_snapshot(conn, **snapshot)
     return DatasetOut(**row)

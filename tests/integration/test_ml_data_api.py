@@ -28,6 +28,7 @@ from ml_data_api.export import read_parquet_arrays
 from ml_data_api.settings import DataApiSettings
 from neurostream import datasets, topology
 from neurostream.contract import encode, make_window
+from neurostream.errors import NotFound
 from neurostream.models.training import dataset_hash
 from neurostream.settings import CoreSettings
 
@@ -296,6 +297,29 @@ async def test_dataset_from_sessions_round_trips(api: httpx.AsyncClient, session
     listed = (await api.get("/datasets", params={"name": name})).json()
     assert [d["version"] for d in listed] == [2, 1]
     assert (await api.get(f"/datasets/{ds['id']}")).json() == ds
+    grown = await api.post(
+        "/datasets",
+        json={
+            "name": name,
+            "kind": "training",
+            "session_ids": [session.session_id],
+            "base_dataset": ds["id"],
+        },
+    )
+    assert grown.status_code == 201 and grown.json()["n_rows"] == 9  # nothing new to add
+    missing = await api.post(
+        "/datasets",
+        json={
+            "name": name,
+            "kind": "training",
+            "session_ids": [session.session_id],
+            "base_dataset": 999999,
+        },
+    )
+    assert (missing.status_code, missing.json()["detail"]) == (
+        422,
+        "base_dataset: dataset 999999 does not exist",
+    )
 
 
 async def test_dataset_from_sessions_refuses(api: httpx.AsyncClient, broker: Broker) -> None:
@@ -303,12 +327,25 @@ async def test_dataset_from_sessions_refuses(api: httpx.AsyncClient, broker: Bro
     count = await sql(api, "SELECT count(*) FROM datasets")
     body = {"name": _id("d"), "kind": "training", "session_ids": [unlabelled.session_id]}
     r = await api.post("/datasets", json=body)
-    assert r.status_code == 422 and "no labelled epoch windows" in r.json()["detail"]
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("session_ids: no labelled epoch windows in sessions")
     r = await api.post("/datasets", json={**body, "session_ids": ["nope"]})
     assert r.status_code == 404 and "session_ids.0" in r.json()["detail"]
     r = await api.post("/datasets", json={**body, "kind": "validation"})
     assert r.status_code == 422 and "kind" in r.json()["detail"]
-    assert (await api.get("/datasets/999999")).status_code == 404
+    for path in ("/datasets/999999", "/datasets/999999/export"):
+        r = await api.get(path)
+        assert (r.status_code, r.json()["detail"]) == (
+            404,
+            "dataset_id: dataset 999999 does not exist",
+        )
+    async with api.app.state.pool.connection() as conn:  # type: ignore[attr-defined]
+        with pytest.raises(NotFound) as info:
+            await datasets.load_snapshot(conn, 999999)
+    assert (info.value.field, info.value.message) == (
+        "dataset_id",
+        "dataset id 999999 does not exist",
+    )
     assert await sql(api, "SELECT count(*) FROM datasets") == count
 
 

@@ -199,6 +199,16 @@ def test_unavailable_messages_name_the_start_command_and_hide_the_password() -> 
     assert (broker.status, db.status) == (503, 503)
 
 
+def test_a_dropped_broker_connection_says_it_is_reconnecting() -> None:
+    lost = BrokerUnavailable.reconnecting("amqp://neuro:s3cret@rabbit:5672/prod")
+    assert str(lost) == (
+        "the connection to RabbitMQ at amqp://neuro:***@rabbit:5672/prod is closed and "
+        "reconnecting; if it stays closed, start it with `rabbitmq-server -detached` or "
+        "`neurostream infra up`."
+    )
+    assert lost.status == 503
+
+
 def test_a_closed_database_port_raises_database_unavailable() -> None:
     with pytest.raises(DatabaseUnavailable) as exc:
         ensure_database("postgresql://neuro:s3cret@127.0.0.1:1/neurostream")

@@ -21,6 +21,7 @@ from ml_data_api.schemas import UploadRow
 from ml_data_api.upload import load_npz, parse_channels, rows_to_arrays
 from neurostream.contract import make_window
 from neurostream.datasets import check_arrays
+from neurostream.errors import InvalidRequest
 
 
 def _x(n: int = 5) -> np.ndarray:
@@ -51,9 +52,13 @@ def test_check_arrays_normalises() -> None:
         (np.array([[["x"]]]), np.zeros(1), 250, ["a"], "windows"),
     ],
 )
-def test_check_arrays_refuses(x, y, fs, channels, field) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match=f"^{field}:"):
+def test_check_arrays_refuses(
+    x: np.ndarray, y: np.ndarray, fs: float, channels: list[str], field: str
+) -> None:
+    with pytest.raises(InvalidRequest) as info:
         check_arrays(x, y, fs=fs, channels=channels)
+    assert info.value.field == field and info.value.status == 422
+    assert not info.value.message.startswith(f"{field}:")  # the field is not in the message
 
 
 # --- uploads -------------------------------------------------------------------------------
@@ -153,8 +158,9 @@ def test_parse_label() -> None:
         (b'{"session_id": "a b", "seq": 1, "label": 1}', "session_id"),
         (b'{"session_id": "s", "seq": 1}', "label"),
     ]:
-        with pytest.raises(ValueError, match=field):
+        with pytest.raises(Invalid) as info:
             parse_label(body)
+        assert info.value.field == field
 
 
 def test_dedupe_keeps_last() -> None:
