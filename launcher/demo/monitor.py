@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -56,8 +57,11 @@ async def add_rule(mon: httpx.AsyncClient, service: str) -> None:
     )
 
 
-async def drift_after(mon: httpx.AsyncClient, service: str) -> dict[str, Any]:
-    """Evaluate the latest window now; wait for the rule's alert; return both."""
+async def drift_after(
+    mon: httpx.AsyncClient, service: str, since: datetime | None = None
+) -> dict[str, Any]:
+    """Evaluate the latest window now; wait for the rule's alert (fired after ``since``, so
+    not an earlier run's); return both."""
     drift = await _ok(await mon.post(f"/drift/evaluate/{service}"))
     alerts: list[dict[str, Any]] = []
     deadline = time.monotonic() + 15
@@ -66,6 +70,7 @@ async def drift_after(mon: httpx.AsyncClient, service: str) -> dict[str, Any]:
             a
             for a in await _ok(await mon.get("/alerts", params={"service": service}))
             if a["rule_name"] == RULE
+            and (since is None or datetime.fromisoformat(a["fired_at"]) >= since)
         ]
         if alerts:
             break

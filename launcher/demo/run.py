@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import httpx
 
@@ -167,6 +168,7 @@ async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
             f"\n[1] live session, {opts.duration_s:.0f} s: serving {CNN}; "
             f"the queue manager assigns {LDA} at {opts.swap_at or 0:.0%}{shifted}"
         )
+        session_start = datetime.now(UTC)
         report = await _live_session(
             core,
             opts,
@@ -178,7 +180,7 @@ async def run_demo(core: CoreSettings, opts: DemoOptions) -> DemoReport:
         )
         print_report(report)
         if watch:
-            report.drift = await monitor.drift_after(mon, opts.service)
+            report.drift = await monitor.drift_after(mon, opts.service, since=session_start)
             monitor.print_drift(report.drift, list(opts.shift_channels))
         await mon.aclose()
         if opts.retrain:
