@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from launcher.demo.options import DemoReport, VersionReport
+from neurostream import scoring
 from neurostream.db import open_pool
 from neurostream.settings import CoreSettings
 
@@ -95,10 +95,7 @@ async def session_report(
 
 def _auc(scored: list[tuple[int, float]], truth: dict[int, int]) -> float | None:
     pairs = [(truth[s], sc) for s, sc in scored if s in truth]
-    labels = {p[0] for p in pairs}
-    if len(labels) < 2:
-        return None
-    return float(roc_auc_score([p[0] for p in pairs], [p[1] for p in pairs]))
+    return scoring.roc_auc([p[0] for p in pairs], [p[1] for p in pairs], [0, 1])
 
 
 def print_report(r: DemoReport) -> None:
