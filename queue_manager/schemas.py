@@ -66,7 +66,25 @@ class VersionMetadata(_In):
     feature_params: dict[str, Any] = {}
     model_params: dict[str, Any] = {}
     input_spec: dict[str, Any] = Field(
-        default_factory=dict, examples=[{"fs": 250, "n_channels": 8, "n_samples": 200}]
+        default_factory=dict,
+        description=(
+            "The signature the model was trained on: fs, n_channels, n_samples (required), "
+            "kind, channels (unique names in the model's order; count == n_channels), tmin, "
+            "tmax (epoch geometry, s), units ('uV'). Windows are matched by channel name "
+            "when channels is given, else by count."
+        ),
+        examples=[
+            {
+                "fs": 256,
+                "n_channels": 4,
+                "n_samples": 205,
+                "kind": "epoch",
+                "channels": ["TP9", "AF7", "AF8", "TP10"],
+                "tmin": -0.1,
+                "tmax": 0.7,
+                "units": "uV",
+            }
+        ],
     )
     classes: list[int] = Field(default_factory=lambda: [0, 1])
     metrics: dict[str, Any] = {}

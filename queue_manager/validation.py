@@ -3,7 +3,9 @@
 The upload is turned into the ``model_versions`` row a worker would read and passed to
 ``ServingModel.from_row`` (hash check, safe deserialisation, feature pipeline lookup and a
 warm-up prediction on the declared input shape). Anything it refuses is a 422 naming the
-field at fault, so a broken artifact never reaches a worker.
+field at fault, so a broken artifact never reaches a worker. The signature in
+``input_spec`` (channel names, fs, window length, epoch geometry, units) is checked first,
+so its faults name ``metadata.input_spec.<key>`` rather than the artifact.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ def _load(row: dict[str, Any]) -> None:
 
 async def validate_upload(model_name: str, meta: VersionMetadata, artifact: bytes) -> None:
     """Raise ``InvalidUpload`` unless the artifact loads and predicts like a worker's would."""
+    from neurostream.models.artifacts import ArtifactError
+    from neurostream.models.signature import Signature
+
+    try:
+        Signature.from_spec(meta.input_spec)
+    except ArtifactError as exc:
+        raise InvalidUpload(exc.message, field=f"metadata.{exc.field or 'input_spec'}") from exc
     if not artifact:
         raise InvalidUpload("artifact is empty", field="artifact")
     actual = hashlib.sha256(artifact).hexdigest()

@@ -1,8 +1,9 @@
 """The worker loop: consume windows, predict in micro-batches, write, then ack.
 
-start -> consume ``svc.<service>`` (prefetch) -> batch -> decode/validate -> featurize +
-classify (in a thread, so the event loop keeps receiving) -> one idempotent INSERT ->
-dead-letter the rejects with a reason -> ack -> publish results. Heartbeats go to the
+start -> consume ``svc.<service>`` (prefetch) -> batch -> decode/validate (channels matched
+to the model's signature by name) -> featurize + classify (in a thread, so the event loop
+keeps receiving) -> one idempotent INSERT -> dead-letter the rejects with a reason -> ack
+-> publish results. Heartbeats go to the
 ``workers`` table and double as a check of the service's model assignment, so a missed
 ``models.events`` message still leads to the swap.
 
@@ -364,9 +365,9 @@ class Worker:
                 window = decode(
                     msg.body, msg.header.properties.headers, max_bytes=self.core.max_window_bytes
                 )
-                reason = served.serving.check_input(
-                    window.data.shape[0], window.data.shape[1], window.header.fs
-                )
+                h = window.header
+                # By channel name when the version records names (cached per channel tuple).
+                reason = served.serving.check_input(h.channels, h.n_samples, h.fs)
                 if reason:
                     raise ContractError(
                         reason, session_id=window.header.session_id, seq=window.header.seq
@@ -523,19 +524,23 @@ _INLINE_MAX = 8
 
 
 def _predict_rows(served: Served, windows: list[Window]) -> list[PredictionRow]:
-    """Featurize and classify a batch with the serving (and shadow) model: pure CPU work."""
-    groups: dict[tuple[int, int, float], list[Window]] = defaultdict(list)
+    """Featurize and classify a batch with the serving (and shadow) model: pure CPU work.
+
+    Windows are grouped by shape (channel names, length, fs): one stacked array per group,
+    each model taking its own channels from it by name."""
+    groups: dict[tuple[tuple[str, ...], int, float], list[Window]] = defaultdict(list)
     for w in windows:
-        groups[(w.data.shape[0], w.data.shape[1], w.header.fs)].append(w)
+        h = w.header
+        groups[(h.channels, h.n_samples, h.fs)].append(w)
     rows: list[PredictionRow] = []
-    for (_, _, fs), group in groups.items():
+    for (channels, n_samples, fs), group in groups.items():
         data = np.stack([w.data for w in group])
         for role, model in (("serving", served.serving), ("shadow", served.shadow)):
             if model is None:
                 continue
-            if role == "shadow" and model.check_input(data.shape[1], data.shape[2], fs):
+            if role == "shadow" and model.check_input(channels, n_samples, fs):
                 continue
-            pred = model.predict(data, fs)
+            pred = model.predict(data, fs, channels=channels)
             # tolist() once per array rather than numpy scalar indexing per row.
             for w, predicted, score, proba in zip(
                 group,

@@ -4,13 +4,16 @@
 in (hash, safe loading, known feature pipeline, classes, and a warm-up on a dummy batch of
 the declared input shape), so a bad model version is rejected at swap time and never
 fails mid-stream.
+
+Windows are matched to the version's signature (``neurostream.models.signature``) by
+channel name; ``admit`` caches the mapping per channel tuple, so the hot path pays one
+dict lookup per window and one row gather per batch.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,7 @@ from neurostream.features import FeaturePipeline, get_pipeline
 from neurostream.models import artifacts
 from neurostream.models.artifacts import ArtifactError
 from neurostream.models.families import FAMILIES, Classifier
+from neurostream.models.signature import Admission, Signature
 
 _REQUIRED = (
     "id",
@@ -41,6 +45,11 @@ class Prediction:
     predicted: np.ndarray  # int64 [n], a class label
     score: np.ndarray  # float64 [n]: P(positive class) if binary, else P(predicted class)
     proba: np.ndarray  # float64 [n, k], columns ordered like ServingModel.classes
+
+
+# Distinct window shapes remembered per model version: a stream has one or two; the bound
+# only stops a sender that varies its channel names from growing the cache.
+_ADMISSIONS_MAX = 256
 
 
 def _json(value: Any) -> Any:
@@ -75,9 +84,11 @@ class ServingModel:
         self.feature_params = feature_params
         self.model_params = model_params
         self.input_spec = input_spec
+        self.signature = Signature.from_spec(input_spec)
         self.classes = classes
         self.sha256 = sha256
         self.classifier = classifier
+        self._admissions: dict[tuple[tuple[str, ...] | int, int, float], Admission] = {}
 
     @property
     def label(self) -> str:
@@ -126,40 +137,57 @@ class ServingModel:
 
     def _warm_up(self) -> None:
         """Run a zero batch of the declared shape: catches spec/feature/model mismatches early."""
-        spec = self.input_spec
-        if not {"n_channels", "n_samples", "fs"} <= spec.keys():
-            raise ArtifactError(f"input_spec {spec} lacks n_channels, n_samples or fs")
-        dummy = np.zeros((2, int(spec["n_channels"]), int(spec["n_samples"])), np.float32)
+        sig = self.signature
+        dummy = np.zeros((2, sig.n_channels, sig.n_samples), np.float32)
         try:
-            self.predict(dummy, float(spec["fs"]))
+            self.predict(dummy, sig.fs, channels=sig.channels)
         except Exception as exc:
             raise ArtifactError(
-                f"{self.label} cannot predict on its input_spec {spec}: {exc}"
+                f"{self.label} cannot predict on its input_spec {self.input_spec}: {exc}"
             ) from exc
 
-    def check_input(self, n_channels: int, n_samples: int, fs: float) -> str | None:
-        """Why a window cannot go to this model, or None when it fits."""
-        spec = self.input_spec
-        if n_channels != int(spec["n_channels"]):
-            return f"{n_channels} channels, model {self.label} expects {spec['n_channels']}"
-        if n_samples != int(spec["n_samples"]):
-            return f"{n_samples} samples, model {self.label} expects {spec['n_samples']}"
-        if not math.isclose(fs, float(spec["fs"]), rel_tol=1e-6):
-            return f"fs {fs} Hz, model {self.label} expects {spec['fs']} Hz"
-        return None
+    def admit(self, channels: Sequence[str] | int, n_samples: int, fs: float) -> Admission:
+        """Whether windows of this shape fit, and which rows to take; cached per shape.
+
+        ``channels``: the window's channel names (matched by name when the version records
+        names, else by count), or a bare count for an array already in the model's order.
+        """
+        key = (channels if isinstance(channels, int) else tuple(channels), n_samples, fs)
+        admission = self._admissions.get(key)
+        if admission is None:
+            admission = self.signature.admit(channels, n_samples, fs, model=f"model {self.label}")
+            if len(self._admissions) >= _ADMISSIONS_MAX:
+                self._admissions.clear()
+            self._admissions[key] = admission
+        return admission
+
+    def check_input(self, channels: Sequence[str] | int, n_samples: int, fs: float) -> str | None:
+        """Why a window cannot go to this model, or None when it fits (see ``admit``)."""
+        return self.admit(channels, n_samples, fs).reason
 
     def features(self, batch: np.ndarray, fs: float) -> np.ndarray:
         """The model's input features for a batch (also what monitoring records)."""
         return self.pipeline.transform(batch, fs, self.feature_params)
 
-    def predict(self, batch: np.ndarray, fs: float) -> Prediction:
-        """Vectorised over the batch ``[n, c, s]``; call ``check_input`` per window first."""
+    def predict(
+        self, batch: np.ndarray, fs: float, *, channels: Sequence[str] | None = None
+    ) -> Prediction:
+        """Vectorised over the batch ``[n, c, s]``; call ``check_input`` per window first.
+
+        With ``channels`` (the names of the batch's rows) the rows are matched to the
+        version's channels by name: reordered, extras ignored. Without, the batch must
+        already be in the model's channel order.
+        """
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim != 3:
             raise ValueError(f"batch must be [n, channels, samples], got {batch.shape}")
-        reason = self.check_input(batch.shape[1], batch.shape[2], fs)
-        if reason:
-            raise ValueError(reason)
+        if channels is not None and len(channels) != batch.shape[1]:
+            raise ValueError(f"{len(channels)} channel names for a batch of shape {batch.shape}")
+        admission = self.admit(batch.shape[1] if channels is None else channels, batch.shape[2], fs)
+        if admission.reason:
+            raise ValueError(admission.reason)
+        if admission.index is not None:
+            batch = batch[:, admission.index]
         k = len(self.classes)
         if batch.shape[0] == 0:
             return Prediction(np.empty(0, np.int64), np.empty(0), np.empty((0, k)))

@@ -4,18 +4,23 @@
 split and returns everything a ``model_versions`` row needs (artifact, sha256, metrics,
 dataset hash). The artifact is the model fitted on the training split, so its metrics
 describe exactly what will serve. ``evaluate`` scores any model the same way.
+
+The version's signature (``input_spec``) records what it was fitted on: channel names in
+order, fs, window length, window kind, epoch geometry and units, so a worker can match
+windows by channel name (``neurostream.models.signature``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from neurostream import scoring
+from neurostream.errors import ArtifactError, ConfigError
 from neurostream.features import get_pipeline
 from neurostream.models import artifacts
 from neurostream.models.families import (
@@ -26,6 +31,7 @@ from neurostream.models.families import (
     lda_params,
 )
 from neurostream.models.serving import ServingModel
+from neurostream.models.signature import Signature, map_channels, select_channels
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,10 @@ class TrainedModel:
             "metrics": self.metrics,
             "dataset_hash": self.dataset_hash,
         }
+
+    @property
+    def signature(self) -> Signature:
+        return Signature.from_spec(self.input_spec)
 
 
 def dataset_hash(windows: np.ndarray, y: np.ndarray) -> str:
@@ -127,12 +137,50 @@ def train_model(
     model_params: Mapping[str, Any] | None = None,
     seed: int = 0,
     test_size: float = 0.2,
+    channels: Sequence[str] | None = None,
+    pick_channels: Sequence[str] | None = None,
+    drop_channels: Sequence[str] = (),
+    kind: str = "epoch",
+    tmin: float | None = None,
+    tmax: float | None = None,
 ) -> TrainedModel:
-    """Fit on a stratified split, score on the hold-out, package for the registry."""
+    """Fit on a stratified split, score on the hold-out, package for the registry.
+
+    ``channels`` names the rows of ``windows`` (``[n, channels, samples]``, µV) in order;
+    the version then records them and workers match windows to it by name (reordered,
+    extra channels ignored, a missing one refused). Without names it is matched by count.
+    ``pick_channels`` keeps only the named channels, in that order; ``drop_channels``
+    removes the named ones (a non-EEG AUX column, a bad electrode); both need ``channels``
+    and refuse a name the data lacks (``ConfigError``). ``kind``, ``tmin`` and ``tmax``
+    (epoch start and end in seconds around the event) are recorded in the signature.
+    """
     from sklearn.model_selection import train_test_split
 
     check_family(family)
     w, labels = _check(windows, y, fs)
+    names: tuple[str, ...] | None = None
+    if channels is not None:
+        w, names = select_channels(w, channels, pick=pick_channels, drop=drop_channels)
+    elif pick_channels is not None or drop_channels:
+        raise ConfigError(
+            "pick_channels/drop_channels select channels by name: pass channels= too",
+            field="channels",
+        )
+    spec = {
+        "fs": float(fs),
+        "n_channels": int(w.shape[1]),
+        "n_samples": int(w.shape[2]),
+        "kind": kind,
+        "channels": list(names) if names is not None else None,
+        "tmin": tmin,
+        "tmax": tmax,
+    }
+    try:
+        signature = Signature.from_spec(spec)
+    except ArtifactError as exc:  # at training time it is the caller's argument at fault
+        raise ConfigError(
+            exc.message, field=(exc.field or "").removeprefix("input_spec.")
+        ) from None
     pipe = get_pipeline(pipeline)
     fparams = pipe.default_params() | dict(feature_params or {})
     X = pipe.transform(w, fs, fparams)
@@ -148,12 +196,7 @@ def train_model(
         feature_pipeline=pipe.key,
         feature_params=fparams,
         model_params=mparams,
-        input_spec={
-            "fs": float(fs),
-            "n_channels": int(w.shape[1]),
-            "n_samples": int(w.shape[2]),
-            "kind": "epoch",
-        },
+        input_spec=signature.to_spec(),
         classes=clf.classes,
         artifact=artifact,
         sha256=artifacts.sha256_hex(artifact),
@@ -169,17 +212,33 @@ def evaluate(
     y: np.ndarray,
     *,
     fs: float | None = None,
+    channels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """``scoring.score`` of ``model`` on labelled data: windows ``[n, c, s]`` for a ServingModel or
-    TrainedModel (features are computed), a feature matrix ``[n, f]`` for a bare Classifier."""
+    TrainedModel (features are computed), a feature matrix ``[n, f]`` for a bare Classifier.
+
+    ``channels`` names the windows' rows; they are then matched to the model's by name, as
+    a worker does (so a whole recording, AUX column included, can be scored as streamed)."""
     labels = np.asarray(y).astype(np.int64)
     if isinstance(model, ServingModel):
-        rate = float(fs if fs is not None else model.input_spec["fs"])
-        return scoring.score(labels, model.predict(X, rate).proba, classes=model.classes)
+        rate = float(fs if fs is not None else model.signature.fs)
+        proba = model.predict(X, rate, channels=channels).proba
+        return scoring.score(labels, proba, classes=model.classes)
     if isinstance(model, TrainedModel):
         pipe = get_pipeline(model.feature_pipeline)
-        rate = float(fs if fs is not None else model.input_spec["fs"])
-        feats = pipe.transform(np.asarray(X, dtype=np.float32), rate, model.feature_params)
+        rate = float(fs if fs is not None else model.signature.fs)
+        x = np.asarray(X, dtype=np.float32)
+        wanted = model.signature.channels
+        if channels is not None and wanted is not None:
+            cmap = map_channels(wanted, channels)
+            if not cmap.ok:
+                raise ValueError(
+                    f"windows cannot be matched to the model's channels by name: missing "
+                    f"{list(cmap.missing)}, repeated {list(cmap.repeated)}"
+                )
+            if cmap.index is not None:
+                x = x[:, list(cmap.index)]
+        feats = pipe.transform(x, rate, model.feature_params)
         proba = model.classifier.predict_proba(feats)
         return scoring.score(labels, proba, classes=model.classes)
     return scoring.score(labels, model.predict_proba(np.asarray(X)), classes=model.classes)

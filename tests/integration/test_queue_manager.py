@@ -440,3 +440,37 @@ async def test_dev_mode_without_token_opens_writes_to_localhost_only(
             r = await api.post("/services", json={"name": _name("dev")})
             assert r.status_code == expected, r.text
             assert (await api.get("/services")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("channels", "words"),
+    [
+        (["Fz", "Cz", "Cz", "Oz"], "Cz more than once"),
+        (["Fz", "Cz", "Pz"], "names 3 channels but n_channels is 4"),
+        (["Fz", " ", "Pz", "Oz"], "empty names"),
+        ("Fz,Cz,Pz,Oz", "must be a list of channel names"),
+    ],
+)
+async def test_upload_metadata_channels_are_validated(
+    api: httpx.AsyncClient, pool, lda, channels: Any, words: str
+) -> None:
+    assert lda.input_spec["n_channels"] == 4
+    name = _name("sig")
+    r = await upload(api, name, lda, input_spec={**lda.input_spec, "channels": channels})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["detail"].startswith("metadata.input_spec.channels: ") and words in body["detail"]
+    assert body["errors"][0]["field"] == "metadata.input_spec.channels"
+    async with pool.connection() as conn:
+        assert await registry.get_model(conn, name) is None
+
+
+async def test_an_upload_records_its_channel_names_and_geometry(
+    api: httpx.AsyncClient, lda
+) -> None:
+    spec = {**lda.input_spec, "channels": ["TP9", "AF7", "AF8", "TP10"], "tmin": -0.1, "tmax": 0.7}
+    r = await upload(api, _name("sig"), lda, input_spec=spec)
+    assert r.status_code == 201, r.text
+    assert r.json()["input_spec"] == spec
+    r = await upload(api, _name("sig"), lda, input_spec={**spec, "units": "V"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("metadata.input_spec.units")

@@ -19,6 +19,7 @@ from neurostream import registry, topology
 from neurostream.contract import Window, encode, make_window
 from neurostream.db import open_pool
 from neurostream.events import publish_model_event
+from neurostream.models.serving import ServingModel
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
 from tests.factories import FS, synthetic_p300, unique
@@ -466,3 +467,175 @@ async def test_an_injected_pool_and_connection_are_used_and_left_open(
     finally:
         await own_conn.close()
         await own_pool.close()
+
+
+# -- channels by name ---------------------------------------------------------------------
+NAMES = [f"c{j}" for j in range(CHANNELS)]  # what epochs() names its channels
+
+
+@pytest.fixture(scope="module")
+def named_model() -> TrainedModel:
+    x, y = synthetic_p300(channels=CHANNELS, seed=1)
+    return train_model("sklearn-lda", x, y, FS, channels=NAMES, tmin=-0.1, tmax=0.7)
+
+
+@pytest.fixture
+async def named_service(pool, named_model) -> dict[str, Any]:
+    """A fresh service serving a model version that records its channel names."""
+    name, model = unique("svc"), unique("lda")
+    async with pool.connection() as conn:
+        v1 = await registry.register_trained(conn, model, named_model, code_version="test")
+        await registry.create_service(conn, name)
+        await registry.assign(conn, name, model, "1")
+    return {"name": name, "model": model, "v1": v1["id"]}
+
+
+def renamed(windows: Sequence[Window], order: Sequence[int], extra: int = 0) -> list[Window]:
+    """The same windows with their rows (and names) in ``order``, after ``extra`` AUX rows."""
+    rng = np.random.default_rng(7)
+    out = []
+    for w in windows:
+        h = w.header
+        aux = rng.normal(0, 100, (extra, h.n_samples))
+        out.append(
+            make_window(
+                np.concatenate([aux, w.data[list(order)]]),
+                session_id=h.session_id,
+                seq=h.seq,
+                t0=h.t0,
+                fs=h.fs,
+                channels=[f"AUX{k}" for k in range(extra)] + [h.channels[i] for i in order],
+                kind=h.kind,
+                marker=h.marker,
+            )
+        )
+    return out
+
+
+async def scores(pool, session: str) -> dict[int, tuple[float, list[float]]]:
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT seq, score, proba FROM predictions WHERE session_id = %s", [session]
+            )
+        ).fetchall()
+    return {seq: (score, list(proba)) for seq, score, proba in rows}
+
+
+async def dead_reasons(channel: Any, service: str, n: int) -> dict[int, str]:
+    dead = await channel.declare_queue(
+        topology.dead_queue(service), durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    reasons: dict[int, str] = {}
+    deadline = time.monotonic() + 10
+    while len(reasons) < n and time.monotonic() < deadline:
+        msg = await dead.get(no_ack=True, fail=False)
+        if msg is None:
+            await asyncio.sleep(0.05)
+            continue
+        reasons[int(msg.headers["seq"])] = str(msg.headers[topology.REASON_HEADER])
+    return reasons
+
+
+async def test_windows_are_matched_by_channel_name_reordered_or_with_extra_channels(
+    core, pool, named_service, named_model, channel, workers
+) -> None:
+    w = await start_worker(core, named_service["name"], workers)
+    ordered, reordered, extra = unique("s"), unique("s"), unique("s")
+    base = epochs(ordered, 0, 40)
+    await publish(channel, named_service["name"], base)
+    await publish(channel, named_service["name"], renamed(epochs(reordered, 0, 40), [2, 0, 3, 1]))
+    # An AUX column the model never saw is dropped at serving time, whatever its position.
+    await publish(
+        channel, named_service["name"], renamed(epochs(extra, 0, 40), [3, 2, 1, 0], extra=2)
+    )
+    for session in (ordered, reordered, extra):
+        assert await wait_for(pool, COUNT, [session], 40) == 40
+    a, b, c = [await scores(pool, s) for s in (ordered, reordered, extra)]
+    assert sorted(a) == sorted(b) == sorted(c) == list(range(40))
+    for seq in range(40):
+        assert b[seq][0] == pytest.approx(a[seq][0], abs=1e-6)
+        assert c[seq][0] == pytest.approx(a[seq][0], abs=1e-6)
+        np.testing.assert_allclose(b[seq][1], a[seq][1], atol=1e-6)
+        np.testing.assert_allclose(c[seq][1], a[seq][1], atol=1e-6)
+    assert w.counters.rejected == 0 and w.counters.processed == 120
+    serving = w.slot.current.serving if w.slot is not None else None
+    assert serving is not None and serving.version_id == named_service["v1"]
+    assert serving.signature.channels == tuple(NAMES) and serving.signature.tmin == -0.1
+    # The same scores the training code gives offline on the windows in order.
+    x, _ = synthetic_p300(n=40, channels=CHANNELS, seed=100)
+    offline = ServingModel.from_row(named_model.to_row(model_name="offline")).predict(x, FS)
+    np.testing.assert_allclose([a[s][0] for s in range(40)], offline.score, atol=1e-6)
+
+
+async def test_a_missing_channel_wrong_fs_or_length_is_dead_lettered_with_expected_and_got(
+    core, pool, named_service, channel, workers
+) -> None:
+    w = await start_worker(core, named_service["name"], workers)
+    session = unique("s")
+    good = epochs(session, 0, 5)
+    x = good[0].data
+    bad = [
+        make_window(
+            x[[0, 2, 3]], session_id=session, seq=10, t0=0, fs=FS, channels=["c0", "c2", "c3"]
+        ),
+        make_window(
+            np.vstack([x[[0, 3]], x[[0, 3]]]),
+            session_id=session,
+            seq=11,
+            t0=0,
+            fs=FS,
+            channels=["c0", "c3", "AUX", "Fz"],
+        ),
+        make_window(x, session_id=session, seq=12, t0=0, fs=500.0, channels=NAMES),
+        make_window(x[:, :100], session_id=session, seq=13, t0=0, fs=FS, channels=NAMES),
+    ]
+    await publish(channel, named_service["name"], [*good[:2], *bad, *good[2:]])
+    assert await wait_for(pool, COUNT, [session], 5) == 5
+    reasons = await dead_reasons(channel, named_service["name"], 4)
+    label = f"{named_service['model']}:1"
+    assert reasons == {
+        10: f"window lacks channel c1 that model {label} needs (window has c0, c2, c3)",
+        11: f"window lacks channels c1, c2 that model {label} needs (window has c0, c3, AUX, Fz)",
+        12: f"window fs 500.0 Hz, expected 250.0 Hz (model {label})",
+        13: f"window has 100 samples, expected 200 (model {label})",
+    }
+    async with pool.connection() as conn:
+        stored = await (
+            await conn.execute(
+                "SELECT seq, reason FROM rejections WHERE session_id = %s ORDER BY seq", [session]
+            )
+        ).fetchall()
+    assert dict(stored) == reasons
+    assert w.counters.rejected == 4 and w.counters.processed == 5
+
+
+async def test_a_version_without_channel_names_is_matched_by_count(
+    core, pool, service, channel, workers, models
+) -> None:
+    assert models[0].input_spec["channels"] is None
+    await start_worker(core, service["name"], workers)
+    session = unique("s")
+    windows = epochs(session, 0, 3)
+    # Names are not read: other names in the same order score the same.
+    other = [
+        make_window(
+            w.data, session_id=session, seq=w.header.seq + 10, t0=0, fs=FS, channels=list("WXYZ")
+        )
+        for w in windows
+    ]
+    five = make_window(
+        np.vstack([windows[0].data, windows[0].data[:1]]),
+        session_id=session,
+        seq=20,
+        t0=0,
+        fs=FS,
+        channels=[*NAMES, "AUX"],
+    )
+    await publish(channel, service["name"], [*windows, *other, five])
+    assert await wait_for(pool, COUNT, [session], 6) == 6
+    got = await scores(pool, session)
+    for seq in range(3):
+        assert got[seq + 10][0] == pytest.approx(got[seq][0], abs=1e-9)
+    reasons = await dead_reasons(channel, service["name"], 1)
+    assert reasons == {20: f"window has 5 channels, expected 4 (model {service['model']}:1)"}

@@ -13,6 +13,7 @@ import skops.io as sio
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from neurostream.errors import ConfigError
 from neurostream.features import UnknownPipeline
 from neurostream.models import (
     FAMILIES,
@@ -77,7 +78,16 @@ def test_lda_separates_synthetic_p300(
     support = np.sum(m["confusion_matrix"], axis=1)
     assert m["accuracy_chance"] == pytest.approx(support.max() / 60)
     assert lda.classes == [0, 1]
-    assert lda.input_spec == {"fs": FS, "n_channels": N_CH, "n_samples": N_S, "kind": "epoch"}
+    assert lda.input_spec == {
+        "fs": FS,
+        "n_channels": N_CH,
+        "n_samples": N_S,
+        "kind": "epoch",
+        "channels": None,  # trained without names: matched by count
+        "tmin": None,
+        "tmax": None,
+        "units": "uV",
+    }
     assert lda.sha256 == sha256_hex(lda.artifact)
     assert lda.dataset_hash == train_model("sklearn-lda", *data, FS).dataset_hash
     fresh = p300_epochs(200, seed=7)
@@ -214,3 +224,74 @@ def test_sklearn_only_use_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported eagerly'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+NAMES = [f"E{i}" for i in range(N_CH)]
+
+
+@pytest.fixture(scope="module")
+def named(data: tuple[np.ndarray, np.ndarray]) -> TrainedModel:
+    return train_model("sklearn-lda", *data, FS, seed=1, channels=NAMES, tmin=-0.1, tmax=0.7)
+
+
+def test_training_records_the_signature(named: TrainedModel, lda: TrainedModel) -> None:
+    assert named.input_spec == {
+        "fs": FS,
+        "n_channels": N_CH,
+        "n_samples": N_S,
+        "kind": "epoch",
+        "channels": NAMES,
+        "tmin": -0.1,
+        "tmax": 0.7,
+        "units": "uV",
+    }
+    # Names change what serving matches on, not the model: same data, same fit.
+    assert named.dataset_hash == lda.dataset_hash and named.metrics == lda.metrics
+
+
+def test_serving_matches_channels_by_name(named: TrainedModel) -> None:
+    model = ServingModel.from_row(_row(named))
+    x, _ = p300_epochs(32, seed=5)
+    ordered = model.predict(x, FS, channels=NAMES).proba
+    np.testing.assert_array_equal(model.predict(x, FS).proba, ordered)  # no names: by order
+    perm = np.random.default_rng(0).permutation(N_CH)
+    aux = np.random.default_rng(1).normal(0, 50, (32, 1, N_S)).astype(np.float32)
+    shuffled = np.concatenate([x[:, perm], aux], axis=1)
+    names = [NAMES[i] for i in perm] + ["AUX"]
+    np.testing.assert_allclose(model.predict(shuffled, FS, channels=names).proba, ordered, 0, 1e-12)
+    assert evaluate(named, shuffled, np.zeros(32), channels=names)["n"] == 32
+    with pytest.raises(ValueError, match="lacks channel E3 "):
+        model.predict(x[:, [0, 1, 2, 4, 5, 6, 7]], FS, channels=[n for n in NAMES if n != "E3"])
+    assert model.check_input(names, N_S, FS) is None
+    assert model.check_input(NAMES, N_S, 256.0) == (
+        f"window fs 256.0 Hz, expected {FS} Hz (model p300-lda:3)"
+    )
+
+
+def test_admissions_are_cached_per_channel_tuple(named: TrainedModel) -> None:
+    model = ServingModel.from_row(_row(named))
+    first = model.admit(tuple(reversed(NAMES)), N_S, FS)
+    assert model.admit(list(reversed(NAMES)), N_S, FS) is first  # one mapping per shape
+    assert first.index is not None and first.index.tolist() == list(range(N_CH))[::-1]
+
+
+def test_training_drops_and_picks_channels_by_name(data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = data
+    dropped = train_model("sklearn-lda", x, y, FS, channels=NAMES, drop_channels=["E7"])
+    assert dropped.input_spec["channels"] == NAMES[:7] and dropped.input_spec["n_channels"] == 7
+    picked = train_model("sklearn-lda", x, y, FS, channels=NAMES, pick_channels=["E5", "E2"])
+    assert picked.input_spec["channels"] == ["E5", "E2"]
+    direct = train_model("sklearn-lda", x[:, [5, 2]], y, FS, channels=["E5", "E2"])
+    assert picked.dataset_hash == direct.dataset_hash and picked.metrics == direct.metrics
+    # The dropped-channel model still serves windows carrying every channel.
+    model = ServingModel.from_row(_row(dropped))
+    full = model.predict(x[:16], FS, channels=NAMES).proba
+    np.testing.assert_array_equal(full, model.predict(x[:16, :7], FS).proba)
+    with pytest.raises(ConfigError, match="no channel Fz") as info:
+        train_model("sklearn-lda", x, y, FS, channels=NAMES, drop_channels=["Fz"])
+    assert info.value.field == "drop_channels"
+    with pytest.raises(ConfigError, match="pass channels="):
+        train_model("sklearn-lda", x, y, FS, drop_channels=["E7"])
+    with pytest.raises(ConfigError, match="before tmax") as info:
+        train_model("sklearn-lda", x, y, FS, tmin=0.5, tmax=0.1)
+    assert info.value.field == "tmin"
