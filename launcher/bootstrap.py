@@ -1,26 +1,44 @@
-"""First models for a fresh install: simulate a labelled session, train, register, assign.
+"""Models from the command line: train on recordings or a simulated session, register, assign.
 
-Used by ``neurostream train``, the demo and the e2e tests. It drives the producer's offline session
-(paradigm + windowing without a broker) and the registry directly, so it needs only
-PostgreSQL; workers hear about the new assignment through ``models.events``.
+Used by ``neurostream train``, the demo and the e2e tests. On real recordings
+(``train_from_recordings``) the epochs are cut from each file's own events by the
+producer's offline path (``producer.offline.epochs_from_recording``, the windowing of a
+live session), scored by leave-one-run-out cross-validation (``neurostream.models.
+validation``) and then refitted on every epoch. Without a file, a simulated oddball
+session on the synthetic board stands in (``train_from_simulation``). It drives the
+registry directly, so it needs only PostgreSQL; workers hear about the new assignment
+through ``models.events``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import numpy as np
 
 from neurostream import __version__, registry, topology
 from neurostream.db import open_pool
+from neurostream.errors import ConfigError, SourceError
+from neurostream.labelling import EventMapping
 from neurostream.models.training import TrainedModel, train_model
+from neurostream.models.validation import Validation, validate_runs
 from neurostream.notify import Notifier
+from neurostream.recordings import Recording, read_recording
 from neurostream.settings import CoreSettings
 from producer.board import RecordingSource
-from producer.offline import simulate_epochs, synthetic_recording
+from producer.offline import (
+    LabelledEpochs,
+    epochs_from_recording,
+    simulate_epochs,
+    synthetic_recording,
+)
 from producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
@@ -34,6 +52,7 @@ class Registered:
     version_id: int
     metrics: dict[str, Any]
     dataset_hash: str
+    assigned: str | None = None  # the service now following the new version, if any
 
 
 def train_from_simulation(
@@ -63,6 +82,251 @@ def train_from_simulation(
     return train_model(family, epochs.x, epochs.y, epochs.fs, model_params=model_params, seed=seed)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One recording's labelled epochs and what identifies the file."""
+
+    file: Path
+    sha256: str
+    epochs: LabelledEpochs
+    counts: dict[str, int]  # epochs per class name
+    unmapped: dict[int, int]  # events whose code the mapping does not name: code -> count
+    dropped: tuple[str, ...] = ()  # channels of the file left out (non-EEG, --drop-channels)
+
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "name": self.file.name,
+            "sha256": self.sha256,
+            "epochs": int(len(self.epochs.y)),
+            "counts": self.counts,
+            "unmapped": {str(c): n for c, n in self.unmapped.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Validated:
+    """A model fitted on every epoch, the cross-validation that scores it, and its runs."""
+
+    trained: TrainedModel
+    validation: Validation
+    runs: list[Run]
+    mapping: EventMapping | None
+
+
+def _codes_text(counts: Mapping[int, int]) -> str:
+    return ", ".join(f"{c} ({n})" for c, n in counts.items()) or "none"
+
+
+def _suggest(counts: Mapping[int, int]) -> str:
+    """An --events value for a file's codes: the rarer of two codes as the oddball target."""
+    codes = sorted(counts, key=lambda c: (counts[c], c))
+    if len(codes) == 2:
+        return f"--events target={codes[0]},nontarget={codes[1]}"
+    return "--events " + ",".join(f"class{c}={c}" for c in sorted(counts))
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_runs(
+    files: Sequence[Path],
+    events: str | EventMapping | None,
+    *,
+    tmin: float,
+    tmax: float,
+    channels: Sequence[str] | None = None,
+    drop_channels: Sequence[str] = (),
+) -> tuple[list[Run], EventMapping]:
+    """Each file's epochs around its own events, labelled by ``events`` (``--events``).
+
+    A file whose events the mapping does not name (or no mapping at all) is a
+    ``ConfigError`` that lists the file's codes and what to pass; the epochs are cut as the
+    live producer cuts them."""
+    if not files:
+        raise ConfigError("no recording given", field="file")
+    twice = sorted(
+        {str(f) for f in files if sum(Path(g).resolve() == Path(f).resolve() for g in files) > 1}
+    )
+    if twice:
+        raise ConfigError(f"recording {', '.join(twice)} is given twice", field="file")
+    recordings: list[Recording] = [
+        read_recording(f, channels=channels, drop=drop_channels) for f in files
+    ]
+    if events is None:
+        rec = recordings[0]
+        counts = rec.event_counts()
+        if not counts:
+            raise SourceError(
+                f"{rec.path} has no events (its marker column holds only 0): a classifier "
+                "needs labelled epochs",
+                field="file",
+                hint="train on a recording with stimulus markers, or on a simulated session "
+                "with --synthetic",
+            )
+        raise ConfigError(
+            f"{rec.path} has events but no --events mapping says which class each code is; "
+            f"codes in the file: {_codes_text(counts)}",
+            field="events",
+            hint=f"pass {_suggest(counts)} (NAME=CODE for each class)",
+        )
+    mapping = events if isinstance(events, EventMapping) else EventMapping.parse(events)
+    if len(mapping.classes) < 2:
+        raise ConfigError(
+            f"--events {mapping} names one class; a classifier needs two or more",
+            field="events",
+            hint="name every class, e.g. --events target=2,nontarget=1",
+        )
+    runs: list[Run] = []
+    for rec in recordings:
+        counts = rec.event_counts()
+        if not set(counts) & set(mapping.codes):
+            raise ConfigError(
+                f"{rec.path} holds none of the mapped events ({mapping}); codes in the file: "
+                f"{_codes_text(counts)}",
+                field="events",
+                hint=f"pass {_suggest(counts)}" if counts else "is this the right file?",
+            )
+        epochs = epochs_from_recording(rec, tmin=tmin, tmax=tmax, mapping=mapping)
+        per_class = {name: int(np.sum(epochs.y == k)) for k, name in enumerate(mapping.classes)}
+        runs.append(
+            Run(rec.path, _sha256(rec.path), epochs, per_class, epochs.unmapped, rec.dropped)
+        )
+    montages = {(r.epochs.fs, tuple(r.epochs.channels)) for r in runs}
+    if len(montages) > 1:
+        raise ConfigError(
+            "the recordings differ in sampling rate or channels: "
+            + "; ".join(
+                f"{r.file.name}: {r.epochs.fs:g} Hz {list(r.epochs.channels)}" for r in runs
+            ),
+            field="file",
+            hint="train on recordings of one montage, or select common channels with --channels",
+        )
+    return runs, mapping
+
+
+def _pipeline_params(
+    pipeline: str, feature_params: Mapping[str, Any] | None, tmin: float
+) -> dict[str, Any]:
+    """ERP features baseline-correct over the pre-stimulus part: the epoch's own tmin."""
+    params = dict(feature_params or {})
+    if pipeline.startswith("erp@"):
+        params.setdefault("tmin", tmin)
+    return params
+
+
+def fit_validated(
+    family: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    fs: float,
+    *,
+    groups: Sequence[str] | None,
+    channels: Sequence[str] | None,
+    tmin: float | None,
+    tmax: float | None,
+    pipeline: str = "erp@1",
+    feature_params: Mapping[str, Any] | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    lineage: Mapping[str, Any] | None = None,
+) -> tuple[TrainedModel, Validation]:
+    """Cross-validate (leave-one-run-out over ``groups``, else blocked k-fold), then refit
+    on 100 % of the epochs; the version's metrics are the cross-validation's, with
+    ``lineage`` (and the dataset hash) beside them."""
+    common: dict[str, Any] = {
+        "pipeline": pipeline,
+        "feature_params": feature_params,
+        "model_params": model_params,
+        "seed": seed,
+    }
+    validation = validate_runs(family, x, y, fs, groups=groups, **common)
+    trained = train_model(
+        family, x, y, fs, test_size=0, channels=channels, tmin=tmin, tmax=tmax, **common
+    )
+    metrics = {
+        **validation.metrics(),
+        "fitted_on": int(len(y)),
+        "lineage": {**dict(lineage or {}), "dataset_hash": trained.dataset_hash},
+    }
+    return dataclasses.replace(trained, metrics=metrics), validation
+
+
+def train_from_recordings(
+    family: str,
+    files: Sequence[Path],
+    events: str | EventMapping | None,
+    *,
+    tmin: float = -0.1,
+    tmax: float = 0.7,
+    channels: Sequence[str] | None = None,
+    drop_channels: Sequence[str] = (),
+    pipeline: str = "erp@1",
+    feature_params: Mapping[str, Any] | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> Validated:
+    """Train ``family`` on the files' real events: cross-validated, refitted on everything,
+    with the files (name, sha256), the mapping and the epoch counts as lineage."""
+    runs, mapping = read_runs(
+        files, events, tmin=tmin, tmax=tmax, channels=channels, drop_channels=drop_channels
+    )
+    x = np.concatenate([r.epochs.x for r in runs])
+    y = np.concatenate([r.epochs.y for r in runs])
+    names = [r.file.name for r in runs]
+    if len(set(names)) < len(names):  # same name in two folders: the paths tell them apart
+        names = [str(r.file) for r in runs]
+    groups = [name for name, r in zip(names, runs, strict=True) for _ in range(len(r.epochs.y))]
+    log.debug("training %s on %d epochs from %d recordings", family, len(y), len(runs))
+    trained, validation = fit_validated(
+        family,
+        x,
+        y,
+        runs[0].epochs.fs,
+        groups=groups,
+        channels=list(runs[0].epochs.channels),
+        tmin=tmin,
+        tmax=tmax,
+        pipeline=pipeline,
+        feature_params=_pipeline_params(pipeline, feature_params, tmin),
+        model_params=model_params,
+        seed=seed,
+        lineage={
+            "source": "recordings",
+            "files": [r.lineage() for r in runs],
+            **mapping.describe(),
+            "tmin": tmin,
+            "tmax": tmax,
+        },
+    )
+    return Validated(trained, validation, runs, mapping)
+
+
+def train_validated_simulation(
+    family: str, *, seconds: float = 600.0, seed: int = 1, recording: Path = DEFAULT_RECORDING
+) -> Validated:
+    """A simulated oddball session (one run): blocked k-fold in time, refitted on all of it."""
+    settings = ProducerSettings(seed=seed, session_id=f"train-{seed}")
+    epochs = simulate_epochs(settings, synthetic_recording(recording), seconds)
+    trained, validation = fit_validated(
+        family,
+        epochs.x,
+        epochs.y,
+        epochs.fs,
+        groups=None,
+        channels=list(epochs.channels),
+        tmin=settings.epoch_tmin,
+        tmax=settings.epoch_tmax,
+        seed=seed,
+        lineage={"source": "simulated oddball", "seconds": seconds, "seed": seed},
+    )
+    return Validated(trained, validation, [], None)
+
+
 async def register(
     core: CoreSettings,
     trained: TrainedModel,
@@ -84,6 +348,7 @@ async def register(
                 await registry.set_alias(conn, model_name, alias, version=row["version"])
                 ref = alias
             notify: list[str] = await registry.services_following(conn, model_name, ref)
+            assigned: str | None = None
             if service:
                 if await registry.get_service(conn, service) is None:
                     await registry.create_service(
@@ -93,10 +358,13 @@ async def register(
                 if assign or current.serving is None:
                     await registry.assign(conn, service, model_name, ref)
                     notify.append(service)
+                    assigned = service
         await _notify(core, pool, sorted(set(notify)))
     finally:
         await pool.close()
-    return Registered(model_name, row["version"], row["id"], trained.metrics, trained.dataset_hash)
+    return Registered(
+        model_name, row["version"], row["id"], trained.metrics, trained.dataset_hash, assigned
+    )
 
 
 async def _notify(core: CoreSettings, pool: Any, services: list[str]) -> None:

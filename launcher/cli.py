@@ -31,13 +31,9 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 DEMO_LOG = Path("var/log/demo.log")
 
 
-class CommandFailed(Exception):
-    """An error a person can act on, shown as ``error:`` and ``hint:`` lines."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+class CommandFailed(NeurostreamError):
+    """An error a person can act on, shown as ``error:`` and ``hint:`` lines: any error of
+    the tree, or a library's (BrainFlow, pydantic, the OS) translated into one."""
 
     def show(self) -> None:
         typer.echo(f"error: {self.message}", err=True)
@@ -55,14 +51,14 @@ def as_command_failure(exc: BaseException) -> CommandFailed | None:
     if isinstance(exc, CommandFailed):
         return exc
     if isinstance(exc, NeurostreamError):
-        return CommandFailed(str(exc), exc.hint)
+        return CommandFailed(str(exc), hint=exc.hint)
     if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
         return CommandFailed(
             f"invalid {exc.title}: {problems}",
-            "flags override NEUROSTREAM_* environment variables and .env; check both",
+            hint="flags override NEUROSTREAM_* environment variables and .env; check both",
         )
     if _is_brainflow_error(exc):
         return CommandFailed(f"BrainFlow: {exc}")
@@ -270,14 +266,74 @@ def _given(**values: Any) -> dict[str, Any]:
 
 @app.command()
 def produce(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Recording to replay (CSV from muse-lsl / OpenBCI GUI, EDF/BDF, FIF, "
+            "BrainVision .vhdr, EEGLAB .set, XDF, BrainFlow): the file source, with the "
+            "file's own markers; no simulated paradigm."
+        ),
+    ] = None,
     board: Annotated[
-        str | None, typer.Option(help="synthetic | playback | recording | BrainFlow board name/id")
+        str | None,
+        typer.Option(
+            help="synthetic (default without --file) | a BrainFlow board name/id for a live "
+            "headset | playback (BrainFlow's file board: only for files without markers)"
+        ),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            "--layout",
+            "--board-layout",
+            help="Board whose row layout a BrainFlow file has (e.g. MUSE_2016_BOARD).",
+        ),
+    ] = None,
+    file_format: Annotated[
+        str | None,
+        typer.Option("--format", help="The file's format when its extension does not say it."),
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="An XDF file's EEG stream.")] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="File replay speed: 1 real time (default), 0 unthrottled.")
+    ] = None,
+    loop: Annotated[
+        bool | None, typer.Option("--loop/--no-loop", help="Replay the file again and again.")
+    ] = None,
+    paradigm: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (default: simulated oddball on the synthetic board only) | oddball | none"
+        ),
+    ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option(
+            help="Event codes to classes, e.g. target=2,nontarget=1 or 30hz=1,20hz=2: "
+            "labelled epochs; other codes cut none (reported)."
+        ),
+    ] = None,
+    tmin: Annotated[float | None, typer.Option(help="Epoch start after a marker, s.")] = None,
+    tmax: Annotated[float | None, typer.Option(help="Epoch end after a marker, s.")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="Channels by name, in order: TP9,AF7,AF8,TP10.")
+    ] = None,
+    drop_channels: Annotated[
+        str | None, typer.Option(help='Channels to leave out by name: "Right AUX".')
+    ] = None,
+    record_only: Annotated[
+        bool | None,
+        typer.Option(
+            "--record-only/--serve",
+            help="Store the session (windows and labels) without queueing it for workers.",
+        ),
+    ] = None,
+    sliding: Annotated[
+        bool | None,
+        typer.Option("--sliding/--no-sliding", help="Also cut sliding windows."),
     ] = None,
     service: Annotated[str | None, typer.Option()] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds to stream.")] = None,
-    file: Annotated[
-        Path | None, typer.Option(help="Recording for the playback and recording boards.")
-    ] = None,
     session_id: Annotated[str | None, typer.Option()] = None,
     serial_port: SerialPort = None,
     mac_address: MacAddress = None,
@@ -286,9 +342,12 @@ def produce(
     serial_number: SerialNumber = None,
     other_info: OtherInfo = None,
 ) -> None:
-    """Stream a headset session (synthetic oddball by default) to the service's queue.
+    """Stream a session to the service's queue: a recording (--file), a headset, or the
+    synthetic board with a simulated oddball (the default).
 
-    `neurostream boards` lists the boards and the connection flags each one needs.
+    A file is replayed once at real time (--speed, --loop), its markers cut epochs, and
+    --events turns their codes into labels stored with the session. `neurostream boards`
+    lists the boards and the connection flags each one needs.
     """
     from producer.__main__ import serve as produce_session
     from producer.settings import ProducerSettings
@@ -297,10 +356,23 @@ def produce(
     _board_logging()
     settings = ProducerSettings(
         **_given(
+            file=str(file) if file else None,
             board=board,
+            layout=layout,
+            format=file_format,
+            stream=stream,
+            speed=speed,
+            loop=loop,
+            paradigm=paradigm,
+            events=events,
+            epoch_tmin=tmin,
+            epoch_tmax=tmax,
+            channels=channels,
+            drop_channels=drop_channels,
+            record_only=record_only,
+            sliding=sliding,
             service=service,
             duration_s=duration,
-            file=str(file) if file else None,
             session_id=session_id,
             serial_port=serial_port,
             mac_address=mac_address,
@@ -312,10 +384,8 @@ def produce(
     )
     # The session opens the source before the broker and the store: a wrong board fails first.
     result = asyncio.run(produce_session(CoreSettings(), settings))
-    typer.echo(
-        f"session {result.session_id}: {result.windows_confirmed} windows confirmed, "
-        f"{result.epochs} epochs"
-    )
+    for line in result.summary():
+        typer.echo(line)
 
 
 @app.command()
@@ -326,8 +396,10 @@ def boards() -> None:
     from producer.board import CONNECTIONS
 
     typer.echo("synthetic            BrainFlow's SYNTHETIC_BOARD (the default)")
-    typer.echo("playback             a BrainFlow file through PLAYBACK_FILE_BOARD (--file)")
-    typer.echo("recording            a BrainFlow file replayed at any speed (--file)")
+    typer.echo(
+        "playback             PLAYBACK_FILE_BOARD (--file without markers; else --file alone)"
+    )
+    typer.echo("recording            the file source (as --file alone; any format)")
     for b in BoardIds:
         if b.value < -1:
             continue
@@ -368,36 +440,351 @@ def record(
     typer.echo(f"wrote {data.shape[1]} samples x {data.shape[0]} rows to {out}")
 
 
+def _names(text: str | None) -> list[str] | None:
+    """``"TP9,AF7"`` -> ``["TP9", "AF7"]`` (``--channels``, ``--drop-channels``)."""
+    if text is None:
+        return None
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _json_option(text: str | None, option: str) -> dict[str, Any] | None:
+    import json
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandFailed(
+            f"{option} is not JSON: {exc}", hint=f"e.g. {option} '{{...}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise CommandFailed(f"{option} must be a JSON object, got {text!r}")
+    return value
+
+
+def _mean_sd(cv: dict[str, Any], metric: str) -> str:
+    mean, sd, pooled = cv.get(metric), cv.get(f"{metric}_sd"), cv["pooled"].get(metric)
+    if mean is None:
+        return "n/a"
+    return f"{mean:.3f} ± {sd:.3f} (pooled {pooled:.3f})" if pooled is not None else f"{mean:.3f}"
+
+
+def _train_story(validated: Any, reg: Any, alias: str, service: str) -> None:
+    """What ``train`` did, for a person: epochs per file, the scores, what was registered."""
+    from neurostream.models.validation import LEAVE_ONE_RUN_OUT
+
+    m = validated.trained.metrics
+    spec = validated.trained.input_spec
+    if validated.runs:
+        first = validated.runs[0]
+        left = f" (left out: {', '.join(first.dropped)})" if first.dropped else ""
+        typer.echo(
+            f"{len(validated.runs)} recording(s), events {validated.mapping}, epochs "
+            f"{spec['tmin']:+.2f}..{spec['tmax']:+.2f} s at {spec['fs']:g} Hz, channels "
+            f"{', '.join(spec['channels'])}{left}"
+        )
+        for run in validated.runs:
+            counts = "  ".join(f"{name} {n}" for name, n in run.counts.items())
+            unmapped = ", ".join(f"{c} ({n})" for c, n in run.unmapped.items())
+            extra = f"  (unmapped codes ignored: {unmapped})" if unmapped else ""
+            typer.echo(f"  {run.file.name}: {counts}{extra}")
+    else:
+        lineage = m["lineage"]
+        typer.echo(
+            f"simulated oddball session: {lineage['seconds']:g} s, seed {lineage['seed']}, "
+            f"{m['fitted_on']} epochs (synthetic board, simulated P300s)"
+        )
+    cv, kf = m["cv"], m["cv_kfold"]
+    what = (
+        f"leave-one-run-out ({cv['n_folds']} runs)"
+        if cv["scheme"] == LEAVE_ONE_RUN_OUT
+        else f"blocked {cv['n_folds']}-fold in time (one run: contiguous, unshuffled blocks)"
+    )
+    typer.echo(
+        f"{what}: ROC-AUC {_mean_sd(cv, 'roc_auc')}, "
+        f"balanced accuracy {_mean_sd(cv, 'balanced_accuracy')}"
+    )
+    typer.echo(
+        f"stratified {kf['n_folds']}-fold (shuffled, seed {kf['seed']}; for comparison with "
+        f"published figures, optimistic as epochs overlap): ROC-AUC {_mean_sd(kf, 'roc_auc')}, "
+        f"balanced accuracy {_mean_sd(kf, 'balanced_accuracy')}"
+    )
+    follows = (
+        f"; service {reg.assigned} now serves {reg.model_name}:{alias or reg.version}"
+        if reg.assigned
+        else f"; service {service} keeps its model (--assign to switch)"
+        if service
+        else ""
+    )
+    typer.echo(
+        f"refitted on all {m['fitted_on']} epochs: registered {reg.model_name} v{reg.version} "
+        f"(id {reg.version_id}){f' as {alias}' if alias else ''}{follows}"
+    )
+
+
 @app.command()
 def train(
+    file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A recording (CSV, EDF/BDF, FIF, BrainVision, .set, XDF); repeat per run."
+        ),
+    ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option(help="Event codes to classes, e.g. target=2,nontarget=1 or 30hz=1,20hz=2."),
+    ] = None,
+    synthetic: Annotated[
+        bool,
+        typer.Option(help="Train on a simulated oddball session (the default without --file)."),
+    ] = False,
+    channels: Annotated[
+        str | None, typer.Option(help="Channels to keep, by name, in this order (TP9,AF7,...).")
+    ] = None,
+    drop_channels: Annotated[
+        str | None, typer.Option(help="Channels to leave out, by name (e.g. a bad electrode).")
+    ] = None,
+    tmin: Annotated[float, typer.Option(help="Epoch start around each event, seconds.")] = -0.1,
+    tmax: Annotated[float, typer.Option(help="Epoch end around each event, seconds.")] = 0.7,
+    pipeline: Annotated[
+        str, typer.Option(help="Feature pipeline: erp@1 (P300) | bandpower@1 (SSVEP, alpha).")
+    ] = "erp@1",
+    feature_params: Annotated[
+        str | None, typer.Option(help="Pipeline parameters as JSON, e.g. '{\"h_freq\": 15}'.")
+    ] = None,
     family: Annotated[str, typer.Option(help="sklearn-lda | torch-eegnet")] = "sklearn-lda",
     model_name: Annotated[str, typer.Option(help="Registry name.")] = "p300-lda",
-    service: Annotated[str, typer.Option(help="Service to create/assign if unassigned.")] = "p300",
-    seconds: Annotated[float, typer.Option(help="Seconds of simulated session.")] = 600.0,
-    seed: Annotated[int, typer.Option(help="Paradigm seed of the training session.")] = 1,
-    file: Annotated[
-        Path | None, typer.Option(help="Recorded BrainFlow file instead of the synthetic board.")
-    ] = None,
+    service: Annotated[
+        str, typer.Option(help="Service to create/assign if unassigned ('' for none).")
+    ] = "p300",
     alias: Annotated[str, typer.Option(help="Alias to point at the new version.")] = "champion",
     assign: Annotated[
         bool, typer.Option(help="Assign the service even if it has a model.")
     ] = False,
+    seconds: Annotated[float, typer.Option(help="Seconds of simulated session.")] = 600.0,
+    seed: Annotated[int, typer.Option(help="Seed of the k-fold shuffle and the model.")] = 1,
 ) -> None:
-    """Train a model on a simulated oddball session and register it (first model of an install)."""
+    """Train on recordings' own events (or a simulated session), validate, register, assign.
+
+    With --file: epochs are cut around each file's events exactly as a live replay cuts
+    them, labelled by --events. The headline score is leave-one-run-out cross-validation
+    (each file held out in turn; with one file, contiguous blocks in time), stratified
+    5-fold printed beside it; the model is then refitted on every epoch and registered
+    with those scores, its channels and the files' sha256. Without --file (or with
+    --synthetic) a simulated oddball session on the synthetic board is used.
+    """
     from launcher import bootstrap
 
     _logging()
-    core = CoreSettings()
-    trained = bootstrap.train_from_simulation(family, seconds=seconds, seed=seed, file=file)
+    if synthetic and file:
+        raise CommandFailed(
+            "--synthetic simulates P300s on the synthetic board; it does not run on a recording",
+            hint="drop --synthetic to train on the file's own events (with --events)",
+        )
+    if file:
+        validated = bootstrap.train_from_recordings(
+            family,
+            file,
+            events,
+            tmin=tmin,
+            tmax=tmax,
+            channels=_names(channels),
+            drop_channels=_names(drop_channels) or (),
+            pipeline=pipeline,
+            feature_params=_json_option(feature_params, "--feature-params"),
+            seed=seed,
+        )
+    else:
+        if events or channels or drop_channels:
+            raise CommandFailed(
+                "--events, --channels and --drop-channels select from a recording: give --file",
+                hint="without --file, train runs on a simulated session (--synthetic)",
+            )
+        validated = bootstrap.train_validated_simulation(family, seconds=seconds, seed=seed)
     reg = asyncio.run(
         bootstrap.register(
-            core, trained, model_name=model_name, service=service, alias=alias, assign=assign
+            CoreSettings(),
+            validated.trained,
+            model_name=model_name,
+            service=service or None,
+            alias=alias or None,
+            assign=assign,
         )
     )
-    m = reg.metrics
+    _train_story(validated, reg, alias, service)
+
+
+def _api_error(resp: Any) -> CommandFailed:
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except ValueError:
+        detail = resp.text
+    return CommandFailed(
+        f"{resp.request.method} {resp.request.url} answered {resp.status_code}: {detail}",
+        hint="set NEUROSTREAM_API_TOKEN to the services' token"
+        if resp.status_code in (401, 403)
+        else None,
+    )
+
+
+@app.command()
+def retrain(
+    session: Annotated[
+        list[str], typer.Option(help="A stored, labelled session to train on; repeat for more.")
+    ],
+    test_session: Annotated[
+        list[str] | None,
+        typer.Option(help="Session(s) to test on; default: the last --session is held out."),
+    ] = None,
+    testing_dataset: Annotated[
+        str | None, typer.Option(help="An existing testing dataset (id, name or name@version).")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Retrain the model this service serves.")
+    ] = "p300",
+    model_name: Annotated[
+        str | None, typer.Option(help="Model to retrain (default: the service's model).")
+    ] = None,
+    family: Annotated[str, typer.Option(help="sklearn-lda | torch-eegnet")] = "sklearn-lda",
+    pipeline: Annotated[str, typer.Option(help="Feature pipeline.")] = "erp@1",
+    dataset: Annotated[
+        str | None, typer.Option(help="Name of the dataset snapshots (default <model>-sessions).")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Promote to champion if it beats the champion's test ROC-AUC.")
+    ] = False,
+    api: Annotated[
+        str, typer.Option(help="The retraining API, which runs the job.")
+    ] = "http://127.0.0.1:8003",
+    follow: Annotated[bool, typer.Option(help="Wait for the job and print its result.")] = False,
+) -> None:
+    """Retrain on stored, labelled sessions: snapshot their epochs, queue a retrain job.
+
+    The sessions' labelled epoch windows (streamed with --events, or labelled through the
+    ML data API) are snapshotted in PostgreSQL as a training dataset (and the test
+    sessions as a testing dataset); the job is then queued through the retraining API
+    (--api, bearer token from NEUROSTREAM_API_TOKEN), whose runner trains the challenger,
+    scores it against the champion on the testing dataset and registers it as
+    `challenger`. Follow it with --follow, or `curl <api>/jobs/<id>`.
+    """
+    import httpx
+
+    from neurostream import datasets
+    from neurostream.db import open_pool
+
+    _logging()
+    core = CoreSettings()
+    train_ids = list(dict.fromkeys(session))
+    tests = list(dict.fromkeys(test_session or []))
+    if testing_dataset is None and not tests:
+        if len(train_ids) < 2:
+            raise CommandFailed(
+                "a retrain job scores the new model on held-out data, and one session is all "
+                "there is to train on",
+                hint="add --test-session S (or --testing-dataset REF), or give two --session "
+                "values (the last is held out)",
+            )
+        tests = [train_ids.pop()]
+    if not model_name and not service:
+        raise CommandFailed("give --model-name or --service (whose model is retrained)")
+    base = dataset or f"{model_name or service}-sessions"
+
+    async def _snapshots() -> tuple[dict[str, Any], dict[str, Any] | None]:
+        pool = await open_pool(core.database_url, max_size=1)
+        try:
+            async with pool.connection() as conn:
+                train_row = await datasets.snapshot_from_sessions(
+                    conn,
+                    name=base,
+                    kind="training",
+                    session_ids=train_ids,
+                    description=f"sessions {', '.join(train_ids)} (neurostream retrain)",
+                )
+                test_row = None
+                if tests:
+                    test_row = await datasets.snapshot_from_sessions(
+                        conn,
+                        name=f"{base}-test",
+                        kind="testing",
+                        session_ids=tests,
+                        description=f"sessions {', '.join(tests)} (neurostream retrain)",
+                    )
+                return train_row, test_row
+        finally:
+            await pool.close()
+
+    train_row, test_row = asyncio.run(_snapshots())
     typer.echo(
-        f"registered {reg.model_name} v{reg.version} (id {reg.version_id}) as {alias}: "
-        f"validation ROC-AUC {m.get('roc_auc')}, balanced accuracy {m.get('balanced_accuracy')}"
+        f"training dataset {train_row['name']}@{train_row['version']} (id {train_row['id']}): "
+        f"{train_row['n_rows']} epochs {train_row['label_counts']} from {', '.join(train_ids)}"
+    )
+    testing: str | int
+    if test_row is not None:
+        testing = int(test_row["id"])
+        typer.echo(
+            f"testing dataset {test_row['name']}@{test_row['version']} (id {test_row['id']}): "
+            f"{test_row['n_rows']} epochs {test_row['label_counts']} from {', '.join(tests)}"
+        )
+    else:
+        assert testing_dataset is not None
+        testing = testing_dataset
+    body: dict[str, Any] = {
+        "family": family,
+        "training_dataset": int(train_row["id"]),
+        "testing_dataset": testing,
+        "params": {"feature_pipeline": pipeline},
+    }
+    if model_name:
+        body["model_name"] = model_name
+    if service:
+        body["service"] = service
+    if promote:
+        body["promote"] = {"metric": "roc_auc", "min_improvement": 0.0}
+    token = core.api_token.get_secret_value() if core.api_token else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = api.rstrip("/")
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            resp = client.post("/jobs", json=body)
+            if resp.status_code >= 400:
+                raise _api_error(resp)
+            job_id = resp.json()["job_id"]
+            typer.echo(
+                f"retrain job {job_id} queued at {url}; follow it with: curl {url}/jobs/{job_id}"
+            )
+            if follow:
+                _follow(client, job_id)
+    except httpx.TransportError as exc:
+        raise CommandFailed(
+            f"cannot reach the retraining API at {url}: {exc}",
+            hint="start it with `neurostream retraining-api` (or pass --api); the datasets "
+            "above are stored and can be reused",
+        ) from None
+
+
+def _follow(client: Any, job_id: int) -> None:
+    import time
+
+    seen = 0
+    while True:
+        resp = client.get(f"/jobs/{job_id}")
+        if resp.status_code >= 400:
+            raise _api_error(resp)
+        job = resp.json()
+        for line in job.get("logs", [])[seen:]:
+            typer.echo(f"  {line['message']}")
+        seen = len(job.get("logs", []))
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(1.0)
+    if job["status"] != "succeeded":
+        raise CommandFailed(f"retrain job {job_id} {job['status']}: {job.get('error')}")
+    result = job.get("result") or {}
+    typer.echo(
+        f"job {job_id} succeeded: {result.get('model_name')} v{result.get('version')} is the "
+        f"challenger{'; promoted to champion' if result.get('promoted') else ''} "
+        f"({result.get('promotion_reason')})"
     )
 
 

@@ -21,8 +21,8 @@ from neurostream import topology
 from neurostream.contract import DEFAULT_MAX_BYTES, ContractError, Window, decode
 
 log = logging.getLogger(__name__)
-QUEUE = "data.windows"
-MAX_LENGTH = 1_000_000
+QUEUE = topology.ARCHIVE_QUEUE
+MAX_LENGTH = topology.ARCHIVE_MAX_LENGTH
 
 INSERT = """
 INSERT INTO windows (session_id, seq, window_ts, service, kind, marker, fs, n_channels,
@@ -62,18 +62,7 @@ class WindowArchiver(BatchConsumer):
         self.max_bytes = max_bytes
 
     async def declare(self, channel: AbstractChannel) -> AbstractQueue:
-        ex = await topology.declare_exchanges(channel)
-        queue = await channel.declare_queue(
-            QUEUE,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-max-length": MAX_LENGTH,
-                "x-overflow": "drop-head",
-            },
-        )
-        await queue.bind(ex[topology.WINDOWS_EXCHANGE], routing_key="#")
-        return queue
+        return await topology.declare_archive(channel)
 
     async def write(self, batch: Sequence[AbstractIncomingMessage]) -> None:
         good: list[tuple[str, Window]] = []
@@ -87,7 +76,7 @@ class WindowArchiver(BatchConsumer):
                 self.skipped += 1
                 await message.ack()
                 continue
-            good.append((message.routing_key or "", window))
+            good.append((topology.service_of(message.routing_key or ""), window))
         if not good:
             return
         async with self.pool.connection() as conn:

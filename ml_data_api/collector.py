@@ -19,8 +19,8 @@ from ml_data_api.errors import Invalid
 from neurostream import topology
 
 log = logging.getLogger(__name__)
-QUEUE = "data.labels"
-DEAD_QUEUE = "data.labels.dead"
+QUEUE = topology.LABELS_QUEUE
+DEAD_QUEUE = topology.LABELS_DEAD_QUEUE
 INT32 = 2**31 - 1
 
 UPSERT = """
@@ -61,22 +61,7 @@ class LabelCollector(BatchConsumer):
     name = "label-collector"
 
     async def declare(self, channel: AbstractChannel) -> AbstractQueue:
-        ex = await topology.declare_exchanges(channel)
-        dead = await channel.declare_queue(
-            DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dead.bind(ex[topology.DEAD_EXCHANGE], routing_key=QUEUE)
-        queue = await channel.declare_queue(
-            QUEUE,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": topology.DEAD_EXCHANGE,
-                "x-dead-letter-routing-key": QUEUE,
-            },
-        )
-        await queue.bind(ex[topology.LABELS_EXCHANGE], routing_key="#")
-        return queue
+        return await topology.declare_label_store(channel)
 
     async def write(self, batch: Sequence[AbstractIncomingMessage]) -> None:
         events: list[LabelEvent] = []

@@ -8,6 +8,13 @@
 - ``models.events`` (topic, key = service): model assignment changes; each worker
   binds its own exclusive queue so every replica hears every event.
 - ``eeg.labels`` (topic, key = session_id): ground-truth label events.
+- ``data.windows``: the ML data API's window archive, bound to ``eeg.windows`` with ``#``
+  (every window of every service), bounded (``x-max-length``, ``drop-head``).
+- Record-only sessions (calibration data, no model yet) publish windows with the key
+  ``record:<service>`` (``record_key``): no service queue binds it (a service name cannot
+  hold ``:``), the archive does, and ``service_of`` turns the key back into the service.
+- ``data.labels``: the ML data API's ground-truth collector, bound to ``eeg.labels`` with
+  ``#``; a malformed event dead-letters to ``data.labels.dead``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ LABELS_EXCHANGE = "eeg.labels"
 # A window redelivered this many times (its worker died on it each time) is dead-lettered.
 DELIVERY_LIMIT = 10
 REASON_HEADER = "x-neurostream-reason"
+ARCHIVE_QUEUE = "data.windows"
+ARCHIVE_MAX_LENGTH = 1_000_000
+LABELS_QUEUE = "data.labels"
+LABELS_DEAD_QUEUE = "data.labels.dead"
+RECORD_PREFIX = "record:"
 
 
 def service_queue(service: str) -> str:
@@ -31,6 +43,16 @@ def service_queue(service: str) -> str:
 
 def dead_queue(service: str) -> str:
     return f"svc.{service}.dead"
+
+
+def record_key(service: str) -> str:
+    """Routing key of a record-only session's windows: archived, never queued for a worker."""
+    return f"{RECORD_PREFIX}{service}"
+
+
+def service_of(routing_key: str) -> str:
+    """The service a window's routing key names (``p300`` or ``record:p300`` -> ``p300``)."""
+    return routing_key.removeprefix(RECORD_PREFIX)
 
 
 async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExchange]:
@@ -65,4 +87,40 @@ async def declare_service(channel: AbstractChannel, service: str) -> AbstractQue
         },
     )
     await queue.bind(ex[WINDOWS_EXCHANGE], routing_key=service)
+    return queue
+
+
+async def declare_archive(channel: AbstractChannel) -> AbstractQueue:
+    """The window archive queue (``data.windows``), bound to every window."""
+    ex = await declare_exchanges(channel)
+    queue = await channel.declare_queue(
+        ARCHIVE_QUEUE,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-max-length": ARCHIVE_MAX_LENGTH,
+            "x-overflow": "drop-head",
+        },
+    )
+    await queue.bind(ex[WINDOWS_EXCHANGE], routing_key="#")
+    return queue
+
+
+async def declare_label_store(channel: AbstractChannel) -> AbstractQueue:
+    """The ground-truth collector's queue (``data.labels``) and its dead-letter queue."""
+    ex = await declare_exchanges(channel)
+    dead = await channel.declare_queue(
+        LABELS_DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(ex[DEAD_EXCHANGE], routing_key=LABELS_QUEUE)
+    queue = await channel.declare_queue(
+        LABELS_QUEUE,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": DEAD_EXCHANGE,
+            "x-dead-letter-routing-key": LABELS_QUEUE,
+        },
+    )
+    await queue.bind(ex[LABELS_EXCHANGE], routing_key="#")
     return queue

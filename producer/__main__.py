@@ -31,14 +31,7 @@ async def serve(core: CoreSettings, settings: ProducerSettings) -> SessionResult
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     result = asyncio.run(serve(CoreSettings(), ProducerSettings()))
-    logging.getLogger("producer").info(
-        "done: session %s, seq %s..%s, %d/%d windows confirmed",
-        result.session_id,
-        result.first_seq,
-        result.last_seq,
-        result.windows_confirmed,
-        result.windows_published,
-    )
+    logging.getLogger("producer").info("done:\n%s", "\n".join(result.summary()))
 
 
 if __name__ == "__main__":

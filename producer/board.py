@@ -1,10 +1,15 @@
-"""Where samples come from: a BrainFlow board, or a BrainFlow file replayed at any speed.
+"""Where samples come from: a BrainFlow board, or a recording replayed at any speed.
 
-Both sources hand the session loop ``Chunk``s of EEG samples ``[n_channels, n_new]`` with
+Every source hands the session loop ``Chunk``s of EEG samples ``[n_channels, n_new]`` with
 their timestamps and marker values (0 = none). ``BrainFlowSource`` reads a live board
-(SYNTHETIC_BOARD by default, PLAYBACK_FILE_BOARD for files, real headsets by name or id);
-``RecordingSource`` replays a file faster than real time so tests and benchmarks need not
-wait. ``record`` captures such a file from a board.
+(SYNTHETIC_BOARD by default, real headsets by name or id; PLAYBACK_FILE_BOARD only for a
+file without markers, since BrainFlow 5.23 plays the marker row back as zeros);
+``FileSource`` replays a ``neurostream.recordings.Recording`` (any format the readers
+know) with its own events as markers, once or in a loop, in real time or faster;
+``RecordingSource`` replays a capture of the synthetic board fast (tests, benchmarks and
+the simulated training session). ``record`` captures such a file from a board.
+``simulated`` says whether a source is the synthetic board's (the only kind the oddball
+paradigm may be layered onto).
 
 A source that cannot work fails here, before anything is opened, with a
 ``neurostream.errors`` error a person can act on: an unknown board name (with close
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +33,7 @@ from brainflow.board_shim import BoardIds, BoardShim, BrainFlowError, BrainFlowI
 from brainflow.data_filter import DataFilter
 
 from neurostream.errors import ConfigError, SourceError
+from neurostream.recordings import Recording
 
 ALIASES = {"synthetic": BoardIds.SYNTHETIC_BOARD, "playback": BoardIds.PLAYBACK_FILE_BOARD}
 _IDS = {b.value for b in BoardIds}
@@ -141,14 +148,16 @@ def _cannot_open(board_id: int, exc: BrainFlowError) -> SourceError:
     )
 
 
-def _existing_file(path: str | Path) -> Path:
+def existing_file(path: str | Path) -> Path:
+    """``path`` if it is a file; else a SourceError that says what it is and what to pass."""
     file = Path(path).expanduser()
     if not file.is_file():
         what = "is a directory, not a file" if file.is_dir() else "does not exist"
         raise SourceError(
             f"recording {file} {what}",
             field="file",
-            hint="pass --file with a BrainFlow file (e.g. one written by `neurostream record`)",
+            hint="pass --file with a recording: CSV (muse-lsl, OpenBCI GUI), EDF/BDF, FIF, "
+            "BrainVision .vhdr, EEGLAB .set, XDF, or a BrainFlow file",
         )
     return file
 
@@ -173,6 +182,7 @@ class Source(Protocol):
     name: str
     fs: float
     channels: tuple[str, ...]
+    simulated: bool  # the synthetic board's samples: the oddball paradigm may be added
 
     def start(self) -> None: ...
 
@@ -270,14 +280,16 @@ class BrainFlowSource:
                     "the playback board needs a file: pass --file or set NEUROSTREAM_PRODUCER_FILE",
                     field="file",
                 )
-            self.params.file = str(_existing_file(self.params.file))
+            self.params.file = str(existing_file(self.params.file))
             if self.params.master_board == BoardIds.NO_BOARD.value:
                 self.params.master_board = BoardIds.SYNTHETIC_BOARD.value
             layout_id = self.params.master_board
+            _refuse_playback_markers(Path(self.params.file), Layout.of(layout_id))
         check_connection(self.board_id, self.params)
         self.layout = Layout.of(layout_id)
         self.fs, self.channels = self.layout.fs, self.layout.channels
         self.name = board_name(self.board_id)
+        self.simulated = self.board_id == BoardIds.SYNTHETIC_BOARD.value
         self._shim = BoardShim(self.board_id, self.params)
         self._buffer = int(buffer_s * self.fs)
 
@@ -316,9 +328,11 @@ class RecordingSource:
         loop: bool = False,
         max_chunk_s: float = 2.0,
     ) -> None:
-        self.layout = Layout.of(resolve_board(board))
+        board_id = resolve_board(board)
+        self.layout = Layout.of(board_id)
         self.fs, self.channels = self.layout.fs, self.layout.channels
         self.name = "recording"
+        self.simulated = board_id == BoardIds.SYNTHETIC_BOARD.value
         self._recorded = self.layout.chunk(data)
         if self._recorded.n == 0:
             raise SourceError("the recording holds no samples", field="file")
@@ -330,7 +344,7 @@ class RecordingSource:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: object) -> RecordingSource:
-        file = _existing_file(path)
+        file = existing_file(path)
         try:
             data = DataFilter.read_file(str(file))
         except BrainFlowError as exc:
@@ -366,6 +380,158 @@ class RecordingSource:
         )
         self._cursor += n
         return chunk
+
+    def stop(self) -> None:
+        return None
+
+
+class ChannelPick:
+    """A board's channels by name (``channels`` in that order, less ``drop``)."""
+
+    def __init__(
+        self, source: Source, channels: Sequence[str] | None = None, drop: Sequence[str] = ()
+    ) -> None:
+        names = list(source.channels)
+        lower = [n.lower() for n in names]
+        wanted = list(channels) if channels else names
+        unknown = [c for c in [*wanted, *drop] if c.lower() not in lower]
+        if unknown:
+            raise ConfigError(
+                f"{source.name} has no channel {', '.join(unknown)} (it has {', '.join(names)})",
+                field="channels",
+            )
+        gone = {d.lower() for d in drop}
+        self.index = [lower.index(c.lower()) for c in wanted if c.lower() not in gone]
+        if not self.index:
+            raise ConfigError(f"no channel of {source.name} is left to stream", field="channels")
+        self.source = source
+        self.name, self.fs, self.simulated = source.name, source.fs, source.simulated
+        self.channels = tuple(names[i] for i in self.index)
+
+    def start(self) -> None:
+        self.source.start()
+
+    def read(self) -> Chunk | None:
+        chunk = self.source.read()
+        if chunk is None:
+            return None
+        return Chunk(chunk.data[self.index], chunk.timestamps, chunk.markers)
+
+    def stop(self) -> None:
+        self.source.stop()
+
+
+def _refuse_playback_markers(file: Path, layout: Layout) -> None:
+    """PLAYBACK_FILE_BOARD (BrainFlow 5.23) streams the marker row as zeros: say so first."""
+    if layout.marker_row is None:
+        return
+    try:
+        raw = np.atleast_2d(DataFilter.read_file(str(file)))
+    except BrainFlowError:
+        return  # BrainFlow says what is wrong with the file when it opens it
+    if raw.shape[0] > layout.marker_row and np.any(raw[layout.marker_row] != 0):
+        n = int(np.count_nonzero(raw[layout.marker_row]))
+        raise ConfigError(
+            f"{file} has {n} marker{'s' if n != 1 else ''}, which BrainFlow's playback board "
+            "plays back as zeros "
+            "(no epoch would be cut): replay it with the file source instead",
+            field="board",
+            hint=f"drop --board playback: `neurostream produce --file {file} --layout BOARD` "
+            "replays the file with its markers (--speed, --loop, --events)",
+        )
+
+
+class FileSource:
+    """Replays a ``Recording`` with its events as markers, in real time or faster.
+
+    ``speed`` 1 is real time, 2 twice as fast, 0 as fast as the consumer reads (chunks of
+    ``max_chunk_s``). Once by default; ``loop`` replays it again and again. Each event
+    lands at its own sample index (the reader placed it there), never searched for by time.
+
+    Times are wall-clock and never in the future: sample ``i`` of a pass is stamped
+    ``anchor + i / fs``. At ``speed <= 1`` the anchor is the moment the pass starts, so a
+    sample is stamped when (or before) it is due. Faster (or at 0) the pass's span is
+    moved back so it ends no later than its samples are read: the anchor is the pass's
+    start minus ``duration * (1 - 1/speed)`` (minus the whole duration at speed 0). A
+    looped pass at speed > 1 is anchored afresh, so its times may overlap the previous
+    pass's; sample spacing within a pass is always exactly ``1 / fs``.
+    """
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        speed: float = 1.0,
+        loop: bool = False,
+        max_chunk_s: float = 2.0,
+    ) -> None:
+        if not speed >= 0:
+            raise ConfigError(f"speed must be 0 or more, not {speed!r}", field="speed")
+        if recording.n_samples == 0:
+            raise SourceError(f"the recording {recording.path} holds no samples", field="file")
+        self.recording = recording
+        self.fs = float(recording.fs)
+        self.channels = tuple(recording.channels)
+        self.name = f"file:{recording.format}"
+        self.simulated = False
+        self.speed, self.loop = float(speed), loop
+        self._data = np.ascontiguousarray(recording.data, dtype=np.float32)
+        self._markers = np.zeros(recording.n_samples, dtype=np.float64)
+        events = np.asarray(recording.events, dtype=np.int64).reshape(-1, 2)
+        inside = (events[:, 0] >= 0) & (events[:, 0] < recording.n_samples)
+        self._markers[events[inside, 0]] = events[inside, 1]
+        # Two events on one sample: the marker row holds one code, the later one.
+        self.events_merged = int(inside.sum()) - int(np.count_nonzero(self._markers))
+        self._max_chunk = max(1, round(max_chunk_s * self.fs))
+        self._cursor = 0  # samples handed out, all passes
+        self._anchor = 0.0
+        self._mono0 = 0.0
+        self.passes = 0
+
+    @property
+    def duration_s(self) -> float:
+        return self.recording.duration_s
+
+    def _lead_s(self) -> float:
+        """How far back a pass's times are moved so none lies in the future."""
+        if self.speed == 0:
+            return self.duration_s
+        return self.duration_s * max(0.0, 1.0 - 1.0 / self.speed)
+
+    def start(self) -> None:
+        self._cursor, self.passes = 0, 0
+        self._mono0 = time.monotonic()
+
+    def read(self) -> Chunk | None:
+        total = self.recording.n_samples
+        offset = self._cursor % total  # within the pass
+        if not self.loop and self._cursor >= total:
+            return None
+        if self.speed > 0:
+            due = int((time.monotonic() - self._mono0) * self.fs * self.speed)
+            n = min(due - self._cursor, self._max_chunk)
+        else:
+            n = self._max_chunk
+        n = max(0, min(n, total - offset))  # a chunk never spans two passes
+        if n == 0:
+            return Chunk(np.zeros((len(self.channels), 0), np.float32), np.zeros(0), np.zeros(0))
+        if offset == 0:
+            self._anchor = self._pass_start() - self._lead_s()
+            self.passes += 1
+        chunk = Chunk(
+            self._data[:, offset : offset + n],
+            self._anchor + (offset + np.arange(n)) / self.fs,
+            self._markers[offset : offset + n],
+        )
+        self._cursor += n
+        return chunk
+
+    def _pass_start(self) -> float:
+        """Wall time at which this pass is due (now, for an unthrottled replay)."""
+        if self.speed == 0:
+            return time.time()
+        due = self._mono0 + self._cursor / (self.fs * self.speed)
+        return time.time() - (time.monotonic() - due)
 
     def stop(self) -> None:
         return None

@@ -1,22 +1,28 @@
-"""A session without a broker: the paradigm and windower over a source, for training data.
+"""A session without a broker: the producer's cutting over a source, for training data.
 
-``neurostream train`` uses this to build the first model of a fresh install from a
-simulated oddball session (or a recorded file): the same paradigm, the same windowing and
-the same ground truth as a live session, only as fast as the CPU allows.
+``epochs_from_recording`` is what ``neurostream train --file`` fits on: a recording's own
+events, labelled by an ``EventMapping``, cut by the live producer's own path (the file
+source's float32 samples and markers, ``session.Cutter``: the same ``Windower``, epoch
+geometry, unmapped-code rule and seq numbering), so an epoch trained on offline is the
+window a live replay of the same file serves, bit for bit, at the same seq.
+``simulate_epochs`` builds the first model of a fresh install from a simulated oddball
+session on the synthetic board.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from brainflow.board_shim import BoardIds, BoardShim
 from brainflow.data_filter import DataFilter
 
-from producer.board import RecordingSource, Source, record
+from neurostream.labelling import EventMapping
+from neurostream.recordings import Recording
+from producer.board import FileSource, RecordingSource, Source, record
 from producer.paradigm import label_for
-from producer.session import make_paradigm
+from producer.session import Cutter, make_paradigm
 from producer.settings import ProducerSettings
 from producer.windowing import Windower
 
@@ -24,9 +30,70 @@ from producer.windowing import Windower
 @dataclass(frozen=True)
 class LabelledEpochs:
     x: np.ndarray  # float32 [n, c, s]
-    y: np.ndarray  # int64 [n]
+    y: np.ndarray  # int64 [n]: class ids (-1: an unlabelled epoch, no mapping given)
     fs: float
     channels: tuple[str, ...]
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # raw markers
+    seqs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # live seq
+    t0: np.ndarray = field(default_factory=lambda: np.zeros(0))  # first sample's time
+    unmapped: dict[int, int] = field(default_factory=dict)  # markers per unmapped code
+    skipped: int = 0  # markers too close to the start or the end for a whole epoch
+
+
+def epochs_from_recording(
+    recording: Recording,
+    settings: ProducerSettings | None = None,
+    mapping: EventMapping | None = None,
+    *,
+    tmin: float | None = None,
+    tmax: float | None = None,
+) -> LabelledEpochs:
+    """The epochs a live replay of ``recording`` publishes, with their classes and seqs.
+
+    ``settings`` carries the windowing (``epoch_tmin``/``epoch_tmax``, ``sliding``,
+    ``window_s``/``step_s``, all of which shape seq numbering) exactly as the producer
+    would get them; ``tmin``/``tmax`` override the epoch window. With ``mapping`` only
+    mapped markers cut epochs (``unmapped`` counts the others) and ``y`` holds their class
+    ids; without, every marker cuts an epoch and ``y`` is -1. Channels are the recording's
+    as read (select them with ``read_recording(channels=, drop=)``, as the producer does).
+    """
+    base = settings if settings is not None else ProducerSettings(paradigm="none")
+    update: dict[str, object] = {"paradigm": "none"}
+    if tmin is not None:
+        update["epoch_tmin"] = tmin
+    if tmax is not None:
+        update["epoch_tmax"] = tmax
+    settings = ProducerSettings(**(base.model_dump() | update))
+    source = FileSource(recording, speed=0, loop=False)
+    cutter = Cutter(settings, source.fs, source.channels, paradigm="none", mapping=mapping)
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    codes: list[int] = []
+    seqs: list[int] = []
+    t0s: list[float] = []
+    source.start()
+    while (chunk := source.read()) is not None:
+        for window in cutter.push(chunk):
+            if window.header.marker is None:
+                continue  # a sliding window (settings.sliding): it takes a seq, not an epoch
+            label = cutter.label_of(window)
+            xs.append(window.data)
+            ys.append(-1 if label is None else label)
+            codes.append(window.header.marker)
+            seqs.append(window.header.seq)
+            t0s.append(window.header.t0)
+    n_ch, n_s = len(source.channels), cutter.windower.epoch_samples
+    return LabelledEpochs(
+        np.stack(xs) if xs else np.zeros((0, n_ch, n_s), np.float32),
+        np.asarray(ys, np.int64),
+        source.fs,
+        tuple(source.channels),
+        codes=np.asarray(codes, np.int64),
+        seqs=np.asarray(seqs, np.int64),
+        t0=np.asarray(t0s, np.float64),
+        unmapped=dict(sorted(cutter.unmapped.items())),
+        skipped=cutter.windower.epochs_skipped + cutter.windower.epochs_pending,
+    )
 
 
 def simulate_epochs(settings: ProducerSettings, source: Source, seconds: float) -> LabelledEpochs:

@@ -8,6 +8,11 @@ order, the pump waits for ``connect_robust`` to restore the channel and resends 
 with their original ``seq`` and ``message_id`` (duplicates are possible, gaps are not;
 consumers deduplicate on ``session_id:seq``). The buffer is bounded: when full, the
 producer blocks rather than dropping a window.
+
+A ``record_only`` session publishes its windows with ``topology.record_key(service)``:
+the ML data API's archive stores them, no service queue holds them for a worker. With
+``store`` (record-only sessions and labelled recordings) the publisher also declares the
+archive and label queues, so what it sends waits there if the data API is not up yet.
 """
 
 from __future__ import annotations
@@ -49,9 +54,14 @@ class WindowPublisher:
         buffer_max: int = 10_000,
         max_in_flight: int = 512,
         confirm_timeout_s: float = 10.0,
+        record_only: bool = False,
+        store: bool = False,
     ) -> None:
         self.amqp_url = amqp_url
         self.service = service
+        self.record_only = record_only
+        self.store = store or record_only
+        self.routing_key = topology.record_key(service) if record_only else service
         self.buffer_max = buffer_max
         self.max_in_flight = max_in_flight
         self.confirm_timeout_s = confirm_timeout_s
@@ -90,7 +100,11 @@ class WindowPublisher:
         channel = await self._connection.channel(publisher_confirms=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
-        await topology.declare_service(channel, self.service)
+        if not self.record_only:
+            await topology.declare_service(channel, self.service)
+        if self.store:
+            await topology.declare_archive(channel)
+            await topology.declare_label_store(channel)
         self._exchanges = await topology.declare_exchanges(channel)
         self._pump_task = asyncio.create_task(self._pump(), name="producer-publisher")
 
@@ -104,13 +118,15 @@ class WindowPublisher:
             content_type=contract.CONTENT_TYPE,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await self._enqueue(topology.WINDOWS_EXCHANGE, self.service, message, is_window=True)
+        await self._enqueue(topology.WINDOWS_EXCHANGE, self.routing_key, message, is_window=True)
         self.windows_published += 1
 
-    async def publish_label(self, session_id: str, seq: int, label: int) -> None:
-        """Ground truth the paradigm knows, keyed like the window it belongs to."""
+    async def publish_label(
+        self, session_id: str, seq: int, label: int, *, source: str = "paradigm"
+    ) -> None:
+        """Ground truth (the paradigm's, or a recording's own events), keyed like its window."""
         body = json.dumps(
-            {"session_id": session_id, "seq": seq, "label": label, "source": "paradigm"}
+            {"session_id": session_id, "seq": seq, "label": label, "source": source}
         ).encode()
         message = aio_pika.Message(
             body,

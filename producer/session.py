@@ -1,10 +1,16 @@
-"""One headset session: read the board, cut windows, publish them, record the session.
+"""One headset session: read the source, cut windows, publish them, record the session.
 
 ``run_session`` is the producer's loop: it registers the session in PostgreSQL, reads
-chunks from the source, lets the oddball paradigm add stimuli and P300s, hands the
-chunks to the windower and publishes every window (and, for epochs with known ground
-truth, a label event). On ``stop`` (SIGTERM) or at ``duration_s`` it stops reading,
-waits for the broker to confirm what was cut, and closes the session row.
+chunks from the source, hands them to a ``Cutter`` and publishes every window (and, for
+epochs with known ground truth, a label event on ``eeg.labels``). On ``stop`` (SIGTERM),
+at ``duration_s`` or at the end of a file it stops reading, waits for the broker to
+confirm what was cut, and closes the session row.
+
+``Cutter`` is the one path from samples to windows, shared with ``producer.offline`` (the
+epochs ``neurostream train`` fits on), so a model sees offline exactly what it is served
+live: the simulated oddball paradigm (synthetic board only, ``resolve_paradigm``), the
+demo's channel shift, the event mapping (a recording's unmapped codes cut no epoch and
+are counted), then the ``Windower``.
 """
 
 from __future__ import annotations
@@ -12,17 +18,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
+import numpy as np
 from brainflow.board_shim import BrainFlowInputParams
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from neurostream.contract import WindowKind
+from neurostream.contract import Window, WindowKind
 from neurostream.db import open_pool
 from neurostream.errors import ConfigError
+from neurostream.labelling import EventMapping
+from neurostream.recordings import read_recording
 from neurostream.settings import CoreSettings
-from producer.board import BrainFlowSource, RecordingSource, Source, resolve_board
+from producer.board import (
+    BrainFlowSource,
+    ChannelPick,
+    Chunk,
+    FileSource,
+    Source,
+    existing_file,
+    resolve_board,
+)
 from producer.paradigm import OddballParadigm, label_for
 from producer.publisher import WindowPublisher
 from producer.settings import ProducerSettings
@@ -38,27 +57,87 @@ class SessionResult:
     service: str
     fs: float
     channels: tuple[str, ...]
+    source: str = ""  # the source's name: a board, or file:<format>
+    file: str | None = None
+    speed: float | None = None  # of a file replay
+    paradigm: str = "none"  # as resolved: oddball | none
+    record_only: bool = False
     windows_published: int = 0
     windows_confirmed: int = 0
     labels_confirmed: int = 0
     epochs: int = 0
     samples: int = 0
     truth: dict[int, int] = field(default_factory=dict)  # seq -> label
+    codes: dict[int, int] = field(default_factory=dict)  # epochs per raw marker code
+    classes: dict[str, int] = field(default_factory=dict)  # labelled epochs per class name
+    unmapped: dict[int, int] = field(default_factory=dict)  # markers per unmapped code
+    epochs_skipped: int = 0  # markers too close to the start for a whole epoch
+    epochs_cut_short: int = 0  # markers too close to the end
     first_seq: int | None = None
     last_seq: int | None = None
     flushed: bool = True
 
+    def summary(self) -> list[str]:
+        """What ``neurostream produce`` prints at the end: a few lines for a person."""
+        replay = f" at speed {self.speed:g}" if self.speed is not None else ""
+        where = f" {self.file}" if self.file else ""
+        mode = ", record-only" if self.record_only else ""
+        lines = [
+            f"session {self.session_id} ({self.service}{mode}): "
+            f"{self.source}{where}{replay}, paradigm {self.paradigm}",
+            f"  {self.windows_confirmed}/{self.windows_published} windows confirmed, "
+            f"{self.epochs} epochs, {self.labels_confirmed} labels confirmed",
+        ]
+        if self.codes:
+            lines.append("  epochs per code: " + _counts(self.codes))
+        if self.classes:
+            lines.append("  epochs per class: " + _counts(self.classes))
+        if self.unmapped:
+            lines.append(
+                "  unmapped codes (no epoch cut): "
+                + _counts(self.unmapped)
+                + " — add them to --events to use them"
+            )
+        lost = []
+        if self.epochs_skipped:
+            lost.append(f"{self.epochs_skipped} too close to the start")
+        if self.epochs_cut_short:
+            lost.append(f"{self.epochs_cut_short} too close to the end")
+        if lost:
+            lines.append(f"  markers without a whole epoch: {', '.join(lost)}")
+        if not self.flushed:
+            lines.append("  not every window was confirmed before the flush timeout")
+        return lines
+
+
+def _counts(counts: dict[Any, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
 
 def open_source(settings: ProducerSettings) -> Source:
-    """The source the settings describe (a live board, playback or a fast recording)."""
-    if settings.board.strip().lower() == "recording":
+    """The source the settings describe: a recording file, a live board, or playback."""
+    if settings.source_kind == "file":
         if not settings.file:
             raise ConfigError(
-                "board 'recording' needs a file: pass --file or set NEUROSTREAM_PRODUCER_FILE",
+                "the file source needs a file: pass --file or set NEUROSTREAM_PRODUCER_FILE",
                 field="file",
             )
-        return RecordingSource.from_file(
-            settings.file, board=settings.master_board, speed=settings.speed, loop=settings.loop
+        recording = read_recording(
+            existing_file(settings.file),
+            format=settings.format or None,
+            board=settings.layout or None,
+            channels=settings.channels or None,
+            drop=settings.drop_channels,
+            stream=settings.stream or None,
+        )
+        return FileSource(recording, speed=settings.speed, loop=settings.loop)
+    board = settings.board.strip() or "synthetic"
+    if settings.file and settings.source_kind != "playback":
+        raise ConfigError(
+            f"--file {settings.file} and --board {board} name two sources",
+            field="board",
+            hint="drop --board to replay the file (BrainFlow files: --layout BOARD), or "
+            "--file to stream the board",
         )
     params = BrainFlowInputParams()
     for name in (
@@ -72,8 +151,38 @@ def open_source(settings: ProducerSettings) -> Source:
         "file",
     ):
         setattr(params, name, getattr(settings, name))
-    params.master_board = resolve_board(settings.master_board)
-    return BrainFlowSource(settings.board, params)
+    params.master_board = resolve_board(settings.layout or "synthetic")
+    source = BrainFlowSource(board, params)
+    if settings.channels or settings.drop_channels:
+        return ChannelPick(source, settings.channels or None, settings.drop_channels)
+    return source
+
+
+def resolve_paradigm(settings: ProducerSettings, source: Source) -> Literal["oddball", "none"]:
+    """The paradigm a session runs: the simulated oddball only ever on the synthetic board.
+
+    ``auto`` is the oddball on the synthetic board (when no ``events`` are given) and no
+    paradigm on any real source; ``oddball`` on a real source is refused.
+    """
+    if settings.paradigm == "none":
+        return "none"
+    if settings.paradigm == "oddball":
+        if not source.simulated:
+            raise ConfigError(
+                f"the simulated oddball paradigm adds fake stimuli and P300s to the synthetic "
+                f"board only; {source.name} is real EEG",
+                field="paradigm",
+                hint="drop --paradigm (a real source has none); to label a recording's own "
+                "markers pass --events, e.g. --events target=2,nontarget=1",
+            )
+        if settings.events.strip():
+            raise ConfigError(
+                "--events labels a recording's own markers; the simulated oddball paradigm "
+                "labels its own stimuli: pass one of them",
+                field="events",
+            )
+        return "oddball"
+    return "oddball" if source.simulated and not settings.events.strip() else "none"
 
 
 def make_paradigm(
@@ -112,6 +221,80 @@ def make_shift(
     )
 
 
+class Cutter:
+    """Chunks in, windows out: the one path from samples to windows, live and offline.
+
+    In order: the oddball paradigm (when ``paradigm`` is ``oddball``) adds stimuli and
+    P300s, the demo's channel shift (when configured), the event mapping keeps only the
+    markers it names (the others are counted in ``unmapped`` and cut no epoch), then the
+    ``Windower`` cuts sliding windows (``settings.sliding``) and epochs
+    ``[onset + tmin, onset + tmax)`` numbered gap-free from 0. ``label_of`` is the ground
+    truth of an epoch: the paradigm's, or the mapping's class of its raw marker code.
+    """
+
+    def __init__(
+        self,
+        settings: ProducerSettings,
+        fs: float,
+        channels: tuple[str, ...],
+        *,
+        paradigm: Literal["oddball", "none"],
+        mapping: EventMapping | None = None,
+    ) -> None:
+        self.fs = float(fs)
+        self.channels = tuple(channels)
+        self.mapping = mapping
+        self.paradigm = make_paradigm(settings, fs, channels) if paradigm == "oddball" else None
+        self.shift = make_shift(settings, fs, channels)
+        self.windower = Windower(
+            session_id=settings.session_id,
+            fs=fs,
+            channels=self.channels,
+            window_s=settings.window_s,
+            step_s=settings.step_s,
+            tmin=settings.epoch_tmin,
+            tmax=settings.epoch_tmax,
+            sliding=settings.sliding,
+        )
+        self.samples = 0
+        self.unmapped: Counter[int] = Counter()
+        self._mapped_codes = (
+            np.asarray(mapping.codes, dtype=np.float64) if mapping is not None else None
+        )
+
+    def push(self, chunk: Chunk) -> list[Window]:
+        """The windows ``chunk`` (the next samples of the stream) completed."""
+        data, markers = chunk.data, chunk.markers
+        if self.paradigm is not None:
+            data, markers = self.paradigm.apply(data, self.samples)
+        if self.shift is not None:
+            data = self.shift.apply(data, self.samples)
+        if self._mapped_codes is not None:
+            markers = self._keep_mapped(markers)
+        self.samples += chunk.n
+        return self.windower.push(data, chunk.timestamps, markers)
+
+    def _keep_mapped(self, markers: np.ndarray) -> np.ndarray:
+        assert self._mapped_codes is not None
+        unknown = (markers != 0) & ~np.isin(markers, self._mapped_codes)
+        if not unknown.any():
+            return markers
+        codes, counts = np.unique(markers[unknown], return_counts=True)
+        self.unmapped.update({int(c): int(n) for c, n in zip(codes, counts, strict=True)})
+        return np.where(unknown, 0.0, markers)
+
+    def label_of(self, window: Window) -> int | None:
+        """Ground truth of a window: None for sliding windows and unlabelled epochs."""
+        marker = window.header.marker
+        if window.header.kind is not WindowKind.EPOCH or marker is None:
+            return None
+        if self.paradigm is not None:
+            return label_for(marker)
+        if self.mapping is not None:
+            return self.mapping.class_of(marker)
+        return None
+
+
 async def run_session(
     core: CoreSettings,
     settings: ProducerSettings,
@@ -120,9 +303,15 @@ async def run_session(
     stop: asyncio.Event | None = None,
 ) -> SessionResult:
     """Stream one session until ``duration_s``, the source's end, or ``stop``."""
+    mapping = settings.event_mapping
     src = source if source is not None else open_source(settings)
+    paradigm = resolve_paradigm(settings, src)
     stop = stop or asyncio.Event()
     result = SessionResult(settings.session_id, settings.service, src.fs, tuple(src.channels))
+    result.source, result.paradigm, result.record_only = src.name, paradigm, settings.record_only
+    if isinstance(src, FileSource):
+        result.file, result.speed = str(src.recording.path), src.speed
+    cutter = Cutter(settings, src.fs, result.channels, paradigm=paradigm, mapping=mapping)
     pool = await open_pool(core.database_url, max_size=2)
     publisher = WindowPublisher(
         core.amqp_url,
@@ -130,13 +319,15 @@ async def run_session(
         buffer_max=settings.buffer_max,
         max_in_flight=settings.max_in_flight,
         confirm_timeout_s=settings.confirm_timeout_s,
+        record_only=settings.record_only,
+        store=mapping is not None,
     )
     try:
         await publisher.start()
-        await _register(pool, settings, src)
+        await _register(pool, settings, src, paradigm, mapping)
         src.start()
         try:
-            await _stream(settings, src, publisher, stop, result)
+            await _stream(settings, src, cutter, publisher, stop, result)
         finally:
             src.stop()
         result.flushed = await publisher.flush(settings.flush_timeout_s)
@@ -149,34 +340,55 @@ async def run_session(
             await _finish(pool, result)
         await pool.close()
     log.info(
-        "session %s: %d windows published, %d confirmed, %d epochs",
+        "session %s: %d windows published, %d confirmed, %d epochs (per code %s)",
         result.session_id,
         result.windows_published,
         result.windows_confirmed,
         result.epochs,
+        result.codes,
     )
+    if result.unmapped:
+        log.warning(
+            "session %s: markers with codes the event mapping does not name cut no epoch: %s",
+            result.session_id,
+            _counts(result.unmapped),
+        )
     return result
 
 
 async def _stream(
     settings: ProducerSettings,
     src: Source,
+    cutter: Cutter,
     publisher: WindowPublisher,
     stop: asyncio.Event,
     result: SessionResult,
 ) -> None:
-    paradigm = make_paradigm(settings, src.fs, result.channels)
-    shift = make_shift(settings, src.fs, result.channels)
-    windower = Windower(
-        session_id=settings.session_id,
-        fs=src.fs,
-        channels=result.channels,
-        window_s=settings.window_s,
-        step_s=settings.step_s,
-        tmin=settings.epoch_tmin,
-        tmax=settings.epoch_tmax,
-        sliding=settings.sliding,
-    )
+    label_source = "paradigm" if cutter.paradigm is not None else "recording"
+    codes: Counter[int] = Counter()
+    classes: Counter[str] = Counter()
+    try:
+        await _read(settings, src, cutter, publisher, stop, result, codes, classes, label_source)
+    finally:
+        result.codes = dict(sorted(codes.items()))
+        names = cutter.mapping.classes if cutter.mapping is not None else ()
+        result.classes = {n: classes[n] for n in names if classes[n]} or dict(classes)
+        result.unmapped = dict(sorted(cutter.unmapped.items()))
+        result.epochs_skipped = cutter.windower.epochs_skipped
+        result.epochs_cut_short = cutter.windower.epochs_pending
+
+
+async def _read(
+    settings: ProducerSettings,
+    src: Source,
+    cutter: Cutter,
+    publisher: WindowPublisher,
+    stop: asyncio.Event,
+    result: SessionResult,
+    codes: Counter[int],
+    classes: Counter[str],
+    label_source: str,
+) -> None:
     limit = round(settings.duration_s * src.fs) if settings.duration_s else None
     while not stop.is_set() and (limit is None or result.samples < limit):
         chunk = src.read()
@@ -188,13 +400,8 @@ async def _stream(
             continue
         if limit is not None:
             chunk = chunk.head(limit - result.samples)
-        data, markers = chunk.data, chunk.markers
-        if paradigm is not None:
-            data, markers = paradigm.apply(chunk.data, result.samples)
-        if shift is not None:
-            data = shift.apply(data, result.samples)
         result.samples += chunk.n
-        for window in windower.push(data, chunk.timestamps, markers):
+        for window in cutter.push(chunk):
             seq = window.header.seq
             await publisher.publish_window(window)
             if result.first_seq is None:
@@ -202,15 +409,51 @@ async def _stream(
             result.last_seq = seq
             if window.header.kind is WindowKind.EPOCH and window.header.marker is not None:
                 result.epochs += 1
-                label = label_for(window.header.marker) if paradigm is not None else None
+                codes[window.header.marker] += 1
+                label = cutter.label_of(window)
                 if label is not None:
                     result.truth[seq] = label
-                    await publisher.publish_label(settings.session_id, seq, label)
+                    if cutter.mapping is not None:
+                        classes[cutter.mapping.classes[label]] += 1
+                    else:
+                        classes[str(label)] += 1
+                    await publisher.publish_label(
+                        settings.session_id, seq, label, source=label_source
+                    )
 
 
-async def _register(pool: AsyncConnectionPool, settings: ProducerSettings, src: Source) -> None:
-    paradigm: dict[str, object] = {"kind": settings.paradigm}
-    if settings.paradigm == "oddball":
+def source_record(settings: ProducerSettings, src: Source) -> dict[str, Any]:
+    """The session row's ``source``: what a session can be traced back to."""
+    record: dict[str, Any] = {"name": src.name, "record_only": settings.record_only}
+    if isinstance(src, FileSource):
+        rec = src.recording
+        record |= {
+            "file": str(rec.path),
+            "format": rec.format,
+            "speed": src.speed,
+            "loop": src.loop,
+            "dropped": list(rec.dropped),
+            "events_in_file": {str(k): v for k, v in rec.event_counts().items()},
+        }
+        if settings.layout:
+            record["layout"] = settings.layout
+    return record
+
+
+async def _register(
+    pool: AsyncConnectionPool,
+    settings: ProducerSettings,
+    src: Source,
+    kind: str,
+    mapping: EventMapping | None,
+) -> None:
+    paradigm: dict[str, object] = {
+        "kind": kind,
+        "epoch": {"tmin": settings.epoch_tmin, "tmax": settings.epoch_tmax},
+    }
+    if mapping is not None:
+        paradigm |= mapping.describe()
+    if kind == "oddball":
         paradigm |= settings.model_dump(
             include={
                 "soa_s",
@@ -225,11 +468,11 @@ async def _register(pool: AsyncConnectionPool, settings: ProducerSettings, src: 
     async with pool.connection() as conn:
         await conn.execute(
             """
-            INSERT INTO sessions (session_id, service, board, fs, channels, paradigm)
-            VALUES (%s, %s, %s, %s, %s, %s)
+            INSERT INTO sessions (session_id, service, board, fs, channels, paradigm, source)
+            VALUES (%s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (session_id) DO UPDATE SET service = EXCLUDED.service,
                 board = EXCLUDED.board, fs = EXCLUDED.fs, channels = EXCLUDED.channels,
-                paradigm = EXCLUDED.paradigm, ended_at = NULL
+                paradigm = EXCLUDED.paradigm, source = EXCLUDED.source, ended_at = NULL
             """,
             [
                 settings.session_id,
@@ -238,6 +481,7 @@ async def _register(pool: AsyncConnectionPool, settings: ProducerSettings, src: 
                 src.fs,
                 Jsonb(list(src.channels)),
                 Jsonb(paradigm),
+                Jsonb(source_record(settings, src)),
             ],
         )
 

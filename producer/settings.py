@@ -1,18 +1,23 @@
 """Producer settings, read once by ``python -m producer`` and passed down.
 
 Everything the producer needs beyond ``CoreSettings`` (where the broker and the store are):
-which board to read, how to cut windows, the simulated oddball paradigm, and how hard to
-hold on to windows while the broker is away. Env prefix ``NEUROSTREAM_PRODUCER_``.
+which source to read (a board, or a recording file replayed at ``speed``, once unless
+``loop``), how to cut windows, how a recording's event codes become labels (``events``),
+the simulated oddball paradigm (the synthetic board only), and how hard to hold on to
+windows while the broker is away. Env prefix ``NEUROSTREAM_PRODUCER_``; every setting a
+user needs is also a flag of ``neurostream produce``.
 """
 
 from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from neurostream.labelling import EventMapping
 
 # Centro-parietal weights: where a P300 is largest (Pz) and how it spreads.
 DEFAULT_P300_CHANNELS: dict[str, float] = {
@@ -44,10 +49,11 @@ class ProducerSettings(BaseSettings):
 
     service: str = Field("p300", pattern=r"^[A-Za-z0-9_.\-]+$")
     board: str = Field(
-        "synthetic",
-        description="'synthetic', 'playback' (BrainFlow file through PLAYBACK_FILE_BOARD), "
-        "'recording' (file replayed at `speed`), a BrainFlow board name such as "
-        "CYTON_BOARD / MUSE_S_BOARD / CROWN_BOARD, or a numeric board id.",
+        "",
+        description="'' (the default: the file source when `file` is set, else 'synthetic'), "
+        "'synthetic', 'file' (or 'recording': `file` replayed at `speed`), 'playback' "
+        "(BrainFlow's PLAYBACK_FILE_BOARD; refused for a file with markers), a BrainFlow "
+        "board name such as CYTON_BOARD / MUSE_S_BOARD / CROWN_BOARD, or a numeric board id.",
     )
     serial_port: str = ""
     mac_address: str = ""
@@ -56,9 +62,35 @@ class ProducerSettings(BaseSettings):
     serial_number: str = ""
     other_info: str = ""
     timeout: int = 0
-    file: str = Field("", description="BrainFlow file for 'playback' and 'recording'.")
-    master_board: str = Field(
-        "synthetic", description="Board whose layout the playback/recording file has."
+    file: str = Field(
+        "",
+        description="Recording to replay: CSV (muse-lsl, OpenBCI GUI), EDF/BDF, FIF, "
+        "BrainVision, EEGLAB .set, XDF or a BrainFlow file (see neurostream.recordings).",
+    )
+    format: str = Field("", description="The file's format when its extension does not say.")
+    layout: str = Field(
+        "",
+        description="Board whose row layout a BrainFlow file has (BrainFlow's master_board); "
+        "the synthetic board when empty.",
+    )
+    stream: str = Field("", description="An XDF file's EEG stream (name or type).")
+    channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Channels to stream, by name and in this order (default: the file's EEG).",
+    )
+    drop_channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Channels to leave out, by name."
+    )
+    events: str = Field(
+        "",
+        description="Event codes to classes, e.g. 'target=2,nontarget=1' (see "
+        "neurostream.labelling): mapped markers cut labelled epochs, others none (reported). "
+        "Empty: every marker cuts an unlabelled epoch.",
+    )
+    record_only: bool = Field(
+        False,
+        description="Store the session (windows archived with their labels) without queueing "
+        "it for the service's workers (calibration before any model exists).",
     )
     session_id: str = Field(default_factory=new_session_id, pattern=r"^[A-Za-z0-9_.\-]+$")
     duration_s: float | None = Field(None, gt=0, description="None: until stopped.")
@@ -71,7 +103,12 @@ class ProducerSettings(BaseSettings):
         description="Also cut sliding windows (band-power services such as alpha detection); "
         "a P300 service only takes epochs.",
     )
-    paradigm: Literal["oddball", "none"] = "oddball"
+    paradigm: Literal["auto", "oddball", "none"] = Field(
+        "auto",
+        description="The simulated oddball (P300) paradigm: 'auto' = on the synthetic board "
+        "only (without `events`), never on a real source; 'oddball' on a real source is "
+        "refused.",
+    )
     soa_s: float = Field(0.25, gt=0)
     target_prob: float = Field(1 / 6, gt=0, lt=1)
     p300_amplitude_uv: float = Field(6.0, ge=0)
@@ -87,17 +124,38 @@ class ProducerSettings(BaseSettings):
     shift_gain: float = Field(1.0, ge=0, description="Gain applied to the shifted channels.")
     shift_noise_uv: float = Field(0.0, ge=0, description="White noise added to them (µV).")
     speed: float = Field(
-        1.0, ge=0, description="Replay speed of 'recording': 1 real time, 0 as fast as possible."
+        1.0, ge=0, description="Replay speed of a file: 1 real time, 0 as fast as possible."
     )
-    loop: bool = Field(True, description="Loop a 'recording' file until duration_s.")
+    loop: bool = Field(False, description="Replay the file again and again (until duration_s).")
     poll_s: float = Field(0.04, gt=0, description="Board read interval when no data is due.")
     buffer_max: int = Field(10_000, ge=1, description="Windows held during a broker outage.")
     max_in_flight: int = Field(512, ge=1, description="Unconfirmed publishes at once.")
     confirm_timeout_s: float = Field(10.0, gt=0)
     flush_timeout_s: float = Field(60.0, gt=0, description="Wait for confirms at shutdown.")
 
+    @field_validator("channels", "drop_channels", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        """``"TP9,AF7"`` (a flag or an environment variable) or a list."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
     @model_validator(mode="after")
     def _epoch_order(self) -> ProducerSettings:
         if self.epoch_tmax <= self.epoch_tmin:
             raise ValueError("epoch_tmax must be greater than epoch_tmin")
         return self
+
+    @property
+    def event_mapping(self) -> EventMapping | None:
+        """``events`` parsed (a ConfigError if it cannot be); None when empty."""
+        return EventMapping.parse(self.events) if self.events.strip() else None
+
+    @property
+    def source_kind(self) -> str:
+        """'file' for a recording replayed by the file source, else the board as given."""
+        board = self.board.strip().lower()
+        if board in ("file", "recording") or (not board and self.file):
+            return "file"
+        return board or "synthetic"

@@ -66,6 +66,16 @@ class Windower:
         """Markers too close to the stream start to cut a full epoch."""
         return self._skipped
 
+    @property
+    def epoch_samples(self) -> int:
+        """Samples in one epoch: ``round(tmax * fs) - round(tmin * fs)``."""
+        return self._off1 - self._off0
+
+    @property
+    def epochs_pending(self) -> int:
+        """Markers whose epoch is not complete yet (at the stream's end: cut short)."""
+        return len(self._pending)
+
     def push(
         self, data: np.ndarray, timestamps: np.ndarray, markers: np.ndarray | None = None
     ) -> list[Window]:

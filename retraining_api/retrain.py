@@ -76,6 +76,7 @@ def run(
             model_params=params.get("model_params") or {},
             seed=int(spec["seed"]),
             test_size=float(spec["validation_size"]),
+            channels=train.meta.get("channels") or None,
         )
     progress.set(0.8, f"validation roc_auc {trained.metrics['roc_auc']}")
     progress.checkpoint()

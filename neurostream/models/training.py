@@ -3,7 +3,10 @@
 ``train_model`` fits a family on one feature pipeline, scores it on a stratified hold-out
 split and returns everything a ``model_versions`` row needs (artifact, sha256, metrics,
 dataset hash). The artifact is the model fitted on the training split, so its metrics
-describe exactly what will serve. ``evaluate`` scores any model the same way.
+describe exactly what will serve. With ``test_size=0`` it fits on every window instead
+and leaves the score to cross-validation (``neurostream.models.validation``), which is
+what ``neurostream train`` registers: every calibration epoch counts. ``evaluate`` scores
+any model the same way.
 
 The version's signature (``input_spec``) records what it was fitted on: channel names in
 order, fs, window length, window kind, epoch geometry and units, so a worker can match
@@ -99,7 +102,7 @@ def _check(windows: np.ndarray, y: np.ndarray, fs: float) -> tuple[np.ndarray, n
     return w, labels
 
 
-def _fit(
+def fit_classifier(
     family: str,
     X: np.ndarray,
     y: np.ndarray,
@@ -108,6 +111,7 @@ def _fit(
     model_params: Mapping[str, Any] | None,
     seed: int,
 ) -> tuple[Classifier, dict[str, Any]]:
+    """Fit ``family`` on features ``X`` (``n_channels`` rows of the windows); its params."""
     if family == SKLEARN_LDA:
         params = lda_params(model_params)
         return fit_lda(X, y, params), params
@@ -145,6 +149,9 @@ def train_model(
     tmax: float | None = None,
 ) -> TrainedModel:
     """Fit on a stratified split, score on the hold-out, package for the registry.
+
+    ``test_size=0`` fits on all of ``windows``; the metrics are then empty (``n`` 0,
+    scores None) and the caller puts its cross-validation there.
 
     ``channels`` names the rows of ``windows`` (``[n, channels, samples]``, µV) in order;
     the version then records them and workers match windows to it by name (reordered,
@@ -185,11 +192,15 @@ def train_model(
     fparams = pipe.default_params() | dict(feature_params or {})
     X = pipe.transform(w, fs, fparams)
     classes = [int(c) for c in np.unique(labels)]
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, labels, test_size=test_size, stratify=labels, random_state=seed
-    )
-    clf, mparams = _fit(family, X_train, y_train, classes, w.shape[1], model_params, seed)
-    metrics = scoring.score(y_test, clf.predict_proba(X_test), classes=clf.classes)
+    if test_size:
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, labels, test_size=test_size, stratify=labels, random_state=seed
+        )
+    else:  # every window trains; the caller's cross-validation scores it
+        X_train, X_test, y_train, y_test = X, X[:0], labels, labels[:0]
+    clf, mparams = fit_classifier(family, X_train, y_train, classes, w.shape[1], model_params, seed)
+    proba = clf.predict_proba(X_test) if len(y_test) else np.zeros((0, len(clf.classes)))
+    metrics = scoring.score(y_test, proba, classes=clf.classes)
     artifact = artifacts.dump(clf, family)
     return TrainedModel(
         family=family,

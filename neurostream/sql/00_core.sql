@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended_at         timestamptz,
     windows_confirmed integer NOT NULL DEFAULT 0
 );
+-- Where the samples came from beyond the board name (a file's path, format, speed, loop,
+-- channels left out), so a session can be traced to its recording.
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS source jsonb NOT NULL DEFAULT '{}';
 
 CREATE TABLE IF NOT EXISTS workers (
     worker_id        text PRIMARY KEY,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.recording_files import EEG_NOTEBOOKS
+
 NEUROSTREAM = Path(sys.executable).with_name("neurostream")
 
 
@@ -114,3 +116,63 @@ def test_verbose_shows_the_traceback(tmp_path: Path, flag: str) -> None:
     assert result.returncode != 0
     assert "Traceback" in result.stderr
     assert "neurostream.errors.ConfigError: unknown board 'NOT_A_BOARD'" in result.stderr
+
+
+VISUAL_P300 = EEG_NOTEBOOKS / "visual" / "P300" / "subject2" / "session1"
+needs_visual_p300 = pytest.mark.skipif(
+    not VISUAL_P300.is_dir(), reason=f"the real recordings are not in {VISUAL_P300}"
+)
+
+
+@needs_visual_p300
+def test_train_on_a_recording_without_events_lists_its_codes_and_what_to_pass(
+    tmp_path: Path,
+) -> None:
+    run1 = sorted(VISUAL_P300.glob("*.csv"))[0]
+    result = neurostream("train", "--file", str(run1), cwd=tmp_path)
+    error, hint = error_lines(result)
+    assert "codes in the file: 1 (170), 2 (24)" in error
+    assert hint == "hint: pass --events target=2,nontarget=1 (NAME=CODE for each class)"
+    # Nothing was simulated, trained or registered (no database is configured here).
+    assert "registered" not in result.stdout
+
+
+@needs_visual_p300
+def test_train_with_events_the_file_lacks_lists_the_codes_it_has(tmp_path: Path) -> None:
+    run1 = sorted(VISUAL_P300.glob("*.csv"))[0]
+    result = neurostream("train", "--file", str(run1), "--events", "30hz=3,20hz=4", cwd=tmp_path)
+    error, _ = error_lines(result)
+    assert "holds none of the mapped events (30hz=3,20hz=4)" in error
+    assert "1 (170), 2 (24)" in error
+
+
+def test_synthetic_training_refuses_a_recording(tmp_path: Path) -> None:
+    result = neurostream("train", "--synthetic", "--file", "run1.csv", cwd=tmp_path)
+    error, hint = error_lines(result)
+    assert "does not run on a recording" in error and "--events" in hint
+
+
+def test_a_simulated_paradigm_on_a_recording_is_refused(tmp_path: Path) -> None:
+    from tests.recording_files import eeg_signal, write_muse_csv
+
+    path = write_muse_csv(tmp_path / "run.csv", eeg_signal(4, 300, 256.0), [(100, 2)])
+    result = neurostream("produce", "--file", str(path), "--paradigm", "oddball", cwd=tmp_path)
+    error, hint = error_lines(result)
+    assert error.startswith("error: the simulated oddball paradigm adds fake stimuli")
+    assert "file:csv is real EEG" in error and "--events" in hint
+
+
+def test_playback_of_a_file_with_markers_points_to_the_file_source(tmp_path: Path) -> None:
+    import numpy as np
+    from brainflow.board_shim import BoardIds, BoardShim
+    from brainflow.data_filter import DataFilter
+
+    board = BoardIds.SYNTHETIC_BOARD.value
+    data = np.zeros((BoardShim.get_num_rows(board), 300))
+    data[BoardShim.get_marker_channel(board), 100] = 2.0
+    path = tmp_path / "rec.csv"
+    DataFilter.write_file(data, str(path), "w")
+    result = neurostream("produce", "--board", "playback", "--file", str(path), cwd=tmp_path)
+    error, hint = error_lines(result)
+    assert "has 1 marker, which BrainFlow's playback board plays back as zeros" in error
+    assert f"neurostream produce --file {path} --layout BOARD" in hint
