@@ -119,9 +119,12 @@ def _verbose() -> bool:
     return _VERBOSE[0]
 
 
-def _logging() -> None:
+def _logging(*, task: bool = False) -> None:
+    """Services log INFO on stderr (their logs are their output); a task (``train``,
+    ``produce``, ...) tells its story on stdout and logs only warnings unless ``-v``."""
+    quiet = logging.WARNING if task else logging.INFO
     logging.basicConfig(
-        level=logging.DEBUG if _verbose() else logging.INFO,
+        level=logging.DEBUG if _verbose() else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -175,7 +178,7 @@ def infra_up() -> None:
     """Start local PostgreSQL/RabbitMQ if down, create the database and vhost, migrate."""
     from neurostream import db, infra
 
-    _logging()
+    _logging(task=True)
     core = CoreSettings()
     infra.ensure_local(core.database_url, core.amqp_url)
 
@@ -352,7 +355,7 @@ def produce(
     from producer.__main__ import serve as produce_session
     from producer.settings import ProducerSettings
 
-    _logging()
+    _logging(task=True)
     _board_logging()
     settings = ProducerSettings(
         **_given(
@@ -576,7 +579,7 @@ def train(
     """
     from launcher import bootstrap
 
-    _logging()
+    _logging(task=True)
     if synthetic and file:
         raise CommandFailed(
             "--synthetic simulates P300s on the synthetic board; it does not run on a recording",
@@ -673,7 +676,7 @@ def retrain(
     from neurostream import datasets
     from neurostream.db import open_pool
 
-    _logging()
+    _logging(task=True)
     core = CoreSettings()
     train_ids = list(dict.fromkeys(session))
     tests = list(dict.fromkeys(test_session or []))
