@@ -26,12 +26,16 @@ import numpy as np
 from neurostream import __version__, registry, topology
 from neurostream.db import open_pool
 from neurostream.errors import ConfigError, SourceError
+from neurostream.features import get_pipeline
+from neurostream.gate import Gate, GateReport
+from neurostream.geometry import EpochGeometry
 from neurostream.labelling import EventMapping
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.models.validation import Validation, validate_runs
 from neurostream.notify import Notifier
 from neurostream.recordings import Recording, read_recording
 from neurostream.settings import CoreSettings
+from neurostream.streamfilter import FilterSpec
 from producer.board import RecordingSource
 from producer.offline import (
     LabelledEpochs,
@@ -43,6 +47,13 @@ from producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
 DEFAULT_RECORDING = Path("var/recordings/synthetic-board.csv")
+# The producer's default causal stream filter: what `neurostream produce` runs.
+DEFAULT_STREAM_FILTER = FilterSpec(
+    *(
+        ProducerSettings.model_fields[f].default
+        for f in ("filter_l_freq", "filter_h_freq", "filter_order")
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,15 @@ def train_from_simulation(
         int(epochs.y.sum()),
         seconds,
     )
-    return train_model(family, epochs.x, epochs.y, epochs.fs, model_params=model_params, seed=seed)
+    return train_model(
+        family,
+        epochs.x,
+        epochs.y,
+        epochs.fs,
+        model_params=model_params,
+        seed=seed,
+        geometry=epochs.geometry,
+    )
 
 
 @dataclass(frozen=True)
@@ -92,15 +111,30 @@ class Run:
     counts: dict[str, int]  # epochs per class name
     unmapped: dict[int, int]  # events whose code the mapping does not name: code -> count
     dropped: tuple[str, ...] = ()  # channels of the file left out (non-EEG, --drop-channels)
+    gated: GateReport | None = None  # what the artifact gate rejects (None: no gate)
+    clean: np.ndarray | None = None  # bool [n]: the epochs the gate passes (None: all)
+
+    @property
+    def kept(self) -> LabelledEpochs:
+        """The epochs that train: those the gate passes."""
+        if self.clean is None or self.clean.all():
+            return self.epochs
+        e, k = self.epochs, self.clean
+        return dataclasses.replace(
+            e, x=e.x[k], y=e.y[k], codes=e.codes[k], seqs=e.seqs[k], t0=e.t0[k]
+        )
 
     def lineage(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.file.name,
             "sha256": self.sha256,
             "epochs": int(len(self.epochs.y)),
             "counts": self.counts,
             "unmapped": {str(c): n for c, n in self.unmapped.items()},
         }
+        if self.gated is not None:
+            out["gated"] = self.gated.describe()
+        return out
 
 
 @dataclass(frozen=True)
@@ -141,12 +175,19 @@ def read_runs(
     tmax: float,
     channels: Sequence[str] | None = None,
     drop_channels: Sequence[str] = (),
+    gate: Gate | None = None,
+    stream_filter: FilterSpec | None = DEFAULT_STREAM_FILTER,
+    baseline: str = "auto",
 ) -> tuple[list[Run], EventMapping]:
     """Each file's epochs around its own events, labelled by ``events`` (``--events``).
 
     A file whose events the mapping does not name (or no mapping at all) is a
     ``ConfigError`` that lists the file's codes and what to pass; the epochs are cut as the
-    live producer cuts them."""
+    live producer cuts them, behind the causal ``stream_filter`` (None: unfiltered, as
+    ``neurostream produce --no-filter``) with the epoch ``baseline`` recorded in their
+    geometry (``ProducerSettings.epoch_baseline``). With ``gate`` each run records what
+    the artifact gate rejects (``Run.gated``, ``Run.clean``), as a worker serving the
+    version will."""
     if not files:
         raise ConfigError("no recording given", field="file")
     twice = sorted(
@@ -181,6 +222,13 @@ def read_runs(
             field="events",
             hint="name every class, e.g. --events target=2,nontarget=1",
         )
+    cut = ProducerSettings(
+        paradigm="none",
+        epoch_baseline=baseline,
+        filter_l_freq=stream_filter.l_freq if stream_filter else None,
+        filter_h_freq=stream_filter.h_freq if stream_filter else None,
+        filter_order=stream_filter.order if stream_filter else 4,
+    )
     runs: list[Run] = []
     for rec in recordings:
         counts = rec.event_counts()
@@ -191,10 +239,27 @@ def read_runs(
                 field="events",
                 hint=f"pass {_suggest(counts)}" if counts else "is this the right file?",
             )
-        epochs = epochs_from_recording(rec, tmin=tmin, tmax=tmax, mapping=mapping)
+        epochs = epochs_from_recording(rec, cut, mapping, tmin=tmin, tmax=tmax)
         per_class = {name: int(np.sum(epochs.y == k)) for k, name in enumerate(mapping.classes)}
+        report: GateReport | None = None
+        clean: np.ndarray | None = None
+        if gate is not None:
+            verdict = gate.check(epochs.x, epochs.channels)
+            report = GateReport.of(gate, epochs.channels, verdict.offending, verdict.std)
+            clean = ~verdict.rejected
+            if report.most or report.bad:
+                log.warning("%s: %s", rec.path.name, report.line())
         runs.append(
-            Run(rec.path, _sha256(rec.path), epochs, per_class, epochs.unmapped, rec.dropped)
+            Run(
+                rec.path,
+                _sha256(rec.path),
+                epochs,
+                per_class,
+                epochs.unmapped,
+                rec.dropped,
+                report,
+                clean,
+            )
         )
     montages = {(r.epochs.fs, tuple(r.epochs.channels)) for r in runs}
     if len(montages) > 1:
@@ -212,9 +277,10 @@ def read_runs(
 def _pipeline_params(
     pipeline: str, feature_params: Mapping[str, Any] | None, tmin: float
 ) -> dict[str, Any]:
-    """ERP features baseline-correct over the pre-stimulus part: the epoch's own tmin."""
+    """``erp@1`` baseline-corrects over the pre-stimulus part given by its own ``tmin``
+    parameter: the epoch's. (``erp@2`` reads the epochs' geometry instead.)"""
     params = dict(feature_params or {})
-    if pipeline.startswith("erp@"):
+    if "tmin" in get_pipeline(pipeline).default_params():
         params.setdefault("tmin", tmin)
     return params
 
@@ -234,6 +300,8 @@ def fit_validated(
     model_params: Mapping[str, Any] | None = None,
     seed: int = 0,
     lineage: Mapping[str, Any] | None = None,
+    gate: Gate | None = None,
+    geometry: EpochGeometry | None = None,
 ) -> tuple[TrainedModel, Validation]:
     """Cross-validate (leave-one-run-out over ``groups``, else blocked k-fold), then refit
     on 100 % of the epochs; the version's metrics are the cross-validation's, with
@@ -243,10 +311,11 @@ def fit_validated(
         "feature_params": feature_params,
         "model_params": model_params,
         "seed": seed,
+        "geometry": geometry,
     }
     validation = validate_runs(family, x, y, fs, groups=groups, **common)
     trained = train_model(
-        family, x, y, fs, test_size=0, channels=channels, tmin=tmin, tmax=tmax, **common
+        family, x, y, fs, test_size=0, channels=channels, tmin=tmin, tmax=tmax, gate=gate, **common
     )
     metrics = {
         **validation.metrics(),
@@ -269,18 +338,35 @@ def train_from_recordings(
     feature_params: Mapping[str, Any] | None = None,
     model_params: Mapping[str, Any] | None = None,
     seed: int = 0,
+    gate: Gate | None = None,
+    stream_filter: FilterSpec | None = DEFAULT_STREAM_FILTER,
+    baseline: str = "auto",
 ) -> Validated:
     """Train ``family`` on the files' real events: cross-validated, refitted on everything,
-    with the files (name, sha256), the mapping and the epoch counts as lineage."""
+    with the files (name, sha256), the mapping and the epoch counts as lineage.
+
+    With ``gate`` the epochs it rejects are left out before cross-validation and refit,
+    and the gate is recorded with the version, so workers reject what training left out."""
     runs, mapping = read_runs(
-        files, events, tmin=tmin, tmax=tmax, channels=channels, drop_channels=drop_channels
+        files,
+        events,
+        tmin=tmin,
+        tmax=tmax,
+        channels=channels,
+        drop_channels=drop_channels,
+        gate=gate,
+        stream_filter=stream_filter,
+        baseline=baseline,
     )
-    x = np.concatenate([r.epochs.x for r in runs])
-    y = np.concatenate([r.epochs.y for r in runs])
+    kept = [r.kept for r in runs]
+    x = np.concatenate([k.x for k in kept])
+    y = np.concatenate([k.y for k in kept])
+    if gate is not None:
+        _check_left(runs, mapping, y)
     names = [r.file.name for r in runs]
     if len(set(names)) < len(names):  # same name in two folders: the paths tell them apart
         names = [str(r.file) for r in runs]
-    groups = [name for name, r in zip(names, runs, strict=True) for _ in range(len(r.epochs.y))]
+    groups = [name for name, k in zip(names, kept, strict=True) for _ in range(len(k.y))]
     log.debug("training %s on %d epochs from %d recordings", family, len(y), len(runs))
     trained, validation = fit_validated(
         family,
@@ -295,15 +381,40 @@ def train_from_recordings(
         feature_params=_pipeline_params(pipeline, feature_params, tmin),
         model_params=model_params,
         seed=seed,
+        gate=gate,
+        geometry=runs[0].epochs.geometry,
         lineage={
             "source": "recordings",
             "files": [r.lineage() for r in runs],
             **mapping.describe(),
             "tmin": tmin,
             "tmax": tmax,
+            "baseline": baseline,
+            "filter": stream_filter.label if stream_filter else None,
+            "gate": gate.to_spec() if gate is not None else None,
         },
     )
     return Validated(trained, validation, runs, mapping)
+
+
+def _check_left(runs: Sequence[Run], mapping: EventMapping, y: np.ndarray) -> None:
+    """Refuse to train when the gate leaves fewer than two epochs of some class."""
+    left = {name: int(np.sum(y == k)) for k, name in enumerate(mapping.classes)}
+    if min(left.values()) >= 2:
+        return
+    bad = sorted({b.name for r in runs if r.gated is not None for b in r.gated.bad})
+    worst = "; ".join(f"{r.file.name}: {r.gated.line()}" for r in runs if r.gated is not None)
+    raise ConfigError(
+        f"the artifact gate leaves too few epochs to train on ({_counts(left)}): {worst}",
+        field="reject_uv",
+        hint=f"drop the bad channel with --drop-channels {','.join(bad)}"
+        if bad
+        else "raise --reject-uv, or train without the gate with --no-gate",
+    )
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 def train_validated_simulation(
@@ -323,6 +434,7 @@ def train_validated_simulation(
         tmax=settings.epoch_tmax,
         seed=seed,
         lineage={"source": "simulated oddball", "seconds": seconds, "seed": seed},
+        geometry=epochs.geometry,
     )
     return Validated(trained, validation, [], None)
 

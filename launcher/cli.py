@@ -15,14 +15,17 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from neurostream.errors import NeurostreamError
+from neurostream.errors import ConfigError, NeurostreamError
 from neurostream.settings import CoreSettings
+
+if TYPE_CHECKING:
+    from neurostream.gate import Gate, GateReport
 
 # BrainFlow 5.23 imports pkg_resources (see pyproject.toml); its warning says nothing to a
 # user of this command. Set before any command imports brainflow.
@@ -267,6 +270,50 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+FilterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--filter",
+        help="Causal filter run over the continuous stream before epochs are cut: LOW-HIGH "
+        "Hz[@ORDER], e.g. 1-30 (the default, Butterworth order 4), 0.5-40@2, -30 (low-pass).",
+    ),
+]
+NoFilterOption = Annotated[
+    bool,
+    typer.Option("--no-filter", help="Cut windows from the unfiltered stream (erp@2 refuses)."),
+]
+BaselineOption = Annotated[
+    str | None,
+    typer.Option(help="Epoch baseline: auto (tmin..0, the default) | none | START,END in s."),
+]
+
+
+def _stream_filter(text: str | None, off: bool) -> Any:
+    """``--filter`` / ``--no-filter`` as a ``FilterSpec`` (None: off); the default when
+    neither is given."""
+    from neurostream.streamfilter import FilterSpec
+
+    if off and text:
+        raise CommandFailed("--filter and --no-filter contradict each other", hint="pick one")
+    if off:
+        return None
+    if text is None:
+        from launcher.bootstrap import DEFAULT_STREAM_FILTER
+
+        return DEFAULT_STREAM_FILTER
+    return FilterSpec.parse(text)
+
+
+def _filter_settings(text: str | None, off: bool) -> dict[str, Any]:
+    """``--filter`` / ``--no-filter`` as ``ProducerSettings`` fields (none when not given)."""
+    if text is None and not off:
+        return {}
+    spec = _stream_filter(text, off)
+    if spec is None:
+        return {"filter_l_freq": None, "filter_h_freq": None}
+    return {"filter_l_freq": spec.l_freq, "filter_h_freq": spec.h_freq, "filter_order": spec.order}
+
+
 @app.command()
 def produce(
     file: Annotated[
@@ -318,6 +365,9 @@ def produce(
     ] = None,
     tmin: Annotated[float | None, typer.Option(help="Epoch start after a marker, s.")] = None,
     tmax: Annotated[float | None, typer.Option(help="Epoch end after a marker, s.")] = None,
+    baseline: BaselineOption = None,
+    stream_filter: FilterOption = None,
+    no_filter: NoFilterOption = False,
     channels: Annotated[
         str | None, typer.Option(help="Channels by name, in order: TP9,AF7,AF8,TP10.")
     ] = None,
@@ -338,6 +388,19 @@ def produce(
     service: Annotated[str | None, typer.Option()] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds to stream.")] = None,
     session_id: Annotated[str | None, typer.Option()] = None,
+    reject_uv: Annotated[
+        float | None,
+        typer.Option(
+            help="Artifact gate the summary reports: epochs over this peak-to-peak (µV, "
+            "default 100) would be rejected; the worker gates by its model's thresholds."
+        ),
+    ] = None,
+    flat_uv: Annotated[
+        float | None, typer.Option(help="The gate's flat channel: std below this (µV, 0.5).")
+    ] = None,
+    no_gate: Annotated[
+        bool, typer.Option("--no-gate", help="No gate tally in the session summary.")
+    ] = False,
     serial_port: SerialPort = None,
     mac_address: MacAddress = None,
     ip_address: IpAddress = None,
@@ -370,6 +433,8 @@ def produce(
             events=events,
             epoch_tmin=tmin,
             epoch_tmax=tmax,
+            epoch_baseline=baseline,
+            **_filter_settings(stream_filter, no_filter),
             channels=channels,
             drop_channels=drop_channels,
             record_only=record_only,
@@ -377,6 +442,8 @@ def produce(
             service=service,
             duration_s=duration,
             session_id=session_id,
+            reject_uv=reject_uv,
+            flat_uv=flat_uv,
             serial_port=serial_port,
             mac_address=mac_address,
             ip_address=ip_address,
@@ -385,6 +452,8 @@ def produce(
             other_info=other_info,
         )
     )
+    if no_gate:
+        settings = settings.model_copy(update={"reject_uv": None, "flat_uv": None})
     # The session opens the source before the broker and the store: a wrong board fails first.
     result = asyncio.run(produce_session(CoreSettings(), settings))
     for line in result.summary():
@@ -466,11 +535,35 @@ def _json_option(text: str | None, option: str) -> dict[str, Any] | None:
     return value
 
 
+def _gate(reject_uv: float, flat_uv: float) -> Gate:
+    from neurostream.gate import Gate
+
+    try:
+        return Gate(peak_to_peak_uv=reject_uv, flat_uv=flat_uv)
+    except ConfigError as exc:
+        raise CommandFailed(
+            exc.message.replace("gate.peak_to_peak_uv", "--reject-uv").replace(
+                "gate.flat_uv", "--flat-uv"
+            ),
+            hint="or --no-gate",
+        ) from None
+
+
 def _mean_sd(cv: dict[str, Any], metric: str) -> str:
     mean, sd, pooled = cv.get(metric), cv.get(f"{metric}_sd"), cv["pooled"].get(metric)
     if mean is None:
         return "n/a"
     return f"{mean:.3f} ± {sd:.3f} (pooled {pooled:.3f})" if pooled is not None else f"{mean:.3f}"
+
+
+def _gated_text(report: GateReport | None) -> str:
+    """``; gated 38 (TP10 37, TP9 12)``: a run's rejected epochs, per channel at fault."""
+    if report is None or not report.rejected:
+        return ""
+    per = ", ".join(
+        f"{k} {v}" for k, v in sorted(report.per_channel.items(), key=lambda kv: -kv[1]) if v
+    )
+    return f"; gated {report.rejected} ({per})"
 
 
 def _train_story(validated: Any, reg: Any, alias: str, service: str) -> None:
@@ -491,7 +584,19 @@ def _train_story(validated: Any, reg: Any, alias: str, service: str) -> None:
             counts = "  ".join(f"{name} {n}" for name, n in run.counts.items())
             unmapped = ", ".join(f"{c} ({n})" for c, n in run.unmapped.items())
             extra = f"  (unmapped codes ignored: {unmapped})" if unmapped else ""
-            typer.echo(f"  {run.file.name}: {counts}{extra}")
+            typer.echo(f"  {run.file.name}: {counts}{extra}{_gated_text(run.gated)}")
+            if run.gated is not None and (run.gated.bad or run.gated.most):
+                typer.echo(f"    ! {run.gated.line()}")
+        reports = [r.gated for r in validated.runs if r.gated is not None]
+        if reports:
+            gated = sum(g.rejected for g in reports)
+            total = sum(g.epochs for g in reports)
+            typer.echo(
+                f"gate ({reports[0].gate.describe()}): {gated} of {total} epochs left out of "
+                f"training ({gated / total if total else 0:.0%}); workers reject the same live"
+            )
+        elif validated.runs:
+            typer.echo("gate off (--no-gate): every epoch trains and is scored live")
     else:
         lineage = m["lineage"]
         typer.echo(
@@ -550,8 +655,15 @@ def train(
     ] = None,
     tmin: Annotated[float, typer.Option(help="Epoch start around each event, seconds.")] = -0.1,
     tmax: Annotated[float, typer.Option(help="Epoch end around each event, seconds.")] = 0.7,
+    baseline: BaselineOption = None,
+    stream_filter: FilterOption = None,
+    no_filter: NoFilterOption = False,
     pipeline: Annotated[
-        str, typer.Option(help="Feature pipeline: erp@1 (P300) | bandpower@1 (SSVEP, alpha).")
+        str,
+        typer.Option(
+            help="Feature pipeline: erp@1 (P300, filters each epoch) | erp@2 (P300, epochs "
+            "from the filtered stream) | bandpower@1 (SSVEP, alpha)."
+        ),
     ] = "erp@1",
     feature_params: Annotated[
         str | None, typer.Option(help="Pipeline parameters as JSON, e.g. '{\"h_freq\": 15}'.")
@@ -567,6 +679,20 @@ def train(
     ] = False,
     seconds: Annotated[float, typer.Option(help="Seconds of simulated session.")] = 600.0,
     seed: Annotated[int, typer.Option(help="Seed of the k-fold shuffle and the model.")] = 1,
+    reject_uv: Annotated[
+        float,
+        typer.Option(
+            help="Artifact gate (--file): leave out epochs over this peak-to-peak, µV, "
+            "and reject them when serving."
+        ),
+    ] = 100.0,  # neurostream.gate's defaults (not imported: it loads numpy)
+    flat_uv: Annotated[
+        float,
+        typer.Option(help="Artifact gate (--file): a channel with a std below this, µV, is flat."),
+    ] = 0.5,
+    no_gate: Annotated[
+        bool, typer.Option("--no-gate", help="Train on every epoch and score every epoch live.")
+    ] = False,
 ) -> None:
     """Train on recordings' own events (or a simulated session), validate, register, assign.
 
@@ -574,8 +700,10 @@ def train(
     them, labelled by --events. The headline score is leave-one-run-out cross-validation
     (each file held out in turn; with one file, contiguous blocks in time), stratified
     5-fold printed beside it; the model is then refitted on every epoch and registered
-    with those scores, its channels and the files' sha256. Without --file (or with
-    --synthetic) a simulated oddball session on the synthetic board is used.
+    with those scores, its channels and the files' sha256. Epochs the artifact gate
+    rejects (--reject-uv, --flat-uv) are left out, counted per file and channel, and the
+    gate is recorded with the version so workers reject the same epochs live. Without
+    --file (or with --synthetic) a simulated oddball session on the synthetic board is used.
     """
     from launcher import bootstrap
 
@@ -597,8 +725,17 @@ def train(
             pipeline=pipeline,
             feature_params=_json_option(feature_params, "--feature-params"),
             seed=seed,
+            gate=None if no_gate else _gate(reject_uv, flat_uv),
+            stream_filter=_stream_filter(stream_filter, no_filter),
+            baseline=baseline or "auto",
         )
     else:
+        if stream_filter or no_filter or baseline:
+            raise CommandFailed(
+                "--filter, --no-filter and --baseline shape epochs cut from a recording: give "
+                "--file",
+                hint="a simulated session is cut as the demo's producer cuts it (1-30 Hz)",
+            )
         if events or channels or drop_channels:
             raise CommandFailed(
                 "--events, --channels and --drop-channels select from a recording: give --file",

@@ -4,7 +4,10 @@ A rule holds ``metric comparison threshold`` over the last ``window_s`` seconds 
 service. Drift metrics average the ``drift_metrics`` series over the window (data time,
 ending at the latest evaluation) of the session in progress: the one of the service's
 newest archived window, so an earlier session's drift never speaks for the current one.
-Serving metrics are computed over predictions made in the last ``window_s`` (wall time).
+Serving metrics are computed over predictions made in the last ``window_s`` (wall time);
+``gated_share`` over the session the service scored last in that window: its epochs the
+artifact gate kept from scoring (``gated``) over all it handled (a loose electrode makes
+it near 1, and the session otherwise just goes quiet).
 An alert row opens when the condition starts to hold and is cleared when it stops holding,
 which includes having nothing left to measure (a session that ended, a new session not yet
 evaluated); both transitions POST a JSON body to the rule's webhook. Webhook failures are
@@ -66,6 +69,20 @@ _REJECTIONS = """SELECT CASE WHEN p + r = 0 THEN NULL ELSE r::float8 / (p + r) E
     (SELECT count(*) AS r FROM rejections WHERE rejected_at > now() - make_interval(secs => %(w)s)
         AND service = %(service)s) b"""
 
+_GATED_RECENT = (
+    "service = %(service)s AND role = 'serving' AND {t} > now() - make_interval(secs => %(w)s)"
+)
+_GATED_SESSION = f"""(SELECT session_id FROM (
+        SELECT session_id, predicted_at AS t FROM predictions
+            WHERE {_GATED_RECENT.format(t="predicted_at")}
+        UNION ALL SELECT session_id, gated_at FROM gated WHERE {_GATED_RECENT.format(t="gated_at")}
+    ) x ORDER BY t DESC LIMIT 1)"""
+_GATED = f"""SELECT CASE WHEN p + g = 0 THEN NULL ELSE g::float8 / (p + g) END FROM
+    (SELECT count(*) AS p FROM predictions WHERE {_GATED_RECENT.format(t="predicted_at")}
+        AND session_id = {_GATED_SESSION}) a,
+    (SELECT count(*) AS g FROM gated WHERE {_GATED_RECENT.format(t="gated_at")}
+        AND session_id = {_GATED_SESSION}) b"""
+
 METRICS: dict[str, tuple[str, dict[str, Any]]] = {
     "drift_share": (_OVERALL, {"name": "share"}),
     "mmd": (_OVERALL, {"name": "mmd"}),
@@ -76,6 +93,7 @@ METRICS: dict[str, tuple[str, dict[str, Any]]] = {
     "accuracy": (_CONFUSION, {}),
     "positive_rate": (_POSITIVE, {}),
     "rejection_rate": (_REJECTIONS, {}),
+    "gated_share": (_GATED, {}),
 }
 
 

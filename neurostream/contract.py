@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neurostream.errors import ContractError as ContractError  # re-exported
+from neurostream.geometry import EpochGeometry
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMAS = frozenset({SCHEMA_VERSION})
@@ -48,6 +49,12 @@ class WindowHeader(BaseModel):
     marker: int | None = None
     schema_version: int = Field(SCHEMA_VERSION, alias="schema")
     sent_at: float | None = None
+    # Epoch geometry (``neurostream.geometry``), optional so older producers still decode:
+    # the epoch's start around its event (s), its baseline interval (s), and the causal
+    # stream filter it was cut after (``"1-30@4"``; absent: unfiltered).
+    tmin: float | None = None
+    baseline: tuple[float, float] | None = None
+    filtered: str | None = Field(None, max_length=64)
 
     @field_validator("t0", "fs")
     @classmethod
@@ -63,9 +70,31 @@ class WindowHeader(BaseModel):
             raise ValueError(f"unknown schema version {v}; supported: {sorted(SUPPORTED_SCHEMAS)}")
         return v
 
+    @field_validator("tmin")
+    @classmethod
+    def _finite_tmin(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+    @field_validator("baseline")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not (math.isfinite(v[0]) and math.isfinite(v[1]) and v[0] < v[1]):
+            raise ValueError("must be two finite times, start before end")
+        return v
+
     @property
     def message_id(self) -> str:
         return message_id(self.session_id, self.seq)
+
+    @property
+    def geometry(self) -> EpochGeometry | None:
+        """The epoch geometry the window carries; None without ``tmin`` (a sliding window,
+        or a producer that predates the headers)."""
+        if self.tmin is None:
+            return None
+        return EpochGeometry(self.tmin, None, self.baseline, self.filtered)
 
 
 def message_id(session_id: str, seq: int) -> str:
@@ -92,8 +121,13 @@ def make_window(
     channels: tuple[str, ...] | list[str],
     kind: WindowKind | str = WindowKind.SLIDING,
     marker: int | None = None,
+    geometry: EpochGeometry | None = None,
+    filtered: str | None = None,
 ) -> Window:
-    """Build a valid window from an array (used by the producer and test factories)."""
+    """Build a valid window from an array (used by the producer and test factories).
+
+    ``geometry`` (epochs) sets the ``tmin``/``baseline``/``filtered`` headers; ``filtered``
+    alone marks a sliding window cut from a filtered stream."""
     arr = np.ascontiguousarray(data, dtype=DTYPE)
     if arr.ndim != 2 or arr.shape[0] != len(channels):
         raise ContractError(
@@ -110,6 +144,9 @@ def make_window(
         n_samples=arr.shape[1],
         kind=WindowKind(kind),
         marker=marker,
+        tmin=geometry.tmin if geometry is not None else None,
+        baseline=geometry.baseline if geometry is not None else None,
+        filtered=geometry.filtered if geometry is not None else filtered,
     )
     return Window(header=header, data=arr)
 
@@ -132,6 +169,12 @@ def encode(window: Window, *, sent_at: float | None = None) -> tuple[bytes, dict
     }
     if h.marker is not None:
         headers["marker"] = int(h.marker)
+    if h.tmin is not None:
+        headers["tmin"] = repr(float(h.tmin))
+    if h.baseline is not None:
+        headers["baseline"] = [repr(float(t)) for t in h.baseline]
+    if h.filtered is not None:
+        headers["filtered"] = h.filtered
     body = np.ascontiguousarray(window.data, dtype=DTYPE).tobytes(order="C")
     return body, headers
 

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # Time-series tables and their time column.
 HYPERTABLES: dict[str, str] = {
     "predictions": "window_ts",
+    "gated": "window_ts",
     "rejections": "rejected_at",
     "windows": "window_ts",
     "drift_metrics": "time",

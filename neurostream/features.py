@@ -4,6 +4,13 @@ A model version records the key of the pipeline it was trained on (``erp@1``) an
 parameters; a worker looks the key up here and refuses the model when it is missing, so
 features at serving time are exactly those seen in training. A pipeline never changes
 behaviour under the same key: a change is a new version (``erp@2``).
+
+``erp@1`` filters each epoch on its own (zero-phase) and takes its baseline from its own
+``tmin`` parameter. ``erp@2`` expects epochs cut from a stream the producer filtered
+causally (``neurostream.streamfilter``): it does not filter again, and it reads the
+baseline interval from the epochs' geometry (``neurostream.geometry``, carried by each
+window), passed as ``transform(..., geometry=)``. Its ``stream_filter`` parameter is the
+filter it was trained behind; ``check_geometry`` refuses windows cut from another stream.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from neurostream import signal
+from neurostream.errors import ConfigError
 from neurostream.errors import UnknownPipeline as UnknownPipeline  # re-exported
+from neurostream.geometry import EpochGeometry
 
 
 @runtime_checkable
@@ -25,11 +34,23 @@ class FeaturePipeline(Protocol):
     name: str
     version: int
 
-    def transform(self, batch: np.ndarray, fs: float, params: Mapping[str, Any]) -> np.ndarray:
-        """float32 ``[n, c, s]`` -> float32 ``[n, f]``."""
+    def transform(
+        self,
+        batch: np.ndarray,
+        fs: float,
+        params: Mapping[str, Any],
+        geometry: EpochGeometry | None = None,
+    ) -> np.ndarray:
+        """float32 ``[n, c, s]`` -> float32 ``[n, f]``; ``geometry``: the epochs' own."""
         ...
 
     def default_params(self) -> dict[str, Any]: ...
+
+    def check_geometry(
+        self, params: Mapping[str, Any], geometry: EpochGeometry | None
+    ) -> str | None:
+        """Why epochs of ``geometry`` cannot go through this pipeline, or None."""
+        ...
 
 
 def _check_batch(batch: np.ndarray, fs: float, dtype: type = np.float64) -> np.ndarray:
@@ -62,6 +83,12 @@ class _Pipeline:
             )
         return {**self.default_params(), **given}
 
+    def check_geometry(
+        self, params: Mapping[str, Any], geometry: EpochGeometry | None
+    ) -> str | None:
+        """Pipelines that ignore the geometry take any window."""
+        return None
+
 
 class ErpPipeline(_Pipeline):
     """Time-domain ERP features: band-pass, baseline, ~100 Hz, channels concatenated."""
@@ -77,8 +104,14 @@ class ErpPipeline(_Pipeline):
         "target_fs": 100.0,
     }
 
-    def transform(self, batch: np.ndarray, fs: float, params: Mapping[str, Any]) -> np.ndarray:
-        p = self.resolve(params)
+    def transform(
+        self,
+        batch: np.ndarray,
+        fs: float,
+        params: Mapping[str, Any],
+        geometry: EpochGeometry | None = None,
+    ) -> np.ndarray:
+        p = self.resolve(params)  # the geometry is not read: erp@1 keeps its own tmin
         x = _check_batch(batch, fs, np.float32)
         n, c, s = x.shape
         op = _erp_operator(
@@ -132,6 +165,91 @@ def _erp_operator(
     return op
 
 
+class Erp2Pipeline(_Pipeline):
+    """ERP features of epochs cut from a causally filtered stream: baseline, ~64 Hz, concat.
+
+    No filtering here (the producer's stream filter did it, with seconds of history, and
+    its 30 Hz low-pass is the anti-aliasing); the baseline interval is the epochs' own
+    (``geometry.baseline``, by default ``tmin..0``); then means over bins of
+    ``round(fs / target_fs)`` samples (256 Hz -> 4 samples -> 64 Hz: the bin mean adds
+    a null at 64 Hz, near 50/60 Hz mains, to the low-pass). Channel-major, like ``erp@1``.
+    """
+
+    key = "erp@2"
+    name = "erp"
+    version = 2
+    _defaults: ClassVar[dict[str, Any]] = {
+        "target_fs": 64.0,
+        "stream_filter": "1-30@4",  # the producer's filter the epochs must come through
+    }
+
+    def check_geometry(
+        self, params: Mapping[str, Any], geometry: EpochGeometry | None
+    ) -> str | None:
+        expected = self.resolve(params)["stream_filter"]
+        got = geometry.filtered if geometry is not None else None
+        if got and got == expected:
+            return None
+        came = f"filtered {got}" if got else "unfiltered"
+        return (
+            f"{self.key} expects epochs cut from a stream filtered {expected}, this window "
+            f"came {came}: run the producer with --filter {expected}"
+        )
+
+    def transform(
+        self,
+        batch: np.ndarray,
+        fs: float,
+        params: Mapping[str, Any],
+        geometry: EpochGeometry | None = None,
+    ) -> np.ndarray:
+        p = self.resolve(params)
+        if geometry is None:
+            raise ConfigError(
+                f"{self.key} reads the baseline from the epochs' geometry: pass geometry= "
+                "(a window's header.geometry, LabelledEpochs.geometry)",
+                field="geometry",
+            )
+        x = _check_batch(batch, fs, np.float32)
+        n, c, s = x.shape
+        op = _erp2_operator(float(fs), s, geometry.baseline_samples(fs, s), float(p["target_fs"]))
+        out: np.ndarray = (x.reshape(n * c, s) @ op).reshape(n, -1)
+        return out
+
+
+def decimation_factor(fs: float, target_fs: float) -> int:
+    """Samples per bin of ``erp@2``: the whole number nearest ``fs / target_fs`` (>= 1)."""
+    if not target_fs > 0:
+        raise ValueError(f"target_fs must be positive, got {target_fs}")
+    return max(1, round(fs / target_fs))
+
+
+def erp2_reference(
+    x: np.ndarray, fs: float, baseline: tuple[int, int] | None, target_fs: float
+) -> np.ndarray:
+    """The ``erp@2`` chain step by step, ``[n, c, s]`` -> ``[n, c, t]`` (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    if baseline is not None:
+        a, b = baseline
+        x = x - x[..., a:b].mean(axis=-1, keepdims=True)
+    k = decimation_factor(fs, target_fs)
+    t = x.shape[-1] // k
+    out: np.ndarray = x[..., : t * k].reshape(*x.shape[:-1], t, k).mean(axis=-1)
+    return out
+
+
+@lru_cache(maxsize=32)
+def _erp2_operator(
+    fs: float, n_samples: int, baseline: tuple[int, int] | None, target_fs: float
+) -> np.ndarray:
+    """``erp@2`` as one ``[s, t]`` matrix (baseline removal and bin means are linear)."""
+    impulses = np.eye(n_samples)[:, None, :]
+    op = erp2_reference(impulses, fs, baseline, target_fs)[:, 0, :]
+    out = np.ascontiguousarray(op, dtype=np.float32)
+    out.setflags(write=False)
+    return out
+
+
 class BandPowerPipeline(_Pipeline):
     """Spectral features: Welch log band powers per channel (channel-major)."""
 
@@ -143,7 +261,13 @@ class BandPowerPipeline(_Pipeline):
         "nperseg_s": 1.0,
     }
 
-    def transform(self, batch: np.ndarray, fs: float, params: Mapping[str, Any]) -> np.ndarray:
+    def transform(
+        self,
+        batch: np.ndarray,
+        fs: float,
+        params: Mapping[str, Any],
+        geometry: EpochGeometry | None = None,
+    ) -> np.ndarray:
         p = self.resolve(params)
         x = _check_batch(batch, fs)
         bands = {str(k): (float(v[0]), float(v[1])) for k, v in dict(p["bands"]).items()}
@@ -152,7 +276,9 @@ class BandPowerPipeline(_Pipeline):
         return np.ascontiguousarray(bp.reshape(bp.shape[0], -1), dtype=np.float32)
 
 
-_REGISTRY: dict[str, FeaturePipeline] = {p.key: p for p in (ErpPipeline(), BandPowerPipeline())}
+_REGISTRY: dict[str, FeaturePipeline] = {
+    p.key: p for p in (ErpPipeline(), Erp2Pipeline(), BandPowerPipeline())
+}
 
 
 def get_pipeline(key: str) -> FeaturePipeline:

@@ -1,4 +1,4 @@
-"""Batched, idempotent writes of worker results: predictions and rejected windows.
+"""Batched, idempotent writes of worker results: predictions, gated epochs, rejected windows.
 
 One statement per batch: arrays are bound as parameters and unnested server-side, and
 ``ON CONFLICT DO NOTHING`` on ``(session_id, seq, model_version_id, window_ts)`` makes a
@@ -26,6 +26,19 @@ FROM unnest(%(session_id)b::text[], %(seq)b::int[], %(model)b::int[], %(t0)b::fl
 ON CONFLICT DO NOTHING
 """
 
+_SEP = "\x1f"  # the ASCII unit separator: never part of a channel name
+_INSERT_GATED = """
+INSERT INTO gated (session_id, seq, model_version_id, window_ts, service, role, kind, marker,
+                   reason, channels, worker_id)
+SELECT s, q, m, to_timestamp(t0), %(service)s, r, k, mk, rs, string_to_array(ch, chr(31)),
+       %(worker_id)s
+FROM unnest(%(session_id)b::text[], %(seq)b::int[], %(model)b::int[], %(t0)b::float8[],
+            %(role)b::text[], %(kind)b::text[], %(marker)b::int[], %(reason)b::text[],
+            %(channels)b::text[])
+     AS u(s, q, m, t0, r, k, mk, rs, ch)
+ON CONFLICT DO NOTHING
+"""
+
 _INSERT_REJECTIONS = """
 INSERT INTO rejections (service, message_id, session_id, seq, reason, worker_id)
 SELECT %(service)s, mid, s, q, r, %(worker_id)s
@@ -47,6 +60,21 @@ class PredictionRow:
     score: float
     proba: Sequence[float]
     sent_at: float | None
+
+
+@dataclass(slots=True)
+class GatedRow:
+    """An epoch the model version's artifact gate kept from being scored."""
+
+    session_id: str
+    seq: int
+    model_version_id: int
+    t0: float
+    role: str
+    kind: str
+    marker: int | None
+    reason: str
+    channels: Sequence[str]  # the channels at fault
 
 
 @dataclass(slots=True)
@@ -83,6 +111,32 @@ async def write_predictions(
             "score": [r.score for r in rows],
             "proba": [_pg_array(r.proba) for r in rows],
             "sent_at": [r.sent_at for r in rows],
+        },
+    )
+    return cur.rowcount
+
+
+async def write_gated(
+    conn: AsyncConnection, service: str, worker_id: str, rows: Sequence[GatedRow]
+) -> int:
+    """Insert a batch of gated epochs; returns how many were new (redeliveries are not)."""
+    if not rows:
+        return 0
+    cur = await conn.execute(
+        _INSERT_GATED,
+        {
+            "service": service,
+            "worker_id": worker_id,
+            "session_id": [r.session_id for r in rows],
+            "seq": [r.seq for r in rows],
+            "model": [r.model_version_id for r in rows],
+            "t0": [r.t0 for r in rows],
+            "role": [r.role for r in rows],
+            "kind": [r.kind for r in rows],
+            "marker": [r.marker for r in rows],
+            "reason": [r.reason[:1000] for r in rows],
+            # One text per row, split server-side: rows name different numbers of channels.
+            "channels": [_SEP.join(r.channels) for r in rows],
         },
     )
     return cur.rowcount

@@ -167,13 +167,14 @@ class Chunk:
     data: np.ndarray  # float32 [n_channels, n]
     timestamps: np.ndarray  # float64 [n]
     markers: np.ndarray  # float64 [n], 0 where no marker
+    gap: bool = False  # the source lost samples just before this chunk (it says so)
 
     @property
     def n(self) -> int:
         return int(self.data.shape[1])
 
     def head(self, n: int) -> Chunk:
-        return Chunk(self.data[:, :n], self.timestamps[:n], self.markers[:n])
+        return Chunk(self.data[:, :n], self.timestamps[:n], self.markers[:n], self.gap)
 
 
 class Source(Protocol):

@@ -6,7 +6,7 @@ source's float32 samples and markers, ``session.Cutter``: the same ``Windower``,
 geometry, unmapped-code rule and seq numbering), so an epoch trained on offline is the
 window a live replay of the same file serves, bit for bit, at the same seq.
 ``simulate_epochs`` builds the first model of a fresh install from a simulated oddball
-session on the synthetic board.
+session on the synthetic board, through the same ``Cutter`` (paradigm, stream filter).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import numpy as np
 from brainflow.board_shim import BoardIds, BoardShim
 from brainflow.data_filter import DataFilter
 
+from neurostream.geometry import EpochGeometry
 from neurostream.labelling import EventMapping
 from neurostream.recordings import Recording
 from producer.board import FileSource, RecordingSource, Source, record
-from producer.paradigm import label_for
 from producer.session import Cutter, make_paradigm
 from producer.settings import ProducerSettings
-from producer.windowing import Windower
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,9 @@ class LabelledEpochs:
     t0: np.ndarray = field(default_factory=lambda: np.zeros(0))  # first sample's time
     unmapped: dict[int, int] = field(default_factory=dict)  # markers per unmapped code
     skipped: int = 0  # markers too close to the start or the end for a whole epoch
+    # tmin/tmax, baseline and stream filter of the epochs, as their windows carry them:
+    # what erp@2 reads (``train_model(geometry=)``)
+    geometry: EpochGeometry | None = None
 
 
 def epochs_from_recording(
@@ -93,22 +95,17 @@ def epochs_from_recording(
         t0=np.asarray(t0s, np.float64),
         unmapped=dict(sorted(cutter.unmapped.items())),
         skipped=cutter.windower.epochs_skipped + cutter.windower.epochs_pending,
+        geometry=cutter.geometry,
     )
 
 
 def simulate_epochs(settings: ProducerSettings, source: Source, seconds: float) -> LabelledEpochs:
     """Cut labelled epochs from ``seconds`` of ``source`` with the settings' paradigm."""
-    paradigm = make_paradigm(settings, source.fs, tuple(source.channels))
-    if paradigm is None:
+    if make_paradigm(settings, source.fs, tuple(source.channels)) is None:
         raise ValueError("training data needs the oddball paradigm (paradigm='oddball')")
-    windower = Windower(
-        session_id=settings.session_id,
-        fs=source.fs,
-        channels=source.channels,
-        tmin=settings.epoch_tmin,
-        tmax=settings.epoch_tmax,
-        sliding=False,
-    )
+    # The live session's own path (paradigm, stream filter, windower) without sliding windows.
+    settings = ProducerSettings(**(settings.model_dump() | {"sliding": False}))
+    cutter = Cutter(settings, source.fs, tuple(source.channels), paradigm="oddball")
     limit = round(seconds * source.fs)
     xs: list[np.ndarray] = []
     ys: list[int] = []
@@ -122,10 +119,9 @@ def simulate_epochs(settings: ProducerSettings, source: Source, seconds: float) 
             if chunk.n == 0:
                 continue
             chunk = chunk.head(limit - samples)
-            data, markers = paradigm.apply(chunk.data, samples)
             samples += chunk.n
-            for w in windower.push(data, chunk.timestamps, markers):
-                label = label_for(w.header.marker) if w.header.marker is not None else None
+            for w in cutter.push(chunk):
+                label = cutter.label_of(w)
                 if label is not None:
                     xs.append(w.data)
                     ys.append(label)
@@ -133,7 +129,13 @@ def simulate_epochs(settings: ProducerSettings, source: Source, seconds: float) 
         source.stop()
     if not xs:
         raise ValueError(f"no epochs in {seconds} s of {source.name}")
-    return LabelledEpochs(np.stack(xs), np.asarray(ys, np.int64), source.fs, tuple(source.channels))
+    return LabelledEpochs(
+        np.stack(xs),
+        np.asarray(ys, np.int64),
+        source.fs,
+        tuple(source.channels),
+        geometry=cutter.geometry,
+    )
 
 
 def synthetic_recording(cache: Path, seconds: float = 20.0) -> RecordingSource:

@@ -10,7 +10,8 @@ confirm what was cut, and closes the session row.
 epochs ``neurostream train`` fits on), so a model sees offline exactly what it is served
 live: the simulated oddball paradigm (synthetic board only, ``resolve_paradigm``), the
 demo's channel shift, the event mapping (a recording's unmapped codes cut no epoch and
-are counted), then the ``Windower``.
+are counted), the causal stream filter (``neurostream.streamfilter``, state kept for the
+session, restarted after a gap), then the ``Windower``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from psycopg_pool import AsyncConnectionPool
 from neurostream.contract import Window, WindowKind
 from neurostream.db import open_pool
 from neurostream.errors import ConfigError
+from neurostream.gate import GateReport, Tally
 from neurostream.labelling import EventMapping
 from neurostream.recordings import read_recording
 from neurostream.settings import CoreSettings
+from neurostream.streamfilter import StreamFilter
 from producer.board import (
     BrainFlowSource,
     ChannelPick,
@@ -73,9 +76,14 @@ class SessionResult:
     unmapped: dict[int, int] = field(default_factory=dict)  # markers per unmapped code
     epochs_skipped: int = 0  # markers too close to the start for a whole epoch
     epochs_cut_short: int = 0  # markers too close to the end
+    filtered: str | None = None  # the causal stream filter's label ("1-30@4"); None: off
+    gaps: int = 0  # breaks in the stream (sample-time jumps, or the source said so)
+    epochs_dropped_gap: int = 0  # epochs that would have spanned a gap
+    windows_dropped_gap: int = 0  # sliding windows likewise
     first_seq: int | None = None
     last_seq: int | None = None
     flushed: bool = True
+    gate: GateReport | None = None  # what the artifact gate would reject (settings' gate)
 
     def summary(self) -> list[str]:
         """What ``neurostream produce`` prints at the end: a few lines for a person."""
@@ -84,7 +92,8 @@ class SessionResult:
         mode = ", record-only" if self.record_only else ""
         lines = [
             f"session {self.session_id} ({self.service}{mode}): "
-            f"{self.source}{where}{replay}, paradigm {self.paradigm}",
+            f"{self.source}{where}{replay}, paradigm {self.paradigm}, "
+            + (f"stream filter {self.filtered} Hz" if self.filtered else "unfiltered"),
             f"  {self.windows_confirmed}/{self.windows_published} windows confirmed, "
             f"{self.epochs} epochs, {self.labels_confirmed} labels confirmed",
         ]
@@ -105,9 +114,21 @@ class SessionResult:
             lost.append(f"{self.epochs_cut_short} too close to the end")
         if lost:
             lines.append(f"  markers without a whole epoch: {', '.join(lost)}")
+        if self.gaps:
+            lines.append(
+                f"  {self.gaps} gap(s) in the stream: filter restarted, "
+                f"{self.epochs_dropped_gap} epoch(s) and {self.windows_dropped_gap} sliding "
+                "window(s) spanning a gap dropped"
+            )
+        if self.gate is not None and self.gate.epochs:
+            loud = "WARNING: " if self.gate.most or self.gate.bad else ""
+            lines.append(f"  {loud}{self.gate.summary()}")
         if not self.flushed:
             lines.append("  not every window was confirmed before the flush timeout")
         return lines
+
+
+_WARN_AFTER = 20  # epochs the gate sees before a session is called mostly rejected
 
 
 def _counts(counts: dict[Any, int]) -> str:
@@ -228,8 +249,12 @@ class Cutter:
     P300s, the demo's channel shift (when configured), the event mapping keeps only the
     markers it names (the others are counted in ``unmapped`` and cut no epoch), then the
     ``Windower`` cuts sliding windows (``settings.sliding``) and epochs
-    ``[onset + tmin, onset + tmax)`` numbered gap-free from 0. ``label_of`` is the ground
-    truth of an epoch: the paradigm's, or the mapping's class of its raw marker code.
+    ``[onset + tmin, onset + tmax)`` numbered gap-free from 0. Before the windower, the
+    causal stream filter (``settings.stream_filter``, None: off) runs over the continuous
+    signal; a gap (a sample-time jump beyond ``settings.gap_s``, or ``Chunk.gap``)
+    restarts it and the windower drops what would span the gap. Every epoch carries
+    ``geometry`` (tmin, baseline, filter). ``label_of`` is the ground truth of an epoch:
+    the paradigm's, or the mapping's class of its raw marker code.
     """
 
     def __init__(
@@ -246,6 +271,11 @@ class Cutter:
         self.mapping = mapping
         self.paradigm = make_paradigm(settings, fs, channels) if paradigm == "oddball" else None
         self.shift = make_shift(settings, fs, channels)
+        spec = settings.stream_filter
+        self.filter = StreamFilter.of(spec, fs, len(self.channels)) if spec else None
+        self.geometry = settings.geometry
+        self.gap_s = settings.gap_s
+        self._last_t: float | None = None  # time of the latest sample
         self.windower = Windower(
             session_id=settings.session_id,
             fs=fs,
@@ -255,6 +285,7 @@ class Cutter:
             tmin=settings.epoch_tmin,
             tmax=settings.epoch_tmax,
             sliding=settings.sliding,
+            geometry=self.geometry,
         )
         self.samples = 0
         self.unmapped: Counter[int] = Counter()
@@ -272,7 +303,37 @@ class Cutter:
         if self._mapped_codes is not None:
             markers = self._keep_mapped(markers)
         self.samples += chunk.n
-        return self.windower.push(data, chunk.timestamps, markers)
+        ts = chunk.timestamps
+        if chunk.n == 0:
+            return []
+        segments = self._segments(ts, chunk.gap)
+        ends = [start for start, _ in segments[1:]] + [chunk.n]
+        windows: list[Window] = []
+        for (a, broken), b in zip(segments, ends, strict=True):
+            if broken:
+                self.windower.gap()
+                if self.filter is not None:
+                    self.filter.reset()
+            part = data[:, a:b]
+            if self.filter is not None:
+                part = self.filter.process(part)
+            windows += self.windower.push(part, ts[a:b], markers[a:b])
+        self._last_t = float(ts[-1])
+        return windows
+
+    @property
+    def gaps(self) -> int:
+        """Breaks in the stream so far (each restarted the filter)."""
+        return self.windower.gaps
+
+    def _segments(self, ts: np.ndarray, declared: bool) -> list[tuple[int, bool]]:
+        """``(first sample, after a gap)`` of each unbroken stretch of a chunk."""
+        period = 1.0 / self.fs
+        prev = ts[0] - period if self._last_t is None else self._last_t
+        steps = np.diff(ts, prepend=prev)
+        jumps = np.flatnonzero(np.abs(steps - period) > self.gap_s).tolist()
+        first = self._last_t is not None and (declared or (bool(jumps) and jumps[0] == 0))
+        return [(0, first)] + [(int(i), True) for i in jumps if i > 0]
 
     def _keep_mapped(self, markers: np.ndarray) -> np.ndarray:
         assert self._mapped_codes is not None
@@ -347,6 +408,8 @@ async def run_session(
         result.epochs,
         result.codes,
     )
+    if result.gate is not None and (result.gate.most or result.gate.bad):
+        log.warning("session %s: %s", result.session_id, result.gate.summary())
     if result.unmapped:
         log.warning(
             "session %s: markers with codes the event mapping does not name cut no epoch: %s",
@@ -367,15 +430,25 @@ async def _stream(
     label_source = "paradigm" if cutter.paradigm is not None else "recording"
     codes: Counter[int] = Counter()
     classes: Counter[str] = Counter()
+    gate = settings.gate
+    tally = Tally(gate, cutter.channels) if gate is not None else None
     try:
-        await _read(settings, src, cutter, publisher, stop, result, codes, classes, label_source)
+        await _read(
+            settings, src, cutter, publisher, stop, result, codes, classes, label_source, tally
+        )
     finally:
+        if tally is not None:
+            result.gate = tally.report()
         result.codes = dict(sorted(codes.items()))
         names = cutter.mapping.classes if cutter.mapping is not None else ()
         result.classes = {n: classes[n] for n in names if classes[n]} or dict(classes)
         result.unmapped = dict(sorted(cutter.unmapped.items()))
         result.epochs_skipped = cutter.windower.epochs_skipped
         result.epochs_cut_short = cutter.windower.epochs_pending
+        result.filtered = cutter.geometry.filtered
+        result.gaps = cutter.gaps
+        result.epochs_dropped_gap = cutter.windower.epochs_dropped_gap
+        result.windows_dropped_gap = cutter.windower.windows_dropped_gap
 
 
 async def _read(
@@ -388,8 +461,10 @@ async def _read(
     codes: Counter[int],
     classes: Counter[str],
     label_source: str,
+    tally: Tally | None = None,
 ) -> None:
     limit = round(settings.duration_s * src.fs) if settings.duration_s else None
+    warned = False
     while not stop.is_set() and (limit is None or result.samples < limit):
         chunk = src.read()
         if chunk is None:
@@ -410,6 +485,18 @@ async def _read(
             if window.header.kind is WindowKind.EPOCH and window.header.marker is not None:
                 result.epochs += 1
                 codes[window.header.marker] += 1
+                if tally is not None:
+                    tally.add(window.data[None])
+                    if tally.most and not warned and tally.epochs >= _WARN_AFTER:
+                        warned = True
+                        log.warning(
+                            "session %s: the artifact gate (%s) would reject %d of the first "
+                            "%d epochs; see the session summary for the channel at fault",
+                            result.session_id,
+                            tally.gate.describe(),
+                            tally.rejected,
+                            tally.epochs,
+                        )
                 label = cutter.label_of(window)
                 if label is not None:
                     result.truth[seq] = label
@@ -449,7 +536,7 @@ async def _register(
 ) -> None:
     paradigm: dict[str, object] = {
         "kind": kind,
-        "epoch": {"tmin": settings.epoch_tmin, "tmax": settings.epoch_tmax},
+        "epoch": settings.geometry.describe(),
     }
     if mapping is not None:
         paradigm |= mapping.describe()

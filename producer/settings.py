@@ -17,7 +17,11 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from neurostream.errors import ConfigError
+from neurostream.gate import DEFAULT_FLAT_UV, DEFAULT_PEAK_TO_PEAK_UV, Gate
+from neurostream.geometry import EpochGeometry
 from neurostream.labelling import EventMapping
+from neurostream.streamfilter import FilterSpec
 
 # Centro-parietal weights: where a P300 is largest (Pz) and how it spreads.
 DEFAULT_P300_CHANNELS: dict[str, float] = {
@@ -98,10 +102,41 @@ class ProducerSettings(BaseSettings):
     step_s: float = Field(0.5, gt=0)
     epoch_tmin: float = -0.1
     epoch_tmax: float = 0.7
+    epoch_baseline: str = Field(
+        "auto",
+        description="Baseline interval of an epoch, recorded with it for the features: "
+        "'auto' (tmin..0, none when tmin >= 0), 'none', or 'START,END' in s around the event.",
+    )
+    filter_l_freq: float | None = Field(
+        1.0,
+        gt=0,
+        description="Causal stream filter (neurostream.streamfilter), run over the continuous "
+        "signal per session before windows are cut: high-pass edge (Hz); None: no high-pass.",
+    )
+    filter_h_freq: float | None = Field(
+        30.0, gt=0, description="Its low-pass edge (Hz); None: no low-pass (both None: off)."
+    )
+    filter_order: int = Field(4, ge=1, le=12, description="Its Butterworth order.")
+    gap_s: float = Field(
+        0.1,
+        gt=0,
+        description="A jump between consecutive sample times this much longer (or shorter) "
+        "than a sample period is a gap: the filter restarts, windows spanning it are dropped.",
+    )
     sliding: bool = Field(
         False,
         description="Also cut sliding windows (band-power services such as alpha detection); "
         "a P300 service only takes epochs.",
+    )
+    reject_uv: float | None = Field(
+        DEFAULT_PEAK_TO_PEAK_UV,
+        gt=0,
+        description="Artifact gate the session summary reports (neurostream.gate): epochs "
+        "over this peak-to-peak (µV) would be rejected; None: no gate. The worker gates by "
+        "its model version's own thresholds.",
+    )
+    flat_uv: float | None = Field(
+        DEFAULT_FLAT_UV, gt=0, description="The gate's flat channel: std below this (µV)."
     )
     paradigm: Literal["auto", "oddball", "none"] = Field(
         "auto",
@@ -145,12 +180,47 @@ class ProducerSettings(BaseSettings):
     def _epoch_order(self) -> ProducerSettings:
         if self.epoch_tmax <= self.epoch_tmin:
             raise ValueError("epoch_tmax must be greater than epoch_tmin")
+        self.geometry  # noqa: B018  (a baseline that cannot be read fails here, at the edge)
         return self
+
+    @property
+    def stream_filter(self) -> FilterSpec | None:
+        """The causal filter the producer runs over the stream; None when switched off."""
+        if self.filter_l_freq is None and self.filter_h_freq is None:
+            return None
+        return FilterSpec(self.filter_l_freq, self.filter_h_freq, self.filter_order)
+
+    @property
+    def geometry(self) -> EpochGeometry:
+        """The epochs' geometry: tmin, tmax, baseline and the stream filter's label."""
+        text = self.epoch_baseline.strip().lower()
+        spec = self.stream_filter
+        label = spec.label if spec is not None else None
+        if text in ("", "auto"):
+            return EpochGeometry.cut(self.epoch_tmin, self.epoch_tmax, "auto", label)
+        if text == "none":
+            return EpochGeometry.cut(self.epoch_tmin, self.epoch_tmax, None, label)
+        try:
+            b0, b1 = (float(v) for v in text.split(","))
+            return EpochGeometry.cut(self.epoch_tmin, self.epoch_tmax, (b0, b1), label)
+        except ValueError:
+            raise ConfigError(
+                f"epoch baseline {self.epoch_baseline!r} is not START,END in seconds",
+                field="epoch_baseline",
+                hint="e.g. --baseline -0.1,0 (or auto, none)",
+            ) from None
 
     @property
     def event_mapping(self) -> EventMapping | None:
         """``events`` parsed (a ConfigError if it cannot be); None when empty."""
         return EventMapping.parse(self.events) if self.events.strip() else None
+
+    @property
+    def gate(self) -> Gate | None:
+        """The artifact gate the session is tallied against; None when both checks are off."""
+        if self.reject_uv is None and self.flat_uv is None:
+            return None
+        return Gate(peak_to_peak_uv=self.reject_uv, flat_uv=self.flat_uv)
 
     @property
     def source_kind(self) -> str:

@@ -4,7 +4,9 @@ The producer pushes each chunk read from the board; the windower answers with ev
 window that became complete: sliding windows every ``step_s`` and one epoch
 ``[onset + tmin, onset + tmax)`` per marker. Windows are emitted in order of their last
 sample, so the sequence numbers (gap-free from 0) do not depend on how the stream was
-chunked.
+chunked. ``gap()`` says the stream broke before the next sample: windows that would span
+the break are dropped and counted, never stitched across it. Epochs carry the session's
+``EpochGeometry`` in their headers (sliding windows its filter label).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from neurostream.contract import Window, WindowKind, make_window
+from neurostream.geometry import EpochGeometry
 
 
 class Windower:
@@ -31,6 +34,7 @@ class Windower:
         tmax: float = 0.7,
         sliding: bool = True,
         epochs: bool = True,
+        geometry: EpochGeometry | None = None,
     ) -> None:
         self.session_id = session_id
         self.fs = float(fs)
@@ -48,6 +52,11 @@ class Windower:
         self._seq = 0
         self._total = 0
         self._skipped = 0
+        self.geometry = geometry
+        self._gap_at = 0  # first sample after the latest gap
+        self.gaps = 0
+        self.epochs_dropped_gap = 0  # epochs that would have spanned a gap
+        self.windows_dropped_gap = 0  # sliding windows likewise
         n_ch = len(self.channels)
         self._buf = np.zeros((n_ch, 4096), dtype=np.float32)
         self._ts = np.zeros(4096, dtype=np.float64)
@@ -76,6 +85,23 @@ class Windower:
         """Markers whose epoch is not complete yet (at the stream's end: cut short)."""
         return len(self._pending)
 
+    def gap(self) -> None:
+        """The next sample does not follow the last one: drop what would span the break."""
+        at = self._total
+        if at == 0 or at == self._gap_at:
+            return
+        self.gaps += 1
+        self._gap_at = at
+        # An epoch whose event or first sample came before the break (with tmin > 0, the
+        # event may precede the epoch's samples).
+        lead = max(self._off0, 0)
+        keep = [p for p in self._pending if p[0] - lead >= at]
+        self.epochs_dropped_gap += len(self._pending) - len(keep)
+        self._pending = keep
+        if self.sliding and self._next_slide < at:
+            self.windows_dropped_gap += -(-(at - self._next_slide) // self._step)
+            self._next_slide = at
+
     def push(
         self, data: np.ndarray, timestamps: np.ndarray, markers: np.ndarray | None = None
     ) -> list[Window]:
@@ -96,6 +122,9 @@ class Windower:
                 start, end = onset + self._off0, onset + self._off1
                 if start < 0:
                     self._skipped += 1
+                    continue
+                if start < self._gap_at:  # its baseline lies before the latest gap
+                    self.epochs_dropped_gap += 1
                     continue
                 self._pending.append((start, end, int(markers[i])))
         return self._emit()
@@ -126,6 +155,8 @@ class Windower:
             channels=self.channels,
             kind=WindowKind.SLIDING if marker is None else WindowKind.EPOCH,
             marker=marker,
+            geometry=self.geometry if marker is not None else None,
+            filtered=self.geometry.filtered if self.geometry is not None else None,
         )
         self._seq += 1
         return window

@@ -30,6 +30,34 @@ def eeg_signal(n_channels: int, n_samples: int, fs: float, seed: int = 0) -> np.
     return amplitude * np.sin(2 * np.pi * 10 * t) + rng.normal(0, 1, (n_channels, n_samples))
 
 
+def loose_electrode(
+    seconds: float = 60.0,
+    *,
+    fs: float = 256.0,
+    bad: int | None = 1,
+    bad_std_uv: float = 390.0,
+    blinks: Sequence[int] = (),
+    seed: int = 0,
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Muse-like µV samples ``[4, n]`` with one event a second (every fourth code 2, the
+    others 1, from 0.5 s on) where channel ``bad`` (AF7 by default) is a loose electrode:
+    white noise of ``bad_std_uv`` against 8 µV on the others, whose peak-to-peak over an
+    epoch stays far under 100 µV. ``blinks``: epochs (by event index) that get a 300 µV
+    bump on channel 2 (AF8), as a real blink would."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * fs)
+    data = rng.normal(0.0, 8.0, (4, n))
+    if bad is not None:
+        data[bad] = rng.normal(0.0, bad_std_uv, n)
+    onsets = np.arange(round(0.5 * fs), n - round(fs), round(fs))
+    events = [(int(s), 2 if i % 4 == 0 else 1) for i, s in enumerate(onsets)]
+    t = np.arange(round(0.2 * fs)) / fs
+    for i in blinks:
+        start = events[i][0] + round(0.1 * fs)
+        data[2, start : start + t.size] += 300.0 * np.sin(np.pi * t / t[-1])
+    return data, events
+
+
 def write_muse_csv(
     path: Path,
     data: np.ndarray,

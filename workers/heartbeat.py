@@ -12,12 +12,13 @@ from psycopg_pool import AsyncConnectionPool
 
 _UPSERT = """
 INSERT INTO workers (worker_id, service, host, model_version_id, shadow_version_id, processed,
-                     rejected, errors, last_error, status, last_seen)
+                     rejected, gated, errors, last_error, status, last_seen)
 VALUES (%(worker_id)s, %(service)s, %(host)s, %(serving)s, %(shadow)s, %(processed)s,
-        %(rejected)s, %(errors)s, %(last_error)s, %(status)s, now())
+        %(rejected)s, %(gated)s, %(errors)s, %(last_error)s, %(status)s, now())
 ON CONFLICT (worker_id) DO UPDATE SET
     model_version_id = EXCLUDED.model_version_id, shadow_version_id = EXCLUDED.shadow_version_id,
-    processed = EXCLUDED.processed, rejected = EXCLUDED.rejected, errors = EXCLUDED.errors,
+    processed = EXCLUDED.processed, rejected = EXCLUDED.rejected, gated = EXCLUDED.gated,
+    errors = EXCLUDED.errors,
     last_error = EXCLUDED.last_error, status = EXCLUDED.status, last_seen = now()
 """
 
@@ -33,6 +34,7 @@ class Snapshot:
     shadow: int | None
     processed: int
     rejected: int
+    gated: int
     errors: int
     last_error: str | None
     status: str  # running | stopped

@@ -15,6 +15,11 @@ WINDOWS = Counter(
 REJECTED = Counter(
     "neurostream_worker_rejected_total", "Windows sent to the dead-letter queue", ["service"]
 )
+GATED = Counter(
+    "neurostream_worker_gated_total",
+    "Epochs the serving version's artifact gate kept from being scored (stored in gated)",
+    ["service"],
+)
 DUPLICATES = Counter(
     "neurostream_worker_redelivered_total",
     "Predictions already stored (redelivered windows, not counted twice)",

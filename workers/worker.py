@@ -1,9 +1,10 @@
 """The worker loop: consume windows, predict in micro-batches, write, then ack.
 
 start -> consume ``svc.<service>`` (prefetch) -> batch -> decode/validate (channels matched
-to the model's signature by name) -> featurize + classify (in a thread, so the event loop
-keeps receiving) -> one idempotent INSERT -> dead-letter the rejects with a reason -> ack
--> publish results. Heartbeats go to the
+to the model's signature by name) -> artifact gate (versions that record one: a rejected
+epoch is stored in ``gated`` with its reason, not scored) -> featurize + classify (in a
+thread, so the event loop keeps receiving) -> one idempotent INSERT -> dead-letter the
+rejects with a reason -> ack -> publish results. Heartbeats go to the
 ``workers`` table and double as a check of the service's model assignment, so a missed
 ``models.events`` message still leads to the swap.
 
@@ -42,8 +43,16 @@ from neurostream.batching import drain, next_batch
 from neurostream.contract import ContractError, Window, decode
 from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
+from neurostream.geometry import EpochGeometry
 from neurostream.lifecycle import StopSignals, signal_name
-from neurostream.results import PredictionRow, RejectionRow, write_predictions, write_rejections
+from neurostream.results import (
+    GatedRow,
+    PredictionRow,
+    RejectionRow,
+    write_gated,
+    write_predictions,
+    write_rejections,
+)
 from neurostream.settings import CoreSettings
 from workers import deliveries, heartbeat, metrics
 from workers.compute import limit_threads
@@ -57,6 +66,7 @@ log = logging.getLogger(__name__)
 class Counters:
     processed: int = 0
     rejected: int = 0
+    gated: int = 0  # epochs the serving version's gate kept from being scored
     duplicates: int = 0
     batches: int = 0
     write_retries: int = 0
@@ -189,6 +199,7 @@ class Worker:
             shadow=shadow,
             processed=self.counters.processed,
             rejected=self.counters.rejected,
+            gated=self.counters.gated,
             errors=self.slot.errors if self.slot is not None else 0,
             last_error=self.slot.last_error if self.slot is not None else None,
             status=status,
@@ -368,6 +379,8 @@ class Worker:
                 h = window.header
                 # By channel name when the version records names (cached per channel tuple).
                 reason = served.serving.check_input(h.channels, h.n_samples, h.fs)
+                # erp@2 versions take only epochs cut behind their stream filter.
+                reason = reason or served.serving.check_geometry(h.geometry)
                 if reason:
                     raise ContractError(
                         reason, session_id=window.header.session_id, seq=window.header.seq
@@ -376,12 +389,13 @@ class Worker:
             except ContractError as exc:
                 rejects.append(_Reject(msg, exc.reason, exc.session_id, exc.seq))
         rows: list[PredictionRow] = []
+        gated: list[GatedRow] = []
         if good:
             try:
                 windows = [w for _, w in good]
                 # A thread lets the loop keep receiving during a big batch; for a few
                 # windows the hop costs more than the work.
-                rows = (
+                rows, gated = (
                     _predict_rows(served, windows)
                     if len(windows) <= _INLINE_MAX
                     else await asyncio.get_running_loop().run_in_executor(
@@ -395,17 +409,21 @@ class Worker:
                 else:
                     await self._requeue(batch, delay=1.0)
                 return
-        if not await self._write(rows, rejects):
+        if not await self._write(rows, rejects, gated):
             await self._requeue(batch)
             return
         await self._dead_letter(rejects)
         await deliveries.ack_through(batch)
-        self._account(rows, rejects, good, received)
+        self._account(rows, rejects, good, received, gated)
         if self.settings.publish_predictions and rows:
             await self._publish(rows)
 
-    async def _write(self, rows: list[PredictionRow], rejects: list[_Reject]) -> bool:
-        """Write durably, retrying through a database outage; False only when stopping."""
+    async def _write(
+        self, rows: list[PredictionRow], rejects: list[_Reject], gated: list[GatedRow]
+    ) -> bool:
+        """Write durably, retrying through a database outage; False only when stopping.
+
+        Predictions, gated epochs and rejections of a batch go in one transaction."""
         assert self.pool is not None
         delay = 0.1
         rejection_rows = [
@@ -415,11 +433,12 @@ class Worker:
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    if rejection_rows:
+                    if rejection_rows or gated:
                         async with conn.transaction():
                             new = await write_predictions(
                                 conn, self.service, self.settings.worker_id, rows
                             )
+                            await write_gated(conn, self.service, self.settings.worker_id, gated)
                             await write_rejections(
                                 conn, self.service, self.settings.worker_id, rejection_rows
                             )
@@ -472,14 +491,18 @@ class Worker:
         rejects: list[_Reject],
         good: list[tuple[DeliveredMessage, Window]],
         received: Sequence[float],
+        gated: Sequence[GatedRow] = (),
     ) -> None:
         c = self.counters
         c.processed += len(good)
         c.rejected += len(rejects)
+        n_gated = sum(1 for g in gated if g.role == "serving")
+        c.gated += n_gated
+        metrics.GATED.labels(self.service).inc(n_gated)
         c.batches += 1
         for r in rows:
             c.by_version[r.model_version_id] += 1
-        metrics.WINDOWS.labels(self.service).inc(len(good))
+        metrics.WINDOWS.labels(self.service).inc(len(good) - n_gated)
         metrics.REJECTED.labels(self.service).inc(len(rejects))
         metrics.BATCH.labels(self.service).observe(len(good) + len(rejects))
         now, done = time.time(), time.perf_counter()
@@ -523,27 +546,59 @@ _STOP = object()
 _INLINE_MAX = 8
 
 
-def _predict_rows(served: Served, windows: list[Window]) -> list[PredictionRow]:
-    """Featurize and classify a batch with the serving (and shadow) model: pure CPU work.
+def _predict_rows(
+    served: Served, windows: list[Window]
+) -> tuple[list[PredictionRow], list[GatedRow]]:
+    """Gate, featurize and classify a batch with the serving (and shadow) model: pure CPU.
 
     Windows are grouped by shape (channel names, length, fs): one stacked array per group,
-    each model taking its own channels from it by name."""
-    groups: dict[tuple[tuple[str, ...], int, float], list[Window]] = defaultdict(list)
+    each model taking its own channels from it by name. A model whose version records a
+    gate scores only the epochs it passes; the others become ``GatedRow``s with the reason."""
+    groups: dict[tuple[tuple[str, ...], int, float, EpochGeometry | None], list[Window]] = (
+        defaultdict(list)
+    )
     for w in windows:
         h = w.header
-        groups[(h.channels, h.n_samples, h.fs)].append(w)
+        groups[(h.channels, h.n_samples, h.fs, h.geometry)].append(w)
     rows: list[PredictionRow] = []
-    for (channels, n_samples, fs), group in groups.items():
+    gated: list[GatedRow] = []
+    for (channels, n_samples, fs, geometry), group in groups.items():
         data = np.stack([w.data for w in group])
         for role, model in (("serving", served.serving), ("shadow", served.shadow)):
             if model is None:
                 continue
-            if role == "shadow" and model.check_input(channels, n_samples, fs):
+            if role == "shadow" and (
+                model.check_input(channels, n_samples, fs) or model.check_geometry(geometry)
+            ):
                 continue
-            pred = model.predict(data, fs, channels=channels)
+            scored, x = group, data
+            verdict = model.check_gate(data, fs, channels=channels)
+            if verdict is not None and verdict.rejected.any():
+                rejected = verdict.rejected
+                for i in np.flatnonzero(rejected).tolist():
+                    h = group[i].header
+                    gated.append(
+                        GatedRow(
+                            session_id=h.session_id,
+                            seq=h.seq,
+                            model_version_id=model.version_id,
+                            t0=h.t0,
+                            role=role,
+                            kind=h.kind.value,
+                            marker=h.marker,
+                            reason=verdict.reason(i) or "",
+                            channels=verdict.offenders(i),
+                        )
+                    )
+                keep = ~rejected
+                scored = [w for w, k in zip(group, keep.tolist(), strict=True) if k]
+                x = data[keep]
+                if not scored:
+                    continue
+            pred = model.predict(x, fs, channels=channels, geometry=geometry)
             # tolist() once per array rather than numpy scalar indexing per row.
             for w, predicted, score, proba in zip(
-                group,
+                scored,
                 pred.predicted.tolist(),
                 pred.score.tolist(),
                 pred.proba.tolist(),
@@ -565,4 +620,4 @@ def _predict_rows(served: Served, windows: list[Window]) -> list[PredictionRow]:
                         sent_at=h.sent_at,
                     )
                 )
-    return rows
+    return rows, gated

@@ -22,6 +22,7 @@ _SEQS = """
 SELECT seq FROM windows WHERE session_id = %(s)s
 UNION SELECT seq FROM predictions WHERE session_id = %(s)s
 UNION SELECT seq FROM rejections WHERE session_id = %(s)s AND seq IS NOT NULL
+UNION SELECT seq FROM gated WHERE session_id = %(s)s
 """
 _WINDOWS = """
 SELECT data, n_channels, n_samples, channels, service FROM windows WHERE session_id = %(s)s

@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from neurostream.errors import ConfigError
 from neurostream.features import FeaturePipeline, get_pipeline
+from neurostream.gate import Gate, Verdict
+from neurostream.geometry import EpochGeometry
 from neurostream.models import artifacts
 from neurostream.models.artifacts import ArtifactError
 from neurostream.models.families import FAMILIES, Classifier
@@ -74,6 +77,7 @@ class ServingModel:
         classes: list[int],
         sha256: str,
         classifier: Classifier,
+        gate: Gate | None = None,
     ) -> None:
         self.version_id = version_id
         self.model_name = model_name
@@ -88,6 +92,9 @@ class ServingModel:
         self.classes = classes
         self.sha256 = sha256
         self.classifier = classifier
+        # The artifact gate the version records (input_spec["gate"]); None: every epoch
+        # is scored, as versions registered before the gate are.
+        self.gate = gate
         self._admissions: dict[tuple[tuple[str, ...] | int, int, float], Admission] = {}
 
     @property
@@ -111,6 +118,10 @@ class ServingModel:
         input_spec = dict(_json(row["input_spec"]))
         classes = [int(c) for c in _json(row["classes"])]
         try:
+            gate = Gate.from_spec(input_spec.get("gate"))
+        except ConfigError as exc:
+            raise ArtifactError(exc.message, field=f"input_spec.{exc.field}") from None
+        try:
             feature_params = pipeline.default_params() | dict(_json(row["feature_params"]))
         except (TypeError, ValueError) as exc:
             raise ArtifactError(f"bad feature_params: {exc}") from exc
@@ -131,6 +142,7 @@ class ServingModel:
             classes=classes,
             sha256=str(row["sha256"]),
             classifier=classifier,
+            gate=gate,
         )
         model._warm_up()
         return model
@@ -165,18 +177,62 @@ class ServingModel:
         """Why a window cannot go to this model, or None when it fits (see ``admit``)."""
         return self.admit(channels, n_samples, fs).reason
 
-    def features(self, batch: np.ndarray, fs: float) -> np.ndarray:
-        """The model's input features for a batch (also what monitoring records)."""
-        return self.pipeline.transform(batch, fs, self.feature_params)
+    def check_gate(
+        self, batch: np.ndarray, fs: float, *, channels: Sequence[str] | None = None
+    ) -> Verdict | None:
+        """The gate's verdict on the model's own channels of ``batch`` (matched by name as
+        in ``predict``); None when the version records no gate."""
+        if self.gate is None:
+            return None
+        batch = np.asarray(batch, dtype=np.float32)
+        admission = self.admit(batch.shape[1] if channels is None else channels, batch.shape[2], fs)
+        if admission.reason:
+            raise ValueError(admission.reason)
+        if admission.index is not None:
+            batch = batch[:, admission.index]
+        names = self.signature.channels or tuple(f"ch{i}" for i in range(batch.shape[1]))
+        if self.signature.channels is None and channels is not None:
+            names = tuple(channels)
+        return self.gate.check(batch, names)
+
+    def check_geometry(self, geometry: EpochGeometry | None) -> str | None:
+        """Why windows of ``geometry`` (a window's ``header.geometry``) cannot go to this
+        model, or None: an ``erp@2`` version takes only epochs cut from the stream filter it
+        was trained behind, starting at its own ``tmin``; others take any window."""
+        reason = self.pipeline.check_geometry(self.feature_params, geometry)
+        if reason:
+            return f"{reason} (model {self.label})"
+        trained = self.signature.geometry
+        if "stream_filter" in self.feature_params and geometry and trained:
+            if abs(geometry.tmin - trained.tmin) * self.signature.fs >= 0.5:
+                return (
+                    f"window's epoch starts at {geometry.tmin:+g} s around its event, model "
+                    f"{self.label} was trained on epochs from {trained.tmin:+g} s"
+                )
+        return None
+
+    def features(
+        self, batch: np.ndarray, fs: float, geometry: EpochGeometry | None = None
+    ) -> np.ndarray:
+        """The model's input features for a batch (also what monitoring records);
+        ``geometry``: the windows' own, else the one the version was trained on."""
+        geo = geometry if geometry is not None else self.signature.geometry
+        return self.pipeline.transform(batch, fs, self.feature_params, geo)
 
     def predict(
-        self, batch: np.ndarray, fs: float, *, channels: Sequence[str] | None = None
+        self,
+        batch: np.ndarray,
+        fs: float,
+        *,
+        channels: Sequence[str] | None = None,
+        geometry: EpochGeometry | None = None,
     ) -> Prediction:
         """Vectorised over the batch ``[n, c, s]``; call ``check_input`` per window first.
 
         With ``channels`` (the names of the batch's rows) the rows are matched to the
         version's channels by name: reordered, extras ignored. Without, the batch must
-        already be in the model's channel order.
+        already be in the model's channel order. ``geometry`` is the windows' epoch
+        geometry (one per batch; ``check_geometry`` first), else the version's own.
         """
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim != 3:
@@ -191,7 +247,7 @@ class ServingModel:
         k = len(self.classes)
         if batch.shape[0] == 0:
             return Prediction(np.empty(0, np.int64), np.empty(0), np.empty((0, k)))
-        proba = self.classifier.predict_proba(self.features(batch, fs))
+        proba = self.classifier.predict_proba(self.features(batch, fs, geometry))
         idx = np.argmax(proba, axis=1)
         predicted = np.asarray(self.classes, dtype=np.int64)[idx]
         score = proba[:, 1] if k == 2 else proba[np.arange(len(idx)), idx]

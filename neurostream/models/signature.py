@@ -6,9 +6,10 @@ The signature is stored as the version's ``input_spec`` (JSON)::
      "channels": ["TP9", "AF7", "AF8", "TP10"], "tmin": -0.1, "tmax": 0.7, "units": "uV"}
 
 ``channels`` are the names in the order the model reads them; ``tmin``/``tmax`` the epoch
-geometry in seconds around the event (recorded, not checked: a window carries no event
-offset). Either may be null: versions registered before names were recorded are matched
-to windows by channel count, as before.
+geometry in seconds around the event. Either may be null: versions registered before names
+were recorded are matched to windows by channel count, as before. Versions trained on
+epochs of a known geometry (``neurostream.geometry``) also record ``baseline`` (s) and
+``filtered`` (the producer's stream filter, ``"1-30@4"``); both keys are absent otherwise.
 
 A window is matched by name: the model's channels are taken from it in the model's order
 (extra channels, such as a recording's AUX column, are ignored); a channel the model needs
@@ -30,6 +31,7 @@ import numpy as np
 
 from neurostream.contract import WindowKind
 from neurostream.errors import ArtifactError, ConfigError
+from neurostream.geometry import EpochGeometry
 
 UNITS: Final = "uV"  # windows carry microvolts (the recording readers convert to it)
 _SHOWN: Final = 16  # names listed in a reason before it is cut short
@@ -164,6 +166,15 @@ class Signature:
     tmin: float | None = None
     tmax: float | None = None
     units: str = UNITS
+    baseline: tuple[float, float] | None = None
+    filtered: str | None = None
+
+    @property
+    def geometry(self) -> EpochGeometry | None:
+        """The geometry of the epochs the version was trained on (None without ``tmin``)."""
+        if self.tmin is None:
+            return None
+        return EpochGeometry(self.tmin, self.tmax, self.baseline, self.filtered)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Signature:
@@ -205,20 +216,47 @@ class Signature:
                 f"input_spec.units must be {UNITS!r} (windows carry microvolts), got {units!r}",
                 field="input_spec.units",
             )
-        return cls(fs, n_channels, n_samples, kind, channels, tmin, tmax, UNITS)
+        baseline: tuple[float, float] | None = None
+        raw = spec.get("baseline")
+        if raw is not None:
+            numbers = (
+                isinstance(raw, list | tuple)
+                and len(raw) == 2
+                and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in raw
+                )
+            )
+            if not numbers or not raw[0] < raw[1]:
+                raise ArtifactError(
+                    f"input_spec.baseline must be [start, end] in seconds, got {raw!r}",
+                    field="input_spec.baseline",
+                )
+            baseline = (float(raw[0]), float(raw[1]))
+        filtered = spec.get("filtered")
+        if filtered is not None and not isinstance(filtered, str):
+            raise ArtifactError(
+                f"input_spec.filtered must be a filter label such as '1-30@4', got {filtered!r}",
+                field="input_spec.filtered",
+            )
+        return cls(fs, n_channels, n_samples, kind, channels, tmin, tmax, UNITS, baseline, filtered)
 
     def to_spec(self) -> dict[str, Any]:
         """The JSON stored as ``input_spec``."""
-        return {
-            "fs": self.fs,
-            "n_channels": self.n_channels,
-            "n_samples": self.n_samples,
-            "kind": self.kind,
-            "channels": list(self.channels) if self.channels is not None else None,
-            "tmin": self.tmin,
-            "tmax": self.tmax,
-            "units": self.units,
-        }
+        return (
+            {
+                "fs": self.fs,
+                "n_channels": self.n_channels,
+                "n_samples": self.n_samples,
+                "kind": self.kind,
+                "channels": list(self.channels) if self.channels is not None else None,
+                "tmin": self.tmin,
+                "tmax": self.tmax,
+                "units": self.units,
+            }
+            | ({"baseline": list(self.baseline)} if self.baseline is not None else {})
+            | ({"filtered": self.filtered} if self.filtered is not None else {})
+        )
 
     def admit(
         self, channels: Sequence[str] | int, n_samples: int, fs: float, *, model: str = "model"

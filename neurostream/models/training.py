@@ -25,6 +25,8 @@ import numpy as np
 from neurostream import scoring
 from neurostream.errors import ArtifactError, ConfigError
 from neurostream.features import get_pipeline
+from neurostream.gate import Gate
+from neurostream.geometry import EpochGeometry
 from neurostream.models import artifacts
 from neurostream.models.families import (
     SKLEARN_LDA,
@@ -130,6 +132,18 @@ def fit_classifier(
     return eegnet.fit(X, y_index, params, seed=seed), params
 
 
+def stream_params(
+    pipeline: str, feature_params: Mapping[str, Any] | None, geometry: EpochGeometry | None
+) -> dict[str, Any]:
+    """A pipeline's params for epochs of ``geometry``: its ``stream_filter`` (``erp@2``)
+    is the filter the epochs came through, unless given."""
+    given = dict(feature_params or {})
+    params = get_pipeline(pipeline).default_params() | given
+    if "stream_filter" in params and "stream_filter" not in given and geometry is not None:
+        params["stream_filter"] = geometry.filtered
+    return params
+
+
 def train_model(
     family: str,
     windows: np.ndarray,
@@ -147,6 +161,8 @@ def train_model(
     kind: str = "epoch",
     tmin: float | None = None,
     tmax: float | None = None,
+    gate: Gate | None = None,
+    geometry: EpochGeometry | None = None,
 ) -> TrainedModel:
     """Fit on a stratified split, score on the hold-out, package for the registry.
 
@@ -160,6 +176,12 @@ def train_model(
     removes the named ones (a non-EEG AUX column, a bad electrode); both need ``channels``
     and refuse a name the data lacks (``ConfigError``). ``kind``, ``tmin`` and ``tmax``
     (epoch start and end in seconds around the event) are recorded in the signature.
+    ``geometry`` (the epochs' own, e.g. ``LabelledEpochs.geometry``) supplies them too, with
+    the baseline and the stream filter; ``erp@2`` needs it, and records the filter as its
+    ``stream_filter`` (a worker then refuses windows cut from another stream).
+    ``gate`` (the artifact gate the windows passed) is recorded as ``input_spec["gate"]``,
+    so workers gate what this version scores with the same thresholds; without it the
+    version scores every epoch. Filtering the windows through it is the caller's part.
     """
     from sklearn.model_selection import train_test_split
 
@@ -173,7 +195,12 @@ def train_model(
             "pick_channels/drop_channels select channels by name: pass channels= too",
             field="channels",
         )
+    if geometry is not None:
+        tmin = geometry.tmin if tmin is None else tmin
+        tmax = geometry.tmax if tmax is None else tmax
     spec = {
+        "baseline": geometry.baseline if geometry is not None else None,
+        "filtered": geometry.filtered if geometry is not None else None,
         "fs": float(fs),
         "n_channels": int(w.shape[1]),
         "n_samples": int(w.shape[2]),
@@ -189,8 +216,11 @@ def train_model(
             exc.message, field=(exc.field or "").removeprefix("input_spec.")
         ) from None
     pipe = get_pipeline(pipeline)
-    fparams = pipe.default_params() | dict(feature_params or {})
-    X = pipe.transform(w, fs, fparams)
+    fparams = stream_params(pipe.key, feature_params, geometry)
+    reason = pipe.check_geometry(fparams, geometry)
+    if reason:
+        raise ConfigError(reason, field="geometry")
+    X = pipe.transform(w, fs, fparams, geometry)
     classes = [int(c) for c in np.unique(labels)]
     if test_size:
         X_train, X_test, y_train, y_test = train_test_split(
@@ -207,7 +237,7 @@ def train_model(
         feature_pipeline=pipe.key,
         feature_params=fparams,
         model_params=mparams,
-        input_spec=signature.to_spec(),
+        input_spec=signature.to_spec() | ({"gate": gate.to_spec()} if gate else {}),
         classes=clf.classes,
         artifact=artifact,
         sha256=artifacts.sha256_hex(artifact),
@@ -249,7 +279,7 @@ def evaluate(
                 )
             if cmap.index is not None:
                 x = x[:, list(cmap.index)]
-        feats = pipe.transform(x, rate, model.feature_params)
+        feats = pipe.transform(x, rate, model.feature_params, model.signature.geometry)
         proba = model.classifier.predict_proba(feats)
         return scoring.score(labels, proba, classes=model.classes)
     return scoring.score(labels, model.predict_proba(np.asarray(X)), classes=model.classes)

@@ -32,8 +32,9 @@ import numpy as np
 from neurostream import scoring
 from neurostream.errors import ConfigError
 from neurostream.features import get_pipeline
+from neurostream.geometry import EpochGeometry
 from neurostream.models.families import check_family
-from neurostream.models.training import fit_classifier
+from neurostream.models.training import fit_classifier, stream_params
 
 LEAVE_ONE_RUN_OUT: Final = "leave-one-run-out"
 STRATIFIED_KFOLD: Final = "stratified-kfold"
@@ -163,6 +164,7 @@ def cross_validate(
     pipeline: str = "erp@1",
     feature_params: Mapping[str, Any] | None = None,
     model_params: Mapping[str, Any] | None = None,
+    geometry: EpochGeometry | None = None,
 ) -> CrossValidation:
     """Fit ``family`` on each fold's training part and score its held-out part.
 
@@ -179,8 +181,11 @@ def cross_validate(
         raise ConfigError(f"cross-validation needs two classes, got {classes}", field="y")
     splits = folds(scheme, labels, groups, k=k, seed=seed)
     pipe = get_pipeline(pipeline)
-    fparams = pipe.default_params() | dict(feature_params or {})
-    X = pipe.transform(x, fs, fparams)
+    fparams = stream_params(pipe.key, feature_params, geometry)
+    reason = pipe.check_geometry(fparams, geometry)
+    if reason:
+        raise ConfigError(reason, field="geometry")
+    X = pipe.transform(x, fs, fparams, geometry)
     proba = np.full((len(labels), len(classes)), np.nan)
     rows: list[dict[str, Any]] = []
     for fold in splits:
@@ -247,6 +252,7 @@ def validate_runs(
     pipeline: str = "erp@1",
     feature_params: Mapping[str, Any] | None = None,
     model_params: Mapping[str, Any] | None = None,
+    geometry: EpochGeometry | None = None,
 ) -> Validation:
     """Leave-one-run-out when ``groups`` hold two runs or more, else blocked k-fold; and
     stratified k-fold (shuffled with ``seed``) beside it."""
@@ -258,6 +264,7 @@ def validate_runs(
         "pipeline": pipeline,
         "feature_params": feature_params,
         "model_params": model_params,
+        "geometry": geometry,
     }
     return Validation(
         headline=cross_validate(family, windows, y, fs, scheme=headline, groups=groups, **common),

@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS workers (
     started_at       timestamptz NOT NULL DEFAULT now(),
     last_seen        timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS gated bigint NOT NULL DEFAULT 0;
 
 -- One row per window and model version: the "jobs". The key includes window_ts so the
 -- same table can be a TimescaleDB hypertable (unique indexes must hold the time column);
@@ -96,6 +97,27 @@ CREATE TABLE IF NOT EXISTS predictions (
     PRIMARY KEY (session_id, seq, model_version_id, window_ts)
 );
 CREATE INDEX IF NOT EXISTS predictions_service_time ON predictions (service, predicted_at DESC);
+
+-- Epochs the artifact gate of a model version kept from being scored (peak-to-peak, flat
+-- channel): one row per window and version, keyed like predictions so a redelivery is a
+-- no-op; written in the batch's transaction with its predictions. ``channels``: the
+-- channels at fault, named in ``reason``.
+CREATE TABLE IF NOT EXISTS gated (
+    session_id       text NOT NULL,
+    seq              integer NOT NULL,
+    model_version_id integer NOT NULL,
+    window_ts        timestamptz NOT NULL,
+    service          text NOT NULL,
+    role             text NOT NULL DEFAULT 'serving',  -- serving | shadow
+    kind             text NOT NULL,
+    marker           integer,
+    reason           text NOT NULL,
+    channels         text[] NOT NULL,
+    gated_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    worker_id        text NOT NULL,
+    PRIMARY KEY (session_id, seq, model_version_id, window_ts)
+);
+CREATE INDEX IF NOT EXISTS gated_service_time ON gated (service, gated_at DESC);
 
 CREATE TABLE IF NOT EXISTS rejections (
     id          bigserial,

@@ -6,7 +6,9 @@ codes): ``neurostream train`` fits on the first runs from their own markers
 ``neurostream produce`` replays the remaining runs at speed 0 through RabbitMQ to a worker,
 which writes predictions to PostgreSQL. The live path must reproduce the offline one
 exactly: the same epochs (count, seq <-> event code) and the same scores as the training
-code's own scoring of the files, to 1e-4. Visual P300 (runs 1–3 -> 4–5), auditory P300
+code's own scoring of the files, to 1e-4. The version records the artifact gate training
+used (100 µV peak-to-peak): the epochs it rejects are left out on both sides, the same ones
+(stored in ``gated`` live, with no prediction). Visual P300 (runs 1–3 -> 4–5), auditory P300
 (1–4 -> 5–6), and SSVEP (two flicker classes, band power 1–4 s after onset; 1–4 -> 5–6).
 """
 
@@ -151,14 +153,29 @@ async def test_train_on_the_first_runs_then_the_live_replay_of_the_rest_matches_
             offline = epochs_from_recording(read_recording(Path(run)), settings, mapping)
             n = len(offline.y)
             assert f"{n}/{n} windows confirmed" in summary
-            got = await predicted(core, session_id, n)
-            # The same epoch set: every event of the file, at the same seq, once.
-            assert [r[0] for r in got] == offline.seqs.tolist() == list(range(n))
-            assert [r[1] for r in got] == offline.codes.tolist()
+            verdict = model.check_gate(offline.x, offline.fs, channels=offline.channels)
+            assert verdict is not None  # `neurostream train` gates by default
+            keep = ~verdict.rejected
+            got = await predicted(core, session_id, int(keep.sum()))
+            # The same epoch set: every event of the file at the same seq, once, either
+            # scored or gated with its reason, as the offline gate decides.
+            assert offline.seqs.tolist() == list(range(n))
+            assert [r[0] for r in got] == offline.seqs[keep].tolist()
+            assert [r[1] for r in got] == offline.codes[keep].tolist()
+            query = "SELECT seq, reason FROM gated WHERE session_id = %s ORDER BY seq"
+            for _ in range(100):  # the last batch may be gated epochs only
+                gated = await fetch(core, query, [session_id])
+                if len(gated) >= int((~keep).sum()):
+                    break
+                await asyncio.sleep(0.1)
+            assert [g[0] for g in gated] == offline.seqs[~keep].tolist()
+            assert [g[1] for g in gated] == [r for r in verdict.reasons if r is not None]
             scores = np.array([r[2] for r in got])
-            expected = model.predict(offline.x, offline.fs, channels=offline.channels).score
+            x = offline.x[keep]
+            expected = model.predict(x, offline.fs, channels=offline.channels).score
             assert np.abs(scores - expected).max() < 1e-4
-            truth.append(offline.y)
+            print(f"{name} {Path(run).name}: {len(gated)} of {n} epochs gated")
+            truth.append(offline.y[keep])
             live.append(scores)
     finally:
         await worker.close()

@@ -19,6 +19,7 @@ from neurostream import registry, topology
 from neurostream.contract import Window, encode, make_window
 from neurostream.db import open_pool
 from neurostream.events import publish_model_event
+from neurostream.gate import Gate
 from neurostream.models.serving import ServingModel
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
@@ -639,3 +640,82 @@ async def test_a_version_without_channel_names_is_matched_by_count(
         assert got[seq + 10][0] == pytest.approx(got[seq][0], abs=1e-9)
     reasons = await dead_reasons(channel, service["name"], 1)
     assert reasons == {20: f"window has 5 channels, expected 4 (model {service['model']}:1)"}
+
+
+async def test_gated_epochs_are_stored_with_their_reason_and_not_scored_once_each(
+    core, pool, channel, workers
+) -> None:
+    """A version that records a gate: an epoch over 100 µV peak-to-peak (or flat) is stored
+    in ``gated`` with its reason and channels, no prediction; the others are scored; a
+    redelivery stores it once; the worker counts it (counters, heartbeat, metric)."""
+    x, y = synthetic_p300(channels=CHANNELS, seed=1)
+    trained = train_model("sklearn-lda", x, y, FS, gate=Gate())
+    name, model = unique("svc"), unique("gated")
+    async with pool.connection() as conn:
+        v = await registry.register_trained(conn, model, trained, code_version="test")
+        await registry.create_service(conn, name)
+        await registry.assign(conn, name, model, "1")
+    w = await start_worker(core, name, workers)
+    session = unique("s")
+    windows = epochs(session, 0, 40)
+    blink, flat, both = windows[5].data.copy(), windows[17].data.copy(), windows[30].data.copy()
+    blink[2, 50:70] += 300.0
+    flat[0] = 0.1 * np.sign(np.sin(np.arange(flat.shape[1])))  # std ~0.1 µV on c0
+    both[1, 10] = 500.0
+    both[3, 11] = -200.0
+    for i, data in ((5, blink), (17, flat), (30, both)):
+        h = windows[i].header
+        windows[i] = make_window(
+            data,
+            session_id=session,
+            seq=h.seq,
+            t0=h.t0,
+            fs=FS,
+            channels=list(h.channels),
+            kind="epoch",
+            marker=1,
+        )
+    await publish(channel, name, windows + windows[:10] + [windows[17]])  # redeliveries
+    gated_count = "SELECT count(*) FROM gated WHERE session_id = %s"
+    assert await wait_for(pool, COUNT, [session], 37) == 37
+    assert await wait_for(pool, gated_count, [session], 3) == 3
+    for _ in range(50):  # every delivery settled (the redeliveries too)
+        if w.counters.processed == 51:
+            break
+        await asyncio.sleep(0.1)
+    async with pool.connection() as conn:
+        gated = await (
+            await conn.execute(
+                "SELECT seq, model_version_id, role, reason, channels, marker, service, "
+                "extract(epoch FROM window_ts)::float8 FROM gated WHERE session_id = %s "
+                "ORDER BY seq",
+                [session],
+            )
+        ).fetchall()
+        scored = await (
+            await conn.execute(
+                "SELECT array_agg(seq ORDER BY seq) FROM predictions WHERE session_id = %s",
+                [session],
+            )
+        ).fetchone()
+    assert [g[0] for g in gated] == [5, 17, 30]
+    assert {(g[1], g[2], g[5], g[6]) for g in gated} == {(v["id"], "serving", 1, name)}
+    assert gated[0][3].startswith("peak-to-peak ") and gated[0][3].endswith(" µV on c2 > 100 µV")
+    assert gated[0][4] == ["c2"]
+    assert gated[1][3].startswith("flat c0 (std 0.") and gated[1][4] == ["c0"]
+    assert " µV on c1, " in gated[2][3] and " µV on c3 > 100 µV" in gated[2][3]
+    assert gated[2][4] == ["c1", "c3"]
+    assert abs(gated[2][7] - windows[30].header.t0) < 1e-3
+    assert scored[0] == [i for i in range(40) if i not in (5, 17, 30)]  # no prediction row
+    assert w.counters.gated == 5  # two of them delivered twice: counted as handled, stored once
+    assert w.counters.processed == 51 and w.counters.rejected == 0
+    metric = REGISTRY.get_sample_value("neurostream_worker_gated_total", {"service": name})
+    assert metric == 5
+    await asyncio.sleep(0.5)  # a heartbeat
+    async with pool.connection() as conn:
+        (beat,) = await (
+            await conn.execute(
+                "SELECT gated FROM workers WHERE worker_id = %s", [w.settings.worker_id]
+            )
+        ).fetchone()
+    assert beat == 5

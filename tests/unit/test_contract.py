@@ -16,6 +16,7 @@ from neurostream.contract import (
     make_window,
     message_id,
 )
+from neurostream.geometry import EpochGeometry
 from tests.conftest import window_factory
 
 
@@ -122,3 +123,35 @@ def test_expected_fs_mismatch() -> None:
 def test_make_window_refuses_channel_mismatch() -> None:
     with pytest.raises(ContractError, match="does not match 3 channels"):
         make_window(np.zeros((2, 4)), session_id="s", seq=0, t0=0, fs=1, channels=["a", "b", "c"])
+
+
+def test_epoch_geometry_travels_in_optional_headers() -> None:
+    geometry = EpochGeometry(-0.1, None, (-0.1, 0.0), "1-30@4")
+    w = make_window(
+        np.zeros((2, 10)), session_id="g", seq=3, t0=1.0, fs=256.0, channels=["a", "b"],
+        kind="epoch", marker=2, geometry=geometry,
+    )  # fmt: skip
+    body, headers = encode(w)
+    assert (headers["tmin"], headers["baseline"], headers["filtered"]) == (
+        "-0.1", ["-0.1", "0.0"], "1-30@4"
+    )  # fmt: skip
+    assert decode(body, headers).header.geometry == geometry
+    # a producer that predates the headers: the window decodes, without a geometry
+    old = {k: v for k, v in headers.items() if k not in ("tmin", "baseline", "filtered")}
+    assert decode(body, old).header.geometry is None
+    # a sliding window from a filtered stream carries only the filter
+    s = make_window(np.zeros((2, 10)), session_id="g", seq=4, t0=1.0, fs=256.0,
+                    channels=["a", "b"], filtered="1-30@4")  # fmt: skip
+    sb, sh = encode(s)
+    assert "tmin" not in sh and decode(sb, sh).header.filtered == "1-30@4"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [({"baseline": ["0.0", "-0.1"]}, "baseline"), ({"tmin": "nan"}, "tmin")],
+)
+def test_a_bad_geometry_header_is_a_contract_error(change: dict, needle: str) -> None:
+    w = window_factory(seq=1, marker=1)
+    body, headers = encode(w)
+    with pytest.raises(ContractError, match=needle):
+        decode(body, {**headers, **change})

@@ -17,6 +17,7 @@ from neurostream.contract import WindowKind
 from neurostream.errors import ConfigError
 from neurostream.labelling import EventMapping
 from neurostream.recordings import Recording
+from neurostream.streamfilter import StreamFilter
 from producer.board import BrainFlowSource, Chunk, FileSource, RecordingSource
 from producer.offline import epochs_from_recording
 from producer.session import Cutter, open_source, resolve_paradigm
@@ -146,8 +147,15 @@ def test_the_offline_epochs_are_the_live_epochs() -> None:
     assert offline.unmapped == cutter.unmapped == {3: 1}
     assert all(w.header.kind is WindowKind.EPOCH for w in live)
     onset = EVENTS[1][0]
+    # cut from the causally filtered stream (the producer's default 1-30 Hz), as live
+    filtered = StreamFilter(rec.fs, 4, 1.0, 30.0, 4).process(rec.data).astype(np.float32)
+    np.testing.assert_array_equal(offline.x[1], filtered[:, onset - 26 : onset + 179])
+    assert offline.geometry is not None and offline.geometry.filtered == "1-30@4"
+    raw = epochs_from_recording(
+        rec, ProducerSettings(session_id="raw", filter_l_freq=None, filter_h_freq=None), mapping
+    )
     np.testing.assert_array_equal(
-        offline.x[1], rec.data[:, onset - 26 : onset + 179].astype(np.float32)
+        raw.x[1], rec.data[:, onset - 26 : onset + 179].astype(np.float32)
     )
     shorter = epochs_from_recording(rec, mapping=mapping, tmin=0.0, tmax=0.5)
     assert shorter.x.shape == (5, 4, 128)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from neurostream.errors import ArtifactError, ConfigError
+from neurostream.geometry import EpochGeometry
 from neurostream.models.signature import Signature, map_channels, select_channels
 
 MUSE = ("TP9", "AF7", "AF8", "TP10")
@@ -67,6 +68,9 @@ def test_spec_round_trips_and_old_specs_parse() -> None:
         ({"kind": "stream"}, "input_spec.kind", "one of"),
         ({"tmin": 0.7, "tmax": -0.1}, "input_spec.tmin", "before tmax"),
         ({"units": "V"}, "input_spec.units", "'uV'"),
+        ({"baseline": [0.0, -0.1]}, "input_spec.baseline", "[start, end]"),
+        ({"baseline": "auto"}, "input_spec.baseline", "[start, end]"),
+        ({"filtered": 4}, "input_spec.filtered", "filter label"),
     ],
 )
 def test_bad_specs_name_the_key(change: dict[str, Any], field: str, words: str) -> None:
@@ -132,3 +136,12 @@ def test_select_channels_refuses_what_it_cannot_do(
     with pytest.raises(ConfigError, match=words) as info:
         select_channels(x, names, **kw)
     assert info.value.field == field
+
+
+def test_the_epoch_geometry_is_recorded_only_when_known() -> None:
+    spec = {**SPEC, "baseline": [-0.1, 0.0], "filtered": "1-30@4"}
+    sig = Signature.from_spec(spec)
+    assert sig.to_spec() == spec
+    assert sig.geometry == EpochGeometry(-0.1, 0.7, (-0.1, 0.0), "1-30@4")
+    assert Signature.from_spec(SPEC).geometry == EpochGeometry(-0.1, 0.7, None, None)
+    assert "baseline" not in Signature.from_spec(SPEC).to_spec()
