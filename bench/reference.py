@@ -34,13 +34,14 @@ from scipy.stats import rankdata
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from bench.common import table
-from launcher.bootstrap import train_from_recordings
+from launcher.bootstrap import DEFAULT_STREAM_FILTER, train_from_recordings
 from neurostream import features
 from neurostream.gate import Gate
 from neurostream.labelling import EventMapping
 from neurostream.models.serving import ServingModel
 from neurostream.models.training import TrainedModel
 from neurostream.recordings import Recording, read_recording
+from neurostream.streamfilter import FilterSpec
 from producer.offline import LabelledEpochs, epochs_from_recording
 from producer.settings import ProducerSettings
 
@@ -79,10 +80,28 @@ class Project:
     tmax: float
     feature_params: dict[str, Any] = field(default_factory=dict)
     gate: bool = False  # train and serve behind the artifact gate (peak-to-peak, flat)
+    stream_filter: str | None = None  # the producer's causal filter ("1-30@4"); None: off
+    label: str = ""  # the row's name, when one pipeline appears twice
+
+    @property
+    def name(self) -> str:
+        return self.label or self.pipeline
 
 
-P300_PROJECT = (Project("erp@1", -0.1, 0.7), Project("erp@2", -0.1, 0.8, gate=True))
-SSVEP_PROJECT = (Project("bandpower@1", 1.0, 4.0, {"bands": {"f20": [15, 25], "f30": [25, 35]}}),)
+# erp@1 and bandpower@1 as shipped before the stream filter (unfiltered, no gate); erp@2
+# behind the producer's default causal filter and the default gate.
+P300_PROJECT = (
+    Project("erp@1", -0.1, 0.7),
+    Project("erp@2", -0.1, 0.8, gate=True, stream_filter=DEFAULT_STREAM_FILTER.label),
+)
+_SSVEP_BANDS = {"bands": {"f20": [15, 25], "f30": [25, 35]}}
+SSVEP_PROJECT = (
+    Project("bandpower@1", 1.0, 4.0, _SSVEP_BANDS),
+    Project(
+        "bandpower@1", 1.0, 4.0, _SSVEP_BANDS,
+        stream_filter=DEFAULT_STREAM_FILTER.label, label="bandpower@1 behind 1-30 Hz",
+    ),
+)  # fmt: skip
 
 
 @dataclass
@@ -291,20 +310,18 @@ def _onsets(epochs: LabelledEpochs, rec: Recording, mapping: EventMapping) -> li
     raise RuntimeError(f"{rec.path.name}: producer epochs do not match the recording's events")
 
 
-def producer_settings(trained: TrainedModel) -> ProducerSettings | None:
-    """The producer settings of a live session that serves ``trained``: the stream filter an
-    ``erp@2`` version was trained behind (``feature_params["stream_filter"]``), else defaults."""
-    wanted = trained.feature_params.get("stream_filter")
-    if wanted is None:
-        return None
-    name = next(f for f in ("stream_filter", "filter") if f in ProducerSettings.model_fields)
-    return ProducerSettings(paradigm="none", **{name: wanted})
-
-
-def geometry_of(epochs: LabelledEpochs) -> dict[str, Any]:
-    """``predict``'s ``geometry=``: the epochs' own, as a worker reads it from the header."""
-    geometry = getattr(epochs, "geometry", None)
-    return {"geometry": geometry} if geometry is not None else {}
+def producer_settings(trained: TrainedModel) -> ProducerSettings:
+    """The producer settings of a live session that serves ``trained``: the stream filter
+    its epochs were cut behind (its signature's geometry; none recorded: unfiltered)."""
+    geometry = trained.signature.geometry
+    label = geometry.filtered if geometry is not None else None
+    spec = FilterSpec.parse(label) if label else None
+    return ProducerSettings(
+        paradigm="none",
+        filter_l_freq=spec.l_freq if spec else None,
+        filter_h_freq=spec.h_freq if spec else None,
+        filter_order=spec.order if spec else 4,
+    )
 
 
 def run_project(
@@ -316,11 +333,12 @@ def run_project(
     if proj.pipeline not in features.available_pipelines():
         return "not available"
     t = time.perf_counter()
-    extra: dict[str, Any] = {"gate": Gate(peak_to_peak_uv=REJECT_UV)} if proj.gate else {}
     try:
         validated = train_from_recordings(
             "sklearn-lda", train_files, folder.events, tmin=proj.tmin, tmax=proj.tmax,
-            pipeline=proj.pipeline, feature_params=proj.feature_params or None, **extra,
+            pipeline=proj.pipeline, feature_params=proj.feature_params or None,
+            gate=Gate(peak_to_peak_uv=REJECT_UV) if proj.gate else None,
+            stream_filter=FilterSpec.parse(proj.stream_filter) if proj.stream_filter else None,
         )  # fmt: skip
     except Exception as exc:  # a pipeline under construction: report it, run the rest
         return f"failed: {type(exc).__name__}: {exc}"
@@ -341,7 +359,10 @@ def run_project(
             x, y, onsets = x[clean], y[clean], onsets[clean]
         if not len(y):
             continue
-        pred = model.predict(x, ep.fs, channels=ep.channels, **geometry_of(ep))
+        reason = model.check_geometry(ep.geometry)
+        if reason:
+            raise RuntimeError(reason)
+        pred = model.predict(x, ep.fs, channels=ep.channels, geometry=ep.geometry)
         keys += [(r, int(o)) for o in onsets]
         ys.append(y)
         scores.append(pred.proba[:, 1])
@@ -349,13 +370,15 @@ def run_project(
     n_train = sum(len(run.kept.y) for run in validated.runs)
     n_out = sum(len(run.epochs.y) - len(run.kept.y) for run in validated.runs)
     cv = trained.metrics.get("roc_auc")
-    note = f"train {n_train} epochs"
+    geometry = trained.signature.geometry
+    note = f"stream {geometry.filtered if geometry and geometry.filtered else 'unfiltered'}, "
+    note += f"{proj.tmin:g}..{proj.tmax:g} s; train {n_train} epochs"
     if proj.gate:
         note += f" ({n_out} gated; test {gated} gated)"
     if cv is not None:
         note += f", LORO-CV AUC {cv:.3f}"
     return Scored(
-        proj.pipeline, keys, np.concatenate(ys), np.concatenate(scores),
+        proj.name, keys, np.concatenate(ys), np.concatenate(scores),
         np.concatenate(predicted), time.perf_counter() - t, note,
     )  # fmt: skip
 
@@ -399,7 +422,7 @@ def bench_folder(folder: Folder, n_boot: int, seed: int) -> tuple[Scored, dict[s
     refs, info = run_references(folder, train, test)
     best = max(refs, key=lambda r: r.auc)
     projects = P300_PROJECT if folder.paradigm == "p300" else SSVEP_PROJECT
-    own = {p.pipeline: run_project(folder, p, train_files, test) for p in projects}
+    own = {p.name: run_project(folder, p, train_files, test) for p in projects}
     rows = []
     for r in [*refs, *own.values()]:
         if isinstance(r, str):

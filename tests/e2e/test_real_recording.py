@@ -62,6 +62,11 @@ class Case:
 
 CASES = {
     "visual-p300": Case("visual/P300/subject2/session1", 3, P300),
+    # erp@2: epochs cut from the producer's causally filtered stream (1-30 Hz), no
+    # per-epoch filter; the worker reads the baseline from each window's geometry
+    "visual-p300-erp2": Case(
+        "visual/P300/subject2/session1", 3, P300, train_args=("--pipeline", "erp@2")
+    ),
     "auditory-p300": Case("auditory/P300/subject1/session1", 4, P300),
     "ssvep": Case(
         "visual/SSVEP/subject1/session1",
@@ -127,6 +132,11 @@ async def test_train_on_the_first_runs_then_the_live_replay_of_the_rest_matches_
     assert "leave-one-run-out" in story
     row = await serving_row(core, model_name)
     assert row["input_spec"]["channels"] == ["TP9", "AF7", "AF8", "TP10"]  # AUX not EEG
+    # the geometry the epochs were cut with, recorded once with the version
+    assert row["input_spec"]["filtered"] == "1-30@4"
+    if "erp@2" in case.train_args:
+        assert row["feature_pipeline"] == "erp@2"
+        assert row["feature_params"]["stream_filter"] == "1-30@4"
     assert row["metrics"]["cv"]["scheme"] == "leave-one-run-out"
     model = ServingModel.from_row(row)
 
@@ -172,7 +182,9 @@ async def test_train_on_the_first_runs_then_the_live_replay_of_the_rest_matches_
             assert [g[1] for g in gated] == [r for r in verdict.reasons if r is not None]
             scores = np.array([r[2] for r in got])
             x = offline.x[keep]
-            expected = model.predict(x, offline.fs, channels=offline.channels).score
+            expected = model.predict(
+                x, offline.fs, channels=offline.channels, geometry=offline.geometry
+            ).score
             assert np.abs(scores - expected).max() < 1e-4
             print(f"{name} {Path(run).name}: {len(gated)} of {n} epochs gated")
             truth.append(offline.y[keep])

@@ -27,6 +27,7 @@ import pytest
 from ml_data_api.ingest import Ingest
 from ml_data_api.settings import DataApiSettings
 from neurostream import contract, topology
+from neurostream.geometry import EpochGeometry
 from neurostream.labelling import EventMapping
 from neurostream.recordings import read_recording
 from neurostream.settings import CoreSettings
@@ -141,7 +142,12 @@ def test_produce_file_with_defaults_neither_simulates_nor_loops(
     )
     board, fs, paradigm, source, confirmed = row
     assert (board, fs, confirmed) == ("file:csv", 256.0, 194)
-    assert paradigm["kind"] == "none" and paradigm["epoch"] == {"tmin": -0.1, "tmax": 0.7}
+    assert paradigm["kind"] == "none"
+    # the epoch geometry, recorded once with the session: the causal 1-30 Hz stream filter
+    assert paradigm["epoch"] == {
+        "tmin": -0.1, "tmax": 0.7, "baseline": [-0.1, 0.0], "filter": "1-30@4"
+    }  # fmt: skip
+    assert windows[0].header.geometry == EpochGeometry(-0.1, None, (-0.1, 0.0), "1-30@4")
     assert source["file"] == str(RUN1) and source["format"] == "csv"
     assert (source["speed"], source["loop"], source["dropped"]) == (0.0, False, ["Right AUX"])
     assert source["events_in_file"] == {"1": 170, "2": 24}

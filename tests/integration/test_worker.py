@@ -20,6 +20,7 @@ from neurostream.contract import Window, encode, make_window
 from neurostream.db import open_pool
 from neurostream.events import publish_model_event
 from neurostream.gate import Gate
+from neurostream.geometry import EpochGeometry
 from neurostream.models.serving import ServingModel
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
@@ -719,3 +720,53 @@ async def test_gated_epochs_are_stored_with_their_reason_and_not_scored_once_eac
             )
         ).fetchone()
     assert beat == 5
+
+
+# -- erp@2: epochs from the filtered stream only -------------------------------------------
+STREAM = EpochGeometry(-0.1, 0.7, (-0.1, 0.0), "1-30@4")
+
+
+async def test_an_erp2_version_scores_filtered_epochs_and_dead_letters_the_others(
+    core, pool, channel, workers
+) -> None:
+    x, y = synthetic_p300(channels=CHANNELS, seed=2)
+    trained = train_model(
+        "sklearn-lda", x, y, FS, pipeline="erp@2", channels=NAMES, geometry=STREAM
+    )
+    assert trained.feature_params == {"target_fs": 64.0, "stream_filter": "1-30@4"}
+    assert trained.input_spec["baseline"] == [-0.1, 0.0]
+    name, model = unique("svc"), unique("erp2")
+    async with pool.connection() as conn:
+        await registry.register_trained(conn, model, trained, code_version="test")
+        await registry.create_service(conn, name)
+        await registry.assign(conn, name, model, "1")
+    w = await start_worker(core, name, workers)
+    session = unique("s")
+    data, _ = synthetic_p300(n=6, channels=CHANNELS, seed=3)
+
+    def window(seq: int, geometry: EpochGeometry | None) -> Window:
+        return make_window(
+            data[seq], session_id=session, seq=seq, t0=1.7e9 + seq, fs=FS, channels=NAMES,
+            kind="epoch", marker=1, geometry=geometry,
+        )  # fmt: skip
+
+    other = EpochGeometry(-0.1, None, (-0.1, 0.0), "0.1-40@2")
+    shifted = EpochGeometry(-0.2, None, (-0.2, 0.0), "1-30@4")
+    sent = [window(0, STREAM), window(1, None), window(2, other), window(3, shifted)]
+    sent += [window(4, STREAM), window(5, STREAM)]
+    await publish(channel, name, sent)
+    assert await wait_for(pool, COUNT, [session], 3) == 3
+    reasons = await dead_reasons(channel, name, 3)
+    assert sorted(reasons) == [1, 2, 3]
+    assert reasons[1].startswith("erp@2 expects epochs cut from a stream filtered 1-30@4, ")
+    assert "came unfiltered: run the producer with --filter 1-30@4" in reasons[1]
+    assert "came filtered 0.1-40@2" in reasons[2]
+    assert "starts at -0.2 s" in reasons[3] and "from -0.1 s" in reasons[3]
+    got = await scores(pool, session)
+    expected = ServingModel.from_row(trained.to_row(model_name=model)).predict(
+        data[[0, 4, 5]], FS, channels=NAMES, geometry=STREAM
+    )
+    assert sorted(got) == [0, 4, 5]
+    for seq, score in zip([0, 4, 5], expected.score.tolist(), strict=True):
+        assert got[seq][0] == pytest.approx(score, abs=1e-6)
+    assert w.counters.rejected == 3
