@@ -170,9 +170,7 @@ async def insert_predictions(
     )
 
 
-async def insert_labels(
-    conn: Any, session: str, seqs: Ints, labels: Ints
-) -> None:
+async def insert_labels(conn: Any, session: str, seqs: Ints, labels: Ints) -> None:
     await conn.execute(
         """INSERT INTO labels (session_id, seq, label) SELECT %s, q, l
         FROM unnest(%s::int[], %s::int[]) AS u(q, l) ON CONFLICT DO NOTHING""",
