@@ -13,7 +13,10 @@ from typing import Any
 
 from neurostream import scoring
 from neurostream.datasets import Snapshot
+from neurostream.gate import Gate
+from neurostream.geometry import EpochGeometry
 from neurostream.models.serving import ServingModel
+from neurostream.models.signature import Signature
 from neurostream.models.training import TrainedModel, evaluate, train_model
 from retraining_api.progress import JobProgress
 from retraining_api.search import run_search
@@ -49,6 +52,22 @@ def _score_champion(
     return metrics, None
 
 
+def _inherited(
+    champion_row: Mapping[str, Any] | None,
+) -> tuple[EpochGeometry | None, Gate | None]:
+    """The champion's epoch geometry and artifact gate, which the challenger keeps: a
+    dataset's windows do not record how they were cut, the version that served them does
+    (``erp@2`` needs the geometry, and a challenger must gate as the champion did)."""
+    if champion_row is None or not champion_row.get("input_spec"):
+        return None, None
+    spec = dict(champion_row["input_spec"])
+    try:
+        geometry = Signature.from_spec(spec).geometry
+    except Exception:  # an old or odd spec: train as before, without one
+        geometry = None
+    return geometry, Gate.from_spec(spec.get("gate"))
+
+
 def run(
     spec: Mapping[str, Any],
     train: Snapshot,
@@ -66,17 +85,27 @@ def run(
         progress.log(f"best trial {search['best_trial']}: {search['best_params']}")
     else:
         progress.checkpoint()
+        geometry, gate = _inherited(champion_row)
+        x, y = train.x, train.y
+        channels = train.meta.get("channels") or None
+        if gate is not None and channels:
+            # Gated epochs are left out of training data, as `neurostream train` does.
+            keep = ~gate.check(x, channels).rejected
+            progress.log(f"gate {gate.to_spec()}: {int((~keep).sum())} of {len(y)} left out")
+            x, y = x[keep], y[keep]
         trained = train_model(
             spec["family"],
-            train.x,
-            train.y,
+            x,
+            y,
             fs,
             pipeline=str(params.get("feature_pipeline", "erp@1")),
             feature_params=params.get("feature_params") or {},
             model_params=params.get("model_params") or {},
             seed=int(spec["seed"]),
             test_size=float(spec["validation_size"]),
-            channels=train.meta.get("channels") or None,
+            channels=channels,
+            gate=gate,
+            geometry=geometry,
         )
     progress.set(0.8, f"validation roc_auc {trained.metrics['roc_auc']}")
     progress.checkpoint()
