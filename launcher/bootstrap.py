@@ -467,7 +467,9 @@ async def register(
                         conn, service, description="created by neurostream train"
                     )
                 current = await registry.resolve_service(conn, service)
-                if assign or current.serving is None:
+                if service in notify:  # it follows the moved alias: it serves the new version
+                    assigned = service
+                elif assign or current.serving is None:
                     await registry.assign(conn, service, model_name, ref)
                     notify.append(service)
                     assigned = service
