@@ -36,8 +36,8 @@ async def test_broker_restart_mid_session_loses_and_duplicates_nothing(
     svc = await register_service(bcore.database_url, lda16)
     procs = [worker_procs.start(bcore, svc["name"], prefetch=64, batch_max=16) for _ in range(2)]
     await worker_procs.wait_ready(bcore.database_url, procs)
-    settings = ProducerSettings(service=svc["name"], duration_s=300.0, seed=12)
-    source = RecordingSource.from_file(recording, speed=30, loop=True)  # ~10 s of wall time
+    settings = ProducerSettings(service=svc["name"], duration_s=450.0, seed=12)
+    source = RecordingSource.from_file(recording, speed=30, loop=True)  # ~15 s of wall time
     session = asyncio.create_task(run_session(bcore, settings, source=source))
     stored = "SELECT count(*) FROM predictions WHERE session_id = %s"
     while await scalar(bcore.database_url, stored, [settings.session_id]) < 100:
@@ -46,13 +46,16 @@ async def test_broker_restart_mid_session_loses_and_duplicates_nothing(
     before = await scalar(bcore.database_url, stored, [settings.session_id])
     t0 = time.monotonic()
     await asyncio.to_thread(own_broker.stop_app)
+    # Down while the source still streams: a session cannot end before its windows are
+    # confirmed, so it is mid-session now. (Checked here, not after start_app: under load
+    # the source may run out during the outage and the session flush right after it.)
+    restarted_mid_session = not session.done()
     try:
         await asyncio.sleep(4)
         during = await scalar(bcore.database_url, stored, [settings.session_id])
     finally:
         await asyncio.to_thread(own_broker.start_app)
     down_s = time.monotonic() - t0
-    restarted_mid_session = not session.done()
     result = await asyncio.wait_for(session, 120)
     assert restarted_mid_session
     assert result.flushed and result.windows_confirmed == result.windows_published > 500
