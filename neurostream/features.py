@@ -16,7 +16,7 @@ filter it was trained behind; ``check_geometry`` refuses windows cut from anothe
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -159,8 +159,14 @@ def _erp_operator(
         "tmin": tmin,
         "target_fs": target_fs,
     }
+    return _linear_operator(lambda x: erp_reference(x, fs, params), n_samples)
+
+
+def _linear_operator(chain: Callable[[np.ndarray], np.ndarray], n_samples: int) -> np.ndarray:
+    """A linear chain ``[n, c, s] -> [n, c, t]`` as one read-only float32 ``[s, t]`` matrix:
+    its rows are the chain's responses to unit impulses."""
     impulses = np.eye(n_samples)[:, None, :]
-    op = np.ascontiguousarray(erp_reference(impulses, fs, params)[:, 0, :], dtype=np.float32)
+    op = np.ascontiguousarray(chain(impulses)[:, 0, :], dtype=np.float32)
     op.setflags(write=False)
     return op
 
@@ -243,11 +249,7 @@ def _erp2_operator(
     fs: float, n_samples: int, baseline: tuple[int, int] | None, target_fs: float
 ) -> np.ndarray:
     """``erp@2`` as one ``[s, t]`` matrix (baseline removal and bin means are linear)."""
-    impulses = np.eye(n_samples)[:, None, :]
-    op = erp2_reference(impulses, fs, baseline, target_fs)[:, 0, :]
-    out = np.ascontiguousarray(op, dtype=np.float32)
-    out.setflags(write=False)
-    return out
+    return _linear_operator(lambda x: erp2_reference(x, fs, baseline, target_fs), n_samples)
 
 
 class BandPowerPipeline(_Pipeline):
