@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import AsyncConnection
 
@@ -85,6 +86,19 @@ class RejectionRow:
     reason: str
 
 
+def _window_columns(rows: Sequence[PredictionRow | GatedRow]) -> dict[str, list[Any]]:
+    """The columns a prediction and a gated epoch share: which window, which version."""
+    return {
+        "session_id": [r.session_id for r in rows],
+        "seq": [r.seq for r in rows],
+        "model": [r.model_version_id for r in rows],
+        "t0": [r.t0 for r in rows],
+        "role": [r.role for r in rows],
+        "kind": [r.kind for r in rows],
+        "marker": [r.marker for r in rows],
+    }
+
+
 def _pg_array(values: Sequence[float]) -> str:
     return "{" + ",".join(f"{v:.6g}" for v in values) + "}"
 
@@ -100,13 +114,7 @@ async def write_predictions(
         {
             "service": service,
             "worker_id": worker_id,
-            "session_id": [r.session_id for r in rows],
-            "seq": [r.seq for r in rows],
-            "model": [r.model_version_id for r in rows],
-            "t0": [r.t0 for r in rows],
-            "role": [r.role for r in rows],
-            "kind": [r.kind for r in rows],
-            "marker": [r.marker for r in rows],
+            **_window_columns(rows),
             "predicted": [r.predicted for r in rows],
             "score": [r.score for r in rows],
             "proba": [_pg_array(r.proba) for r in rows],
@@ -127,13 +135,7 @@ async def write_gated(
         {
             "service": service,
             "worker_id": worker_id,
-            "session_id": [r.session_id for r in rows],
-            "seq": [r.seq for r in rows],
-            "model": [r.model_version_id for r in rows],
-            "t0": [r.t0 for r in rows],
-            "role": [r.role for r in rows],
-            "kind": [r.kind for r in rows],
-            "marker": [r.marker for r in rows],
+            **_window_columns(rows),
             "reason": [r.reason[:1000] for r in rows],
             # One text per row, split server-side: rows name different numbers of channels.
             "channels": [_SEP.join(r.channels) for r in rows],
