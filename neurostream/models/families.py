@@ -15,7 +15,13 @@ import numpy as np
 
 SKLEARN_LDA: Final = "sklearn-lda"
 TORCH_EEGNET: Final = "torch-eegnet"
-FAMILIES: Final = frozenset({SKLEARN_LDA, TORCH_EEGNET})
+# Brought by users: any scikit-learn-compatible estimator saved with skops (pyRiemann,
+# mne.decoding, scikit-learn), and ONNX networks served by onnxruntime.
+SKLEARN_PIPELINE: Final = "sklearn-pipeline"
+ONNX: Final = "onnx"
+FAMILIES: Final = frozenset({SKLEARN_LDA, TORCH_EEGNET, SKLEARN_PIPELINE, ONNX})
+# The families ``train_model`` fits itself; the others arrive fitted.
+TRAINABLE: Final = frozenset({SKLEARN_LDA, TORCH_EEGNET})
 
 LDA_DEFAULTS: Final[Mapping[str, Any]] = {"standardize": True, "shrinkage": "auto"}
 
