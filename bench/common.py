@@ -40,13 +40,55 @@ def bench_core(name: str) -> CoreSettings:
     return core
 
 
-def train(family: str = "sklearn-lda") -> TrainedModel:
+def epochs() -> tuple[np.ndarray, np.ndarray]:
+    """600 synthetic P300 epochs (one in six a target), the same for every family."""
     rng = np.random.default_rng(0)
     t = np.arange(N_S) / FS - 0.1
     y = (np.arange(600) % 6 == 0).astype(np.int64)
     x = rng.normal(0, 10, (600, N_CH, N_S)).astype(np.float32)
     x[y == 1] += (6 * np.exp(-((t - 0.3) ** 2) / (2 * 0.06**2))).astype(np.float32)
-    return train_model(family, x, y, FS)
+    return x, y
+
+
+def train(family: str = "sklearn-lda") -> TrainedModel:
+    """A served version of ``family``: the project's own (``sklearn-lda``, ``torch-eegnet``),
+    EEGNet exported to ONNX (``onnx``), or a user's pyRiemann pipeline on raw epochs
+    (``sklearn-pipeline``: XDAWN covariances + tangent space + logistic regression)."""
+    x, y = epochs()
+    if family == "onnx":
+        from neurostream.models.export import onnx_version
+
+        return onnx_version(train_model("torch-eegnet", x, y, FS))
+    if family != "sklearn-pipeline":
+        return train_model(family, x, y, FS)
+    import dataclasses
+
+    from pyriemann.estimation import XdawnCovariances
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from neurostream.models import artifacts
+    from neurostream.models.families import SklearnClassifier
+
+    pipe = make_pipeline(
+        XdawnCovariances(nfilter=2, estimator="lwf", xdawn_estimator="scm"),
+        TangentSpace(metric="riemann"),
+        LogisticRegression(max_iter=1000),
+    ).fit(x.astype(np.float64), y)
+    artifact = artifacts.dump(pipe, "sklearn-pipeline")
+    lda = train_model("sklearn-lda", x, y, FS)  # for its input_spec and dataset hash
+    return dataclasses.replace(
+        lda,
+        family="sklearn-pipeline",
+        feature_pipeline="raw@1",
+        feature_params={"stream_filter": None, "decimate": 1, "baseline": False},
+        model_params={},
+        artifact=artifact,
+        sha256=artifacts.sha256_hex(artifact),
+        metrics={},
+        classifier=SklearnClassifier(pipe),
+    )
 
 
 async def serve_model(

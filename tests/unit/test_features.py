@@ -24,7 +24,7 @@ def _batch(n: int = 6, c: int = 4, s: int = 200, seed: int = 0) -> np.ndarray:
 
 
 def test_registry_lists_and_resolves_pipelines() -> None:
-    assert available_pipelines() == ["bandpower@1", "erp@1", "erp@2"]
+    assert available_pipelines() == ["bandpower@1", "erp@1", "erp@2", "raw@1"]
     erp = get_pipeline("erp@1")
     assert isinstance(erp, FeaturePipeline)
     assert (erp.key, erp.name, erp.version) == ("erp@1", "erp", 1)

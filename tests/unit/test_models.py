@@ -64,7 +64,7 @@ def _row(tm: TrainedModel, **changes: Any) -> dict[str, Any]:
 
 
 def test_families() -> None:
-    assert FAMILIES == {"sklearn-lda", "torch-eegnet"}
+    assert FAMILIES == {"sklearn-lda", "torch-eegnet", "sklearn-pipeline", "onnx"}
 
 
 def test_lda_separates_synthetic_p300(

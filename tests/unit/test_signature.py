@@ -67,7 +67,7 @@ def test_spec_round_trips_and_old_specs_parse() -> None:
         ({"n_channels": True}, "input_spec.n_channels", "finite number"),
         ({"kind": "stream"}, "input_spec.kind", "one of"),
         ({"tmin": 0.7, "tmax": -0.1}, "input_spec.tmin", "before tmax"),
-        ({"units": "V"}, "input_spec.units", "'uV'"),
+        ({"units": "kV"}, "input_spec.units", "one of"),
         ({"baseline": [0.0, -0.1]}, "input_spec.baseline", "[start, end]"),
         ({"baseline": "auto"}, "input_spec.baseline", "[start, end]"),
         ({"filtered": 4}, "input_spec.filtered", "filter label"),
