@@ -11,6 +11,14 @@ causally (``neurostream.streamfilter``): it does not filter again, and it reads 
 baseline interval from the epochs' geometry (``neurostream.geometry``, carried by each
 window), passed as ``transform(..., geometry=)``. Its ``stream_filter`` parameter is the
 filter it was trained behind; ``check_geometry`` refuses windows cut from another stream.
+
+Feature pipelines give flat vectors ``[n, f]``; a *raw* pipeline (``raw = True``) gives
+epochs ``[n, c, t]`` for models that read epochs themselves (pyRiemann, ``mne.decoding``,
+ONNX networks: the ``sklearn-pipeline`` and ``onnx`` families). ``raw@1`` is the epoch as
+it came, cut from the producer's causally filtered stream: optionally baseline-corrected
+over the epochs' geometry and decimated (every k-th sample, as MNE's ``decimate``; the
+stream filter's low-pass did the anti-aliasing). Callers that need flat features (the
+flat-only families, per-feature importance) check ``pipeline.raw`` and refuse.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ class FeaturePipeline(Protocol):
     key: str
     name: str
     version: int
+    raw: bool  # True: transform gives epochs [n, c, t], not feature vectors [n, f]
 
     def transform(
         self,
@@ -41,7 +50,8 @@ class FeaturePipeline(Protocol):
         params: Mapping[str, Any],
         geometry: EpochGeometry | None = None,
     ) -> np.ndarray:
-        """float32 ``[n, c, s]`` -> float32 ``[n, f]``; ``geometry``: the epochs' own."""
+        """``[n, c, s]`` -> features ``[n, f]`` (float32), or epochs ``[n, c, t]`` (float64)
+        for a raw pipeline; ``geometry``: the epochs' own."""
         ...
 
     def default_params(self) -> dict[str, Any]: ...
@@ -68,6 +78,7 @@ class _Pipeline:
     key: str
     name: str
     version: int
+    raw: bool = False
     _defaults: ClassVar[dict[str, Any]]
 
     def default_params(self) -> dict[str, Any]:
@@ -278,8 +289,93 @@ class BandPowerPipeline(_Pipeline):
         return np.ascontiguousarray(bp.reshape(bp.shape[0], -1), dtype=np.float32)
 
 
+class RawPipeline(_Pipeline):
+    """Epochs as they came from the producer's stream filter, for models that read epochs.
+
+    ``stream_filter``: the filter the epochs must have come through (checked against each
+    window's geometry, as ``erp@2`` does; None takes any window). ``decimate``: keep every
+    k-th sample, allowed only behind a low-pass whose edge stays under the new Nyquist.
+    ``baseline``: subtract the mean over the epochs' own baseline interval.
+    """
+
+    key = "raw@1"
+    name = "raw"
+    version = 1
+    raw = True
+    _defaults: ClassVar[dict[str, Any]] = {
+        "stream_filter": "1-30@4",
+        "decimate": 1,
+        "baseline": False,
+    }
+
+    def check_geometry(
+        self, params: Mapping[str, Any], geometry: EpochGeometry | None
+    ) -> str | None:
+        expected = self.resolve(params)["stream_filter"]
+        if expected is None:
+            return None
+        got = geometry.filtered if geometry is not None else None
+        if got and got == expected:
+            return None
+        came = f"filtered {got}" if got else "unfiltered"
+        return (
+            f"{self.key} expects epochs cut from a stream filtered {expected}, this window "
+            f"came {came}: run the producer with --filter {expected}"
+        )
+
+    def _decimation(self, p: Mapping[str, Any], fs: float) -> int:
+        k = p["decimate"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(
+                f"{self.key}: decimate must be a whole number >= 1, got {k!r}",
+                field="feature_params.decimate",
+            )
+        if k == 1:
+            return k
+        from neurostream.streamfilter import FilterSpec
+
+        label = p["stream_filter"]
+        high = FilterSpec.parse(str(label)).h_freq if label is not None else None
+        if high is None:
+            raise ConfigError(
+                f"{self.key}: decimate {k} needs a low-pass stream_filter to prevent aliasing, "
+                f"got {label!r}",
+                field="feature_params.decimate",
+            )
+        if fs / (2 * k) < high:
+            raise ConfigError(
+                f"{self.key}: decimate {k} at {fs:g} Hz leaves a Nyquist of {fs / (2 * k):g} "
+                f"Hz, under the stream filter's {high:g} Hz edge (aliasing); use at most "
+                f"{max(1, int(fs // (2 * high)))}",
+                field="feature_params.decimate",
+            )
+        return k
+
+    def transform(
+        self,
+        batch: np.ndarray,
+        fs: float,
+        params: Mapping[str, Any],
+        geometry: EpochGeometry | None = None,
+    ) -> np.ndarray:
+        p = self.resolve(params)
+        x = _check_batch(batch, fs)  # float64, a copy where the input was float32
+        k = self._decimation(p, float(fs))
+        if p["baseline"]:
+            if geometry is None:
+                raise ConfigError(
+                    f"{self.key} with baseline reads the interval from the epochs' geometry: "
+                    "pass geometry= (a window's header.geometry, LabelledEpochs.geometry)",
+                    field="geometry",
+                )
+            span = geometry.baseline_samples(fs, x.shape[-1])
+            if span is not None:
+                x = x - x[..., span[0] : span[1]].mean(axis=-1, keepdims=True)
+        return np.ascontiguousarray(x[..., ::k]) if k > 1 else x
+
+
 _REGISTRY: dict[str, FeaturePipeline] = {
-    p.key: p for p in (ErpPipeline(), Erp2Pipeline(), BandPowerPipeline())
+    p.key: p for p in (ErpPipeline(), Erp2Pipeline(), BandPowerPipeline(), RawPipeline())
 }
 
 

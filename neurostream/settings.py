@@ -37,6 +37,17 @@ class CoreSettings(BaseSettings):
         4 * 1024 * 1024, description="Largest window body accepted by decode (bytes)."
     )
     db_pool_max: int = 8
+    trusted_modules: list[str] = Field(
+        default_factory=list,
+        description='Extra module prefixes (JSON list, e.g. ["mylab.decoding"]) whose '
+        "classes a sklearn-pipeline artifact may hold, beyond scikit-learn, NumPy, SciPy, "
+        "pyRiemann and mne.decoding. Risk: loading an artifact runs a trusted class's "
+        "constructor and __setstate__, so trust only modules you have reviewed; functions "
+        "and system modules (os, subprocess, builtins, ...) stay refused whatever is set.",
+    )
+    max_artifact_bytes: int = Field(
+        64 * 1024 * 1024, description="Largest model artifact loaded or accepted (bytes)."
+    )
 
     @model_validator(mode="after")
     def _production_needs_token(self) -> CoreSettings:

@@ -17,6 +17,7 @@ from neurostream import topology
 from neurostream.api import service_app
 from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
+from neurostream.models.artifacts import ArtifactPolicy
 from neurostream.notify import Notifier
 from neurostream.settings import CoreSettings
 from queue_manager.routers import aliases, jobs, models, services, workers
@@ -63,6 +64,7 @@ def create_app(core: CoreSettings, settings: QueueManagerSettings) -> FastAPI:
         "workers of neurostream. Write endpoints need `Authorization: Bearer <token>`.",
     )
     app.state.settings = settings
+    app.state.artifact_policy = ArtifactPolicy.from_settings(core)
     app.include_router(services.router)
     app.include_router(models.router, max_body_size=settings.max_upload_bytes)
     app.include_router(aliases.router)

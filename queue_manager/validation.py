@@ -15,6 +15,7 @@ import hashlib
 from typing import Any
 
 from neurostream.errors import InvalidRequest
+from neurostream.models.artifacts import DEFAULT_POLICY, ArtifactPolicy
 from queue_manager.schemas import VersionMetadata
 
 
@@ -34,14 +35,14 @@ def version_row(model_name: str, meta: VersionMetadata, artifact: bytes) -> dict
     }
 
 
-def _load(row: dict[str, Any]) -> None:
+def _load(row: dict[str, Any], policy: ArtifactPolicy = DEFAULT_POLICY) -> None:
     # Imported lazily: torch/skops are heavy and only needed when an upload arrives.
     from neurostream.features import UnknownPipeline
     from neurostream.models.artifacts import ArtifactError
     from neurostream.models.serving import ServingModel
 
     try:
-        ServingModel.from_row(row)
+        ServingModel.from_row(row, policy=policy)
     except UnknownPipeline as exc:
         raise InvalidUpload(
             f"unknown feature pipeline: {exc.args[0] if exc.args else exc}",
@@ -53,7 +54,13 @@ def _load(row: dict[str, Any]) -> None:
         raise InvalidUpload(f"artifact could not be loaded: {exc!r}", field="artifact") from exc
 
 
-async def validate_upload(model_name: str, meta: VersionMetadata, artifact: bytes) -> None:
+async def validate_upload(
+    model_name: str,
+    meta: VersionMetadata,
+    artifact: bytes,
+    *,
+    policy: ArtifactPolicy = DEFAULT_POLICY,  # ArtifactPolicy.from_settings(core)
+) -> None:
     """Raise ``InvalidUpload`` unless the artifact loads and predicts like a worker's would."""
     from neurostream.models.artifacts import ArtifactError
     from neurostream.models.signature import Signature
@@ -70,4 +77,4 @@ async def validate_upload(model_name: str, meta: VersionMetadata, artifact: byte
             f"sha256 mismatch: the upload hashes to {actual}, metadata says {meta.sha256}",
             field="metadata.sha256",
         )
-    await asyncio.to_thread(_load, version_row(model_name, meta, artifact))
+    await asyncio.to_thread(_load, version_row(model_name, meta, artifact), policy)

@@ -18,6 +18,7 @@ from neurostream import topology
 from neurostream.api import service_app
 from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
+from neurostream.models.artifacts import ArtifactPolicy
 from neurostream.notify import Notifier
 from neurostream.settings import CoreSettings
 from retraining_api.routers import jobs, models, triggers
@@ -42,7 +43,11 @@ def create_app(core: CoreSettings, settings: RetrainingSettings) -> FastAPI:
                 channel = await connection.channel(publisher_confirms=True)
                 exchanges = await topology.declare_exchanges(channel)
                 notifier = Notifier(pool, exchanges[topology.MODEL_EVENTS_EXCHANGE])
-                runner = Runner(pool, notifier, settings) if settings.runner_enabled else None
+                runner = (
+                    Runner(pool, notifier, settings, policy=ArtifactPolicy.from_settings(core))
+                    if settings.runner_enabled
+                    else None
+                )
                 app.state.pool, app.state.notifier, app.state.runner = pool, notifier, runner
 
                 async def check_db() -> None:

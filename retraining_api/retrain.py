@@ -15,6 +15,7 @@ from neurostream import scoring
 from neurostream.datasets import Snapshot
 from neurostream.gate import Gate
 from neurostream.geometry import EpochGeometry
+from neurostream.models.artifacts import DEFAULT_POLICY, ArtifactPolicy
 from neurostream.models.serving import ServingModel
 from neurostream.models.signature import Signature
 from neurostream.models.training import TrainedModel, evaluate, train_model
@@ -35,12 +36,15 @@ class Outcome:
 
 
 def _score_champion(
-    row: Mapping[str, Any], test: Snapshot, progress: JobProgress
+    row: Mapping[str, Any],
+    test: Snapshot,
+    progress: JobProgress,
+    policy: ArtifactPolicy = DEFAULT_POLICY,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The champion's test metrics, or None and why it cannot be scored on this dataset."""
     label = f"{row['model_name']}:{row['version']}"
     try:
-        champion = ServingModel.from_row(row)
+        champion = ServingModel.from_row(row, policy=policy)
     except Exception as exc:  # a champion that no longer loads is reported, not fatal
         return None, f"champion {label} cannot be loaded: {exc}"
     fs = float(test.meta["fs"])
@@ -74,6 +78,8 @@ def run(
     test: Snapshot,
     champion_row: Mapping[str, Any] | None,
     progress: JobProgress,
+    *,
+    policy: ArtifactPolicy = DEFAULT_POLICY,  # ArtifactPolicy.from_settings(core)
 ) -> Outcome:
     """Train the challenger on ``train`` and score it and the champion on ``test``."""
     fs = float(train.meta["fs"])
@@ -113,7 +119,7 @@ def run(
     progress.set(0.85, f"challenger test roc_auc {test_metrics['roc_auc']}")
     champion_test, note = (None, None)
     if champion_row is not None:
-        champion_test, note = _score_champion(champion_row, test, progress)
+        champion_test, note = _score_champion(champion_row, test, progress, policy)
         if note:
             progress.log(note, "warning")
     progress.set(0.9)

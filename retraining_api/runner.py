@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from neurostream import datasets, registry
 from neurostream.lifecycle import signal_name
+from neurostream.models.artifacts import DEFAULT_POLICY, ArtifactPolicy
 from neurostream.notify import Notifier
 from retraining_api import retrain, store, triggers
 from retraining_api.progress import Cancelled, JobProgress
@@ -47,11 +48,17 @@ class Runner:
     """
 
     def __init__(
-        self, pool: AsyncConnectionPool, notifier: Notifier, settings: RetrainingSettings
+        self,
+        pool: AsyncConnectionPool,
+        notifier: Notifier,
+        settings: RetrainingSettings,
+        *,
+        policy: ArtifactPolicy = DEFAULT_POLICY,
     ) -> None:
         self.pool = pool
         self.notifier = notifier
         self.settings = settings
+        self.policy = policy  # what a champion's artifact may contain (the operator's trust)
         self.runner_id: str = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         self._jobs: dict[int, tuple[asyncio.Task[None], JobProgress]] = {}
@@ -226,7 +233,9 @@ class Runner:
                 f"loaded {spec['training_dataset']} ({len(train.y)} rows) and "
                 f"{spec['testing_dataset']} ({len(test.y)} rows); champion: {held}",
             )
-            outcome = await asyncio.to_thread(retrain.run, spec, train, test, champion, progress)
+            outcome = await asyncio.to_thread(
+                retrain.run, spec, train, test, champion, progress, policy=self.policy
+            )
             await self._flush(job_id, progress)
             progress.checkpoint()
             lineage = {

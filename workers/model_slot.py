@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from neurostream import registry
 from neurostream.features import UnknownPipeline
-from neurostream.models.artifacts import ArtifactError
+from neurostream.models.artifacts import DEFAULT_POLICY, ArtifactError, ArtifactPolicy
 from neurostream.models.serving import ServingModel
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,16 @@ class Served:
 
 
 class ModelSlot:
-    def __init__(self, pool: AsyncConnectionPool, service: str):
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        service: str,
+        *,
+        policy: ArtifactPolicy = DEFAULT_POLICY,  # ArtifactPolicy.from_settings(core)
+    ):
         self._pool = pool
         self._service = service
+        self._policy = policy
         self.current = Served(None)
         self.previous: Served | None = None
         self.last_error: str | None = None
@@ -85,7 +92,7 @@ class ModelSlot:
         if row is None:
             return self._refuse(version_id, f"model version {version_id} not found", keep)
         try:
-            return await asyncio.to_thread(ServingModel.from_row, row)
+            return await asyncio.to_thread(ServingModel.from_row, row, policy=self._policy)
         except (ArtifactError, UnknownPipeline) as exc:
             return self._refuse(version_id, f"refused model version {version_id}: {exc}", keep)
         except Exception as exc:  # a broken artifact must not kill the worker

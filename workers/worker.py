@@ -45,6 +45,7 @@ from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
 from neurostream.geometry import EpochGeometry
 from neurostream.lifecycle import StopSignals, signal_name
+from neurostream.models.artifacts import ArtifactPolicy
 from neurostream.results import (
     GatedRow,
     PredictionRow,
@@ -130,7 +131,9 @@ class Worker:
         metrics.observe_gc_pauses()
         if self.pool is None:
             self.pool = await open_pool(self.core.database_url, max_size=4, autocommit=True)
-        self.slot = ModelSlot(self.pool, self.service)
+        self.slot = ModelSlot(
+            self.pool, self.service, policy=ArtifactPolicy.from_settings(self.core)
+        )
         if self.connection is None:
             try:
                 self.connection = await aio_pika.connect_robust(self.core.amqp_url)

@@ -5,6 +5,12 @@ in (hash, safe loading, known feature pipeline, classes, and a warm-up on a dumm
 the declared input shape), so a bad model version is rejected at swap time and never
 fails mid-stream.
 
+The binary score is the probability of the version's positive class (``model_params
+["positive_class"]``, by default 1, labelling's target), found through the classifier's
+``classes``: a user's pipeline may order its columns otherwise. Windows carry µV; a
+version fitted on other units (``input_spec.units``, e.g. MNE's volts) has each batch
+converted before its features, after the artifact gate, whose thresholds stay in µV.
+
 Windows are matched to the version's signature (``neurostream.models.signature``) by
 channel name; ``admit`` caches the mapping per channel tuple, so the hot path pays one
 dict lookup per window and one row gather per batch.
@@ -24,8 +30,8 @@ from neurostream.features import FeaturePipeline, get_pipeline
 from neurostream.gate import Gate, Verdict
 from neurostream.geometry import EpochGeometry
 from neurostream.models import artifacts
-from neurostream.models.artifacts import ArtifactError
-from neurostream.models.families import FAMILIES, Classifier
+from neurostream.models.artifacts import DEFAULT_POLICY, ArtifactError, ArtifactPolicy
+from neurostream.models.families import FAMILIES, FLAT_ONLY, Classifier
 from neurostream.models.signature import Admission, Signature
 
 _REQUIRED = (
@@ -53,6 +59,7 @@ class Prediction:
 # Distinct window shapes remembered per model version: a stream has one or two; the bound
 # only stops a sender that varies its channel names from growing the cache.
 _ADMISSIONS_MAX = 256
+TARGET = 1  # labelling's target class: the default positive class of a binary version
 
 
 def _json(value: Any) -> Any:
@@ -96,6 +103,35 @@ class ServingModel:
         # is scored, as versions registered before the gate are.
         self.gate = gate
         self._admissions: dict[tuple[tuple[str, ...] | int, int, float], Admission] = {}
+        self.positive_index = self._positive_index()
+
+    def _positive_index(self) -> int | None:
+        """The proba column of the positive class (binary versions; None otherwise)."""
+        if len(self.classes) != 2:
+            return None
+        if "positive_class" in self.model_params:
+            positive = self.model_params["positive_class"]
+            if isinstance(positive, bool) or not isinstance(positive, int):
+                raise ArtifactError(
+                    f"model_params.positive_class must be a class, got {positive!r}",
+                    field="model_params.positive_class",
+                )
+            if positive not in self.classes:
+                raise ArtifactError(
+                    f"model_params.positive_class {positive} is not one of the classes "
+                    f"{self.classes}",
+                    field="model_params.positive_class",
+                )
+            return self.classes.index(positive)
+        if self.family in FLAT_ONLY:  # our own families score their greater label, as ever
+            return self.classes.index(max(self.classes))
+        if TARGET not in self.classes:
+            raise ArtifactError(
+                f"binary classes {self.classes} lack the target class {TARGET}: set "
+                "model_params.positive_class to the class whose probability is the score",
+                field="model_params.positive_class",
+            )
+        return self.classes.index(TARGET)
 
     @property
     def label(self) -> str:
@@ -105,8 +141,11 @@ class ServingModel:
         return f"ServingModel({self.label}, id={self.version_id}, {self.family})"
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ServingModel:
-        """Raises ``ArtifactError`` (or ``UnknownPipeline``) for a version that must not serve."""
+    def from_row(
+        cls, row: Mapping[str, Any], *, policy: ArtifactPolicy = DEFAULT_POLICY
+    ) -> ServingModel:
+        """Raises ``ArtifactError`` (or ``UnknownPipeline``) for a version that must not serve;
+        ``policy``: what a skops artifact may hold (``ArtifactPolicy.from_settings(core)``)."""
         missing = [k for k in _REQUIRED if k not in row or row[k] is None]
         if missing:
             raise ArtifactError(f"model_versions row lacks {missing}")
@@ -114,6 +153,12 @@ class ServingModel:
         if family not in FAMILIES:
             raise ArtifactError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
         pipeline = get_pipeline(str(row["feature_pipeline"]))
+        if pipeline.raw and family in FLAT_ONLY:
+            raise ArtifactError(
+                f"{family} reads flat feature vectors, and {pipeline.key} gives raw epochs: "
+                f"use a feature pipeline, or the sklearn-pipeline or onnx family",
+                field="feature_pipeline",
+            )
         model_params = dict(_json(row["model_params"]))
         input_spec = dict(_json(row["input_spec"]))
         classes = [int(c) for c in _json(row["classes"])]
@@ -126,10 +171,19 @@ class ServingModel:
         except (TypeError, ValueError) as exc:
             raise ArtifactError(f"bad feature_params: {exc}") from exc
         classifier = artifacts.load(
-            bytes(row["artifact"]), family, sha256=str(row["sha256"]), model_params=model_params
+            bytes(row["artifact"]),
+            family,
+            sha256=str(row["sha256"]),
+            model_params=model_params,
+            classes=classes,
+            policy=policy,
         )
         if list(classifier.classes) != classes:
-            raise ArtifactError(f"artifact classes {classifier.classes} != row classes {classes}")
+            raise ArtifactError(
+                f"artifact classes {classifier.classes} != row classes {classes} (the row's "
+                "classes list the service classes in the order of the model's outputs)",
+                field="classes",
+            )
         model = cls(
             version_id=int(row["id"]),
             model_name=str(row["model_name"]),
@@ -148,9 +202,12 @@ class ServingModel:
         return model
 
     def _warm_up(self) -> None:
-        """Run a zero batch of the declared shape: catches spec/feature/model mismatches early."""
+        """Run a dummy batch of the declared shape: catches spec/feature/model mismatches
+        early. Seeded noise (10 µV), not zeros: a covariance of zeros (pyRiemann, CSP) is
+        singular, and a version must not be refused for failing on a flat line."""
         sig = self.signature
-        dummy = np.zeros((2, sig.n_channels, sig.n_samples), np.float32)
+        rng = np.random.default_rng(0)
+        dummy = (10.0 * rng.standard_normal((2, sig.n_channels, sig.n_samples))).astype(np.float32)
         try:
             self.predict(dummy, sig.fs, channels=sig.channels)
         except Exception as exc:
@@ -217,6 +274,9 @@ class ServingModel:
         """The model's input features for a batch (also what monitoring records);
         ``geometry``: the windows' own, else the one the version was trained on."""
         geo = geometry if geometry is not None else self.signature.geometry
+        scale = self.signature.scale
+        if scale != 1.0:  # µV windows into the model's units, in float64 (no rounding)
+            batch = np.asarray(batch, dtype=np.float64) * scale
         return self.pipeline.transform(batch, fs, self.feature_params, geo)
 
     def predict(
@@ -250,5 +310,8 @@ class ServingModel:
         proba = self.classifier.predict_proba(self.features(batch, fs, geometry))
         idx = np.argmax(proba, axis=1)
         predicted = np.asarray(self.classes, dtype=np.int64)[idx]
-        score = proba[:, 1] if k == 2 else proba[np.arange(len(idx)), idx]
+        if self.positive_index is not None:
+            score = proba[:, self.positive_index]
+        else:
+            score = proba[np.arange(len(idx)), idx]
         return Prediction(predicted=predicted, score=np.ascontiguousarray(score), proba=proba)

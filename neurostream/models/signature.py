@@ -5,6 +5,12 @@ The signature is stored as the version's ``input_spec`` (JSON)::
     {"fs": 256.0, "n_channels": 4, "n_samples": 205, "kind": "epoch",
      "channels": ["TP9", "AF7", "AF8", "TP10"], "tmin": -0.1, "tmax": 0.7, "units": "uV"}
 
+``units`` are what the model was fitted on: ``"uV"`` (the default; windows carry
+microvolts), ``"V"`` (MNE's convention), ``"mV"`` or ``"nV"`` (``"µV"`` is read as
+``"uV"``). A worker multiplies each batch by ``Signature.scale`` after the artifact gate
+(whose thresholds stay in µV) and before the features, so a pipeline fitted on volts
+scores µV windows as it scored volts.
+
 ``channels`` are the names in the order the model reads them; ``tmin``/``tmax`` the epoch
 geometry in seconds around the event. Either may be null: versions registered before names
 were recorded are matched to windows by channel count, as before. Versions trained on
@@ -34,6 +40,9 @@ from neurostream.errors import ArtifactError, ConfigError
 from neurostream.geometry import EpochGeometry
 
 UNITS: Final = "uV"  # windows carry microvolts (the recording readers convert to it)
+# A model's units -> the factor that turns the windows' µV into them.
+UNIT_SCALE: Final[Mapping[str, float]] = {"V": 1e-6, "mV": 1e-3, "uV": 1.0, "nV": 1e3}
+_UNIT_ALIASES: Final[Mapping[str, str]] = {"\u00b5V": "uV", "\u03bcV": "uV"}  # micro, mu
 _SHOWN: Final = 16  # names listed in a reason before it is cut short
 
 
@@ -170,6 +179,11 @@ class Signature:
     filtered: str | None = None
 
     @property
+    def scale(self) -> float:
+        """The factor from the windows' µV to the units the model was fitted on."""
+        return UNIT_SCALE[self.units]
+
+    @property
     def geometry(self) -> EpochGeometry | None:
         """The geometry of the epochs the version was trained on (None without ``tmin``)."""
         if self.tmin is None:
@@ -211,9 +225,11 @@ class Signature:
                 f"input_spec.tmin ({tmin}) must be before tmax ({tmax})", field="input_spec.tmin"
             )
         units = spec.get("units", UNITS)
-        if units != UNITS:
+        units = _UNIT_ALIASES.get(units, units) if isinstance(units, str) else units
+        if units not in UNIT_SCALE:
             raise ArtifactError(
-                f"input_spec.units must be {UNITS!r} (windows carry microvolts), got {units!r}",
+                f"input_spec.units must be one of {sorted(UNIT_SCALE)} (the units the model "
+                f"was fitted on; windows carry µV and are converted), got {units!r}",
                 field="input_spec.units",
             )
         baseline: tuple[float, float] | None = None
@@ -239,7 +255,7 @@ class Signature:
                 f"input_spec.filtered must be a filter label such as '1-30@4', got {filtered!r}",
                 field="input_spec.filtered",
             )
-        return cls(fs, n_channels, n_samples, kind, channels, tmin, tmax, UNITS, baseline, filtered)
+        return cls(fs, n_channels, n_samples, kind, channels, tmin, tmax, units, baseline, filtered)
 
     def to_spec(self) -> dict[str, Any]:
         """The JSON stored as ``input_spec``."""

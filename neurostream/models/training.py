@@ -11,6 +11,10 @@ any model the same way.
 The version's signature (``input_spec``) records what it was fitted on: channel names in
 order, fs, window length, window kind, epoch geometry and units, so a worker can match
 windows by channel name (``neurostream.models.signature``).
+
+Only the ``TRAINABLE`` families are fitted from scratch; a ``sklearn-pipeline`` (a user's
+estimator) is refitted from one given as ``estimator=`` (a champion's, cloned with
+``sklearn.base.clone``), and an ``onnx`` network is never trained here.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ from neurostream.gate import Gate
 from neurostream.geometry import EpochGeometry
 from neurostream.models import artifacts
 from neurostream.models.families import (
+    FLAT_ONLY,
     SKLEARN_LDA,
+    SKLEARN_PIPELINE,
+    TRAINABLE,
     Classifier,
+    PipelineClassifier,
     check_family,
     fit_lda,
     lda_params,
@@ -112,8 +120,28 @@ def fit_classifier(
     n_channels: int,
     model_params: Mapping[str, Any] | None,
     seed: int,
+    estimator: Any = None,
 ) -> tuple[Classifier, dict[str, Any]]:
-    """Fit ``family`` on features ``X`` (``n_channels`` rows of the windows); its params."""
+    """Fit ``family`` on features ``X`` (``n_channels`` rows of the windows); its params.
+    A ``sklearn-pipeline`` is a clone of ``estimator`` fitted on the service's labels (so
+    it needs no ``class_map``; ``positive_class`` is kept)."""
+    if family == SKLEARN_PIPELINE:
+        from sklearn.base import clone
+
+        if estimator is None:
+            raise ConfigError(
+                f"{SKLEARN_PIPELINE} refits an estimator: pass estimator= (e.g. the "
+                "champion's), or train one of " + ", ".join(sorted(TRAINABLE)),
+                field="family",
+            )
+        params = {k: v for k, v in dict(model_params or {}).items() if k == "positive_class"}
+        return PipelineClassifier(clone(estimator).fit(X, y)), params
+    if X.ndim != 2:
+        raise ConfigError(
+            f"{family} reads flat feature vectors [n, f], got {X.shape}: use a feature "
+            "pipeline (erp@1, erp@2, bandpower@1), or the sklearn-pipeline family for epochs",
+            field="feature_pipeline",
+        )
     if family == SKLEARN_LDA:
         params = lda_params(model_params)
         return fit_lda(X, y, params), params
@@ -163,8 +191,14 @@ def train_model(
     tmax: float | None = None,
     gate: Gate | None = None,
     geometry: EpochGeometry | None = None,
+    units: str = "uV",
+    estimator: Any = None,
 ) -> TrainedModel:
     """Fit on a stratified split, score on the hold-out, package for the registry.
+
+    ``family`` is one of ``TRAINABLE``, or ``sklearn-pipeline`` with ``estimator`` (a
+    scikit-learn-compatible estimator, fitted or not, cloned and fitted here). ``units``:
+    those the model reads (``input_spec.units``); ``windows`` stay in µV and are converted.
 
     ``test_size=0`` fits on all of ``windows``; the metrics are then empty (``n`` 0,
     scores None) and the caller puts its cross-validation there.
@@ -186,6 +220,17 @@ def train_model(
     from sklearn.model_selection import train_test_split
 
     check_family(family)
+    if family not in TRAINABLE and not (family == SKLEARN_PIPELINE and estimator is not None):
+        refit = (
+            " (a sklearn-pipeline is refitted given estimator=)"
+            if family == SKLEARN_PIPELINE
+            else ""
+        )
+        raise ConfigError(
+            f"{family} versions arrive fitted and are uploaded, not trained here: train_model "
+            f"fits {', '.join(sorted(TRAINABLE))}{refit}",
+            field="family",
+        )
     w, labels = _check(windows, y, fs)
     names: tuple[str, ...] | None = None
     if channels is not None:
@@ -208,6 +253,7 @@ def train_model(
         "channels": list(names) if names is not None else None,
         "tmin": tmin,
         "tmax": tmax,
+        "units": units,
     }
     try:
         signature = Signature.from_spec(spec)
@@ -216,11 +262,18 @@ def train_model(
             exc.message, field=(exc.field or "").removeprefix("input_spec.")
         ) from None
     pipe = get_pipeline(pipeline)
+    if pipe.raw and family in FLAT_ONLY:
+        raise ConfigError(
+            f"{family} reads flat feature vectors and {pipe.key} gives raw epochs: use a "
+            "feature pipeline (erp@1, erp@2, bandpower@1), or the sklearn-pipeline family",
+            field="pipeline",
+        )
     fparams = stream_params(pipe.key, feature_params, geometry)
     reason = pipe.check_geometry(fparams, geometry)
     if reason:
         raise ConfigError(reason, field="geometry")
-    X = pipe.transform(w, fs, fparams, geometry)
+    scaled = w if signature.scale == 1.0 else w.astype(np.float64) * signature.scale
+    X = pipe.transform(scaled, fs, fparams, geometry)
     classes = [int(c) for c in np.unique(labels)]
     if test_size:
         X_train, X_test, y_train, y_test = train_test_split(
@@ -228,7 +281,9 @@ def train_model(
         )
     else:  # every window trains; the caller's cross-validation scores it
         X_train, X_test, y_train, y_test = X, X[:0], labels, labels[:0]
-    clf, mparams = fit_classifier(family, X_train, y_train, classes, w.shape[1], model_params, seed)
+    clf, mparams = fit_classifier(
+        family, X_train, y_train, classes, w.shape[1], model_params, seed, estimator
+    )
     proba = clf.predict_proba(X_test) if len(y_test) else np.zeros((0, len(clf.classes)))
     metrics = scoring.score(y_test, proba, classes=clf.classes)
     artifact = artifacts.dump(clf, family)
@@ -279,7 +334,9 @@ def evaluate(
                 )
             if cmap.index is not None:
                 x = x[:, list(cmap.index)]
-        feats = pipe.transform(x, rate, model.feature_params, model.signature.geometry)
+        scale = model.signature.scale
+        xs: np.ndarray = x if scale == 1.0 else x.astype(np.float64) * scale
+        feats = pipe.transform(xs, rate, model.feature_params, model.signature.geometry)
         proba = model.classifier.predict_proba(feats)
         return scoring.score(labels, proba, classes=model.classes)
     return scoring.score(labels, model.predict_proba(np.asarray(X)), classes=model.classes)

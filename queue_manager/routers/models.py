@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from neurostream import registry
 from neurostream.auth import Writer
-from queue_manager.deps import Pool, Settings
+from queue_manager.deps import Policy, Pool, Settings
 from queue_manager.schemas import INT32, NAME_PATTERN, ModelOut, VersionMetadata, VersionOut
 from queue_manager.validation import validate_upload
 
@@ -61,6 +61,7 @@ async def upload_version(
         str, Form(description="JSON object: family, feature_pipeline, input_spec, classes, ...")
     ],
     pool: Pool,
+    policy: Policy,
 ) -> VersionOut:
     """Register the next version of ``name`` once the artifact loads like a worker's would."""
     try:
@@ -70,7 +71,7 @@ async def upload_version(
             [{**e, "loc": ("body", "metadata", *e["loc"])} for e in exc.errors()]
         ) from exc
     data = await artifact.read()
-    await validate_upload(name, meta, data)
+    await validate_upload(name, meta, data, policy=policy)
     async with pool.connection() as conn:
         row = await registry.register_version(
             conn, model_name=name, artifact=data, **meta.model_dump(exclude={"sha256"})

@@ -73,6 +73,12 @@ async def importance(
         model = await asyncio.to_thread(ServingModel.from_row, row)
     except ArtifactError as exc:
         raise InvalidRequest(f"model version cannot be loaded: {exc}", field="version") from exc
+    if model.pipeline.raw:
+        raise InvalidRequest(
+            f"{name}:{version} reads raw epochs ({model.feature_pipeline}): importance per "
+            "feature position needs a feature pipeline; it is not available for this version",
+            field="version",
+        )
     fs = float(ds["fs"])
     reason = model.check_input(snap.x.shape[1], snap.x.shape[2], fs)
     if reason:
