@@ -6,20 +6,32 @@ heartbeat tells them to re-check. A service follows a *ref*: a version number ("
 alias ("champion"), resolved to a ``model_versions.id`` on every read, so moving an alias
 moves every service that follows it. Functions never commit; multi-statement writes run in
 ``conn.transaction()`` so they are atomic inside or outside the caller's transaction.
+
+A service may declare the input its producer streams (``services.input``: channels, fs,
+epoch geometry, stream filter; ``neurostream.models.compat``). Every write that changes
+what such a service serves, or what it declares, is checked against the versions involved
+(``assign`` for its refs, ``set_alias`` for the services following the alias,
+``upsert_service`` for a new input): a version the input cannot meet is ``Incompatible``
+(409), its message naming the mismatch, and nothing is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from neurostream import errors
+
+if TYPE_CHECKING:
+    from neurostream.models.compat import ServiceInput
 
 # Aliases may not look like version numbers, so a ref is never ambiguous.
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
@@ -29,7 +41,7 @@ _VERSION_COLS = """v.id, v.model_name, v.version, v.family, v.feature_pipeline, 
     v.model_params, v.input_spec, v.classes, v.metrics, v.dataset_hash, v.code_version,
     v.sha256, v.artifact_size, v.created_at"""
 _SERVICE_SELECT = """SELECT s.name, s.description, s.model_name, s.model_ref, s.shadow_ref,
-    s.created_at, s.updated_at FROM services s"""
+    s.input, s.created_at, s.updated_at FROM services s"""
 
 
 class RegistryError(errors.RequestError):
@@ -49,6 +61,11 @@ class Conflict(RegistryError, errors.Conflict):
 
 class BadRef(RegistryError, errors.InvalidRequest):
     """A ref that is neither an existing version number nor an existing alias (422)."""
+
+
+class Incompatible(Conflict):
+    """A service's declared input cannot meet a version's signature (409): both are valid
+    on their own, together a worker would reject every window the service sends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,28 +270,48 @@ async def set_alias(
         )
     if (version is None) == (version_id is None):
         raise ValueError("give exactly one of version or version_id")
-    if version is not None:
-        target = await _one(
+    async with conn.transaction():
+        # Alias moves and assignments of one model take turns (``assign`` holds the row
+        # FOR SHARE), so no service starts following the alias between check and move.
+        await conn.execute("SELECT 1 FROM models WHERE name = %s FOR NO KEY UPDATE", [model_name])
+        if version is not None:
+            target = await _one(
+                conn,
+                "SELECT id, version FROM model_versions WHERE model_name = %s AND version = %s",
+                [model_name, version],
+            )
+        else:
+            target = await _one(
+                conn,
+                "SELECT id, version FROM model_versions WHERE model_name = %s AND id = %s",
+                [model_name, version_id],
+            )
+        if target is None:
+            if await get_model(conn, model_name) is None:
+                raise NotFound(f"model {model_name!r} not found", field="model_name")
+            raise NotFound(f"model {model_name!r} has no such version", field="version")
+        followers = await _all(
             conn,
-            "SELECT id FROM model_versions WHERE model_name = %s AND version = %s",
-            [model_name, version],
+            """SELECT name, input FROM services WHERE model_name = %(m)s
+            AND (model_ref = %(a)s OR shadow_ref = %(a)s) ORDER BY name FOR UPDATE""",
+            {"m": model_name, "a": alias},
         )
-    else:
-        target = await _one(
-            conn,
-            "SELECT id FROM model_versions WHERE model_name = %s AND id = %s",
-            [model_name, version_id],
+        for follower in followers:
+            reason = await input_mismatch(
+                conn, follower["name"], parse_input(follower["input"]), int(target["id"])
+            )
+            if reason:
+                raise Incompatible(
+                    f"alias {alias!r} cannot move to version {target['version']}, which a "
+                    f"service following it cannot serve: {reason}",
+                    field="version",
+                )
+        await conn.execute(
+            """INSERT INTO model_aliases (model_name, alias, version_id) VALUES (%s, %s, %s)
+            ON CONFLICT (model_name, alias)
+            DO UPDATE SET version_id = EXCLUDED.version_id, updated_at = now()""",
+            [model_name, alias, target["id"]],
         )
-    if target is None:
-        if await get_model(conn, model_name) is None:
-            raise NotFound(f"model {model_name!r} not found", field="model_name")
-        raise NotFound(f"model {model_name!r} has no such version", field="version")
-    await conn.execute(
-        """INSERT INTO model_aliases (model_name, alias, version_id) VALUES (%s, %s, %s)
-        ON CONFLICT (model_name, alias)
-        DO UPDATE SET version_id = EXCLUDED.version_id, updated_at = now()""",
-        [model_name, alias, target["id"]],
-    )
     row = await get_alias(conn, model_name, alias)
     assert row is not None
     return row
@@ -324,6 +361,45 @@ async def services_following(conn: AsyncConnection[Any], model_name: str, ref: s
     return [r["name"] for r in rows]
 
 
+# --- declared input ----------------------------------------------------------------------
+
+
+def parse_input(raw: Mapping[str, Any] | None) -> ServiceInput:
+    """A service's declared input, validated (None: nothing declared); ``RegistryError``
+    with ``field="input.<key>"`` (422) names what is wrong."""
+    # Imported here, not at the top: compat pulls in the feature pipelines (NumPy, SciPy),
+    # which the registry's other readers do not need.
+    from neurostream.models.compat import ServiceInput
+
+    try:
+        return ServiceInput.from_mapping(raw)
+    except errors.ConfigError as exc:
+        raise RegistryError(exc.message, field=exc.field or "input", hint=exc.hint) from None
+
+
+async def get_input(conn: AsyncConnection[Any], service: str) -> ServiceInput:
+    """The input ``service`` declares (nothing declared: every key None); ``NotFound``."""
+    row = await _one(conn, "SELECT input FROM services WHERE name = %s", [service])
+    if row is None:
+        raise NotFound(f"service {service!r} not found", field="service")
+    return parse_input(row["input"])
+
+
+async def input_mismatch(
+    conn: AsyncConnection[Any], service: str, declared: ServiceInput, version_id: int
+) -> str | None:
+    """Why ``service``, streaming ``declared``, cannot serve version ``version_id`` (read
+    from its ``input_spec``, ``feature_pipeline`` and ``feature_params``), or None."""
+    from neurostream.models.compat import version_mismatch
+
+    if not declared.declared:
+        return None
+    row = await _one(
+        conn, f"SELECT {_VERSION_COLS} FROM model_versions v WHERE v.id = %s", [version_id]
+    )
+    return version_mismatch(row, declared, service=service) if row else None
+
+
 # --- services ----------------------------------------------------------------------------
 
 
@@ -345,15 +421,25 @@ async def list_services(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _input_json(declared: ServiceInput) -> Jsonb | None:
+    return Jsonb(declared.to_json()) if declared.declared else None
+
+
 async def create_service(
-    conn: AsyncConnection[Any], name: str, *, description: str = ""
+    conn: AsyncConnection[Any],
+    name: str,
+    *,
+    description: str = "",
+    service_input: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create a service; ``Conflict`` if the name is taken."""
+    """Create a service, with the input it declares; ``Conflict`` if the name is taken."""
     if not NAME_RE.match(name):
         raise RegistryError(f"invalid service name {name!r}", field="name")
+    declared = parse_input(service_input)
     cur = await conn.execute(
-        "INSERT INTO services (name, description) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-        [name, description],
+        """INSERT INTO services (name, description, input) VALUES (%s, %s, %s)
+        ON CONFLICT (name) DO NOTHING""",
+        [name, description, _input_json(declared)],
     )
     if cur.rowcount == 0:
         raise Conflict(f"service {name!r} already exists", field="name")
@@ -363,16 +449,43 @@ async def create_service(
 
 
 async def upsert_service(
-    conn: AsyncConnection[Any], name: str, *, description: str = ""
+    conn: AsyncConnection[Any],
+    name: str,
+    *,
+    description: str = "",
+    service_input: Mapping[str, Any] | None | EllipsisType = ...,
 ) -> dict[str, Any]:
-    """Create a service or update its description (idempotent, for CLIs and start-up)."""
+    """Create a service or update its description (idempotent, for CLIs and start-up).
+
+    ``service_input``: the input it declares from now on (None: none); left out (``...``),
+    the declared input stays. A new input the versions it serves cannot meet is
+    ``Incompatible`` and changes nothing.
+    """
     if not NAME_RE.match(name):
         raise RegistryError(f"invalid service name {name!r}", field="name")
-    await conn.execute(
-        """INSERT INTO services (name, description) VALUES (%s, %s) ON CONFLICT (name)
-        DO UPDATE SET description = EXCLUDED.description, updated_at = now()""",
-        [name, description],
-    )
+    declared = None if service_input is ... else parse_input(service_input)
+    async with conn.transaction():
+        # The upsert locks the row: no assignment moves between the check and the write.
+        await conn.execute(
+            """INSERT INTO services (name, description) VALUES (%s, %s) ON CONFLICT (name)
+            DO UPDATE SET description = EXCLUDED.description, updated_at = now()""",
+            [name, description],
+        )
+        if declared is not None:
+            serves = await resolve_service(conn, name)
+            for version_id in (serves.serving, serves.shadow):
+                if version_id is None:
+                    continue
+                reason = await input_mismatch(conn, name, declared, version_id)
+                if reason:
+                    raise Incompatible(
+                        f"the new input does not meet a version the service serves: {reason}",
+                        field="input",
+                    )
+            await conn.execute(
+                "UPDATE services SET input = %s, updated_at = now() WHERE name = %s",
+                [_input_json(declared), name],
+            )
     row = await get_service(conn, name)
     assert row is not None
     return row
@@ -391,12 +504,15 @@ async def assign(
     ref: str,
     shadow_ref: str | None = None,
 ) -> ServiceModels:
-    """Make ``service`` serve ``model_name`` at ``ref`` (and ``shadow_ref`` in shadow)."""
+    """Make ``service`` serve ``model_name`` at ``ref`` (and ``shadow_ref`` in shadow);
+    ``Incompatible`` when the input the service declares cannot meet either version."""
     async with conn.transaction():
-        found = await _one(conn, "SELECT 1 FROM services WHERE name = %s FOR UPDATE", [service])
+        # Model row first, then the service's, in the order ``set_alias`` takes them.
+        model = await _one(conn, "SELECT 1 FROM models WHERE name = %s FOR SHARE", [model_name])
+        found = await _one(conn, "SELECT input FROM services WHERE name = %s FOR UPDATE", [service])
         if found is None:
             raise NotFound(f"service {service!r} not found", field="service")
-        if await get_model(conn, model_name) is None:
+        if model is None:
             raise NotFound(f"model {model_name!r} not found", field="model_name")
         serving = await resolve_ref(conn, model_name, ref)
         if serving is None:
@@ -408,6 +524,17 @@ async def assign(
                 raise BadRef(
                     f"{shadow_ref!r} is not a version or alias of {model_name!r}",
                     field="shadow_ref",
+                )
+        declared = parse_input(found["input"])
+        for field, at, version_id in (("ref", ref, serving), ("shadow_ref", shadow_ref, shadow)):
+            if version_id is None:
+                continue
+            reason = await input_mismatch(conn, service, declared, version_id)
+            if reason:
+                raise Incompatible(
+                    f"{model_name!r} at {at!r} does not meet the input the service declares: "
+                    f"{reason}",
+                    field=field,
                 )
         await conn.execute(
             """UPDATE services SET model_name = %s, model_ref = %s, shadow_ref = %s,

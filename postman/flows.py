@@ -26,6 +26,9 @@ MODEL_METADATA = {
     "code_version": "postman",
 }
 
+# What the Postman service declares it streams: what the uploaded model was trained on.
+SERVICE_INPUT = {"channels": CHANNELS, "fs": FS, "n_samples": SAMPLES, "kind": "epoch"}
+
 # Run-unique names, so the collection can run again against the same database.
 COLLECTION_PREREQUEST = [
     "if (!pm.collectionVariables.get('runId')) {",
@@ -155,9 +158,17 @@ QUEUE_MANAGER = [
     Step(
         "POST",
         "/services",
-        "Create a service",
-        body={"name": "{{serviceName}}", "description": "created by the Postman collection"},
-        tests=[_eq("service name", "pm.response.json().name", "serviceName")],
+        "Create a service that declares its input",
+        body={
+            "name": "{{serviceName}}",
+            "description": "created by the Postman collection",
+            "input": SERVICE_INPUT,
+        },
+        tests=[
+            _eq("service name", "pm.response.json().name", "serviceName"),
+            "pm.test('input declared', () => pm.expect(pm.response.json().input.channels)"
+            f".to.eql({json.dumps(CHANNELS)}));",
+        ],
     ),
     Step(
         "GET",
@@ -259,6 +270,18 @@ QUEUE_MANAGER = [
         "/services/{name}/assign",
         "Assign with a shadow challenger",
         body={"model_name": "{{modelName}}", "ref": "champion", "shadow_ref": "challenger"},
+    ),
+    Step(
+        "PUT",
+        "/services/{name}",
+        "Declare an input the served model cannot meet (409)",
+        body={"input": {**SERVICE_INPUT, "fs": 2 * FS}},
+        expect=(409,),
+        check_fields=False,
+        tests=[
+            "pm.test('the mismatch is named', () => pm.expect(pm.response.json().detail)"
+            f".to.include('was trained at {FS:g} Hz'));"
+        ],
     ),
     Step(
         "GET",

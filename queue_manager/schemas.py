@@ -19,13 +19,55 @@ class _In(BaseModel):
 # --- services ----------------------------------------------------------------------------
 
 
+class ServiceInput(_In):
+    """What a service's producer streams; every key optional (one left out is unknown, and
+    an assignment is never refused on an unknown key). Types here; the rules (unique
+    names, tmin < tmax, n_samples agreeing with tmin..tmax at fs, a readable filter label)
+    are ``neurostream.models.compat.ServiceInput``'s, answered as 422 on ``input.<key>``."""
+
+    channels: list[str] | None = Field(
+        None, min_length=1, max_length=1024, description="Channel names, each once."
+    )
+    fs: float | None = Field(None, gt=0, allow_inf_nan=False, description="Sampling rate, Hz.")
+    n_samples: int | None = Field(None, ge=1, le=INT32, description="Samples per window.")
+    kind: Literal["epoch", "sliding"] | None = None
+    tmin: float | None = Field(None, allow_inf_nan=False, description="Epoch start, s.")
+    tmax: float | None = Field(None, allow_inf_nan=False, description="Epoch end, s.")
+    baseline: tuple[float, float] | None = Field(None, description="[start, end], s.")
+    filtered: str | None = Field(
+        None,
+        max_length=64,
+        description="The producer's stream filter label ('1-30@4'), or 'none' for an "
+        "unfiltered stream.",
+    )
+
+
+_INPUT_EXAMPLE = {
+    "channels": ["TP9", "AF7", "AF8", "TP10"],
+    "fs": 256.0,
+    "tmin": -0.1,
+    "tmax": 0.7,
+    "kind": "epoch",
+    "filtered": "1-30@4",
+}
+
+
 class ServiceCreate(_In):
     name: str = Field(pattern=NAME_PATTERN, examples=["p300"])
     description: str = Field("", max_length=2000)
+    input: ServiceInput | None = Field(
+        None, description="The input the service streams.", examples=[_INPUT_EXAMPLE]
+    )
 
 
 class ServiceUpdate(_In):
     description: str = Field("", max_length=2000)
+    input: ServiceInput | None = Field(
+        None,
+        description="The input the service streams from now on; null clears it, left out "
+        "it stays. Refused (409) when a version the service serves cannot take it.",
+        examples=[_INPUT_EXAMPLE],
+    )
 
 
 class Assignment(_In):
@@ -45,6 +87,7 @@ class ServiceOut(BaseModel):
     model_name: str | None
     model_ref: str | None
     shadow_ref: str | None
+    input: ServiceInput | None = Field(None, description="The declared input (null: none).")
     serving_version_id: int | None
     shadow_version_id: int | None
     created_at: datetime

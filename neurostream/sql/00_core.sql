@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS services (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+-- The input a service's producer declares it streams (channels, fs, epoch geometry, stream
+-- filter; neurostream.models.compat.ServiceInput): an assignment whose model it cannot
+-- meet is refused. NULL or a missing key: not declared, nothing refused on it.
+ALTER TABLE services ADD COLUMN IF NOT EXISTS input jsonb;
 
 CREATE TABLE IF NOT EXISTS sessions (
     session_id       text PRIMARY KEY,

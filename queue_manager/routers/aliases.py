@@ -1,7 +1,8 @@
 """Aliases: movable names (``champion``, ``challenger``) for a model's versions.
 
 Moving an alias moves every service that follows it, so each of those services gets a
-``models.events`` message once the change is committed.
+``models.events`` message once the change is committed. A move to a version that a
+following service's declared input cannot meet is refused (409, the mismatch named).
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ async def get_alias(name: ModelName, alias: AliasName, pool: Pool) -> AliasOut:
     "/{alias}",
     response_model=AliasSetOut,
     dependencies=[Writer],
-    responses={404: {"description": "Unknown model or version"}},
+    responses={
+        404: {"description": "Unknown model or version"},
+        409: {"description": "A service following the alias cannot serve that version"},
+    },
 )
 async def set_alias(
     name: ModelName, alias: AliasName, body: AliasSet, pool: Pool, notify: Notify

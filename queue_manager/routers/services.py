@@ -1,4 +1,9 @@
-"""Services: the named streams (queue ``svc.<name>``) and the model each one serves."""
+"""Services: the named streams (queue ``svc.<name>``) and the model each one serves.
+
+A service may declare its ``input`` (channels, fs, epoch geometry, stream filter); an
+assignment, or a new input, that would pair it with a version whose signature that input
+cannot meet is refused with 409 and the mismatch named (``registry.Incompatible``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from queue_manager.schemas import (
     Assignment,
     AssignmentOut,
     ServiceCreate,
+    ServiceInput,
     ServiceOut,
     ServiceUpdate,
 )
@@ -46,8 +52,14 @@ async def list_services(pool: Pool) -> list[ServiceOut]:
 )
 async def create_service(body: ServiceCreate, pool: Pool) -> ServiceOut:
     async with pool.connection() as conn:
-        row = await registry.create_service(conn, body.name, description=body.description)
+        row = await registry.create_service(
+            conn, body.name, description=body.description, service_input=_declared(body.input)
+        )
     return ServiceOut(**row)
+
+
+def _declared(body: ServiceInput | None) -> dict[str, Any] | None:
+    return body.model_dump(exclude_none=True) if body is not None else None
 
 
 @router.get("/{name}", response_model=ServiceOut, responses=_404)
@@ -55,11 +67,22 @@ async def get_service(name: ServiceName, pool: Pool) -> ServiceOut:
     return await _get(pool, name)
 
 
-@router.put("/{name}", response_model=ServiceOut, dependencies=[Writer])
+@router.put(
+    "/{name}",
+    response_model=ServiceOut,
+    dependencies=[Writer],
+    responses={409: {"description": "The new input does not meet a version it serves"}},
+)
 async def upsert_service(name: ServiceName, body: ServiceUpdate, pool: Pool) -> ServiceOut:
-    """Create the service or update its description (idempotent)."""
+    """Create the service or update its description and, when given, its input (idempotent)."""
+    given = "input" in body.model_fields_set
     async with pool.connection() as conn:
-        row = await registry.upsert_service(conn, name, description=body.description)
+        row = await registry.upsert_service(
+            conn,
+            name,
+            description=body.description,
+            service_input=_declared(body.input) if given else ...,
+        )
     return ServiceOut(**row)
 
 
@@ -87,6 +110,7 @@ _ASSIGN = {
     "dependencies": [Writer],
     "responses": {
         404: {"description": "Unknown service or model"},
+        409: {"description": "The service's declared input cannot meet the version"},
         422: {"description": "ref/shadow_ref resolve to nothing"},
     },
 }
