@@ -20,10 +20,12 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import AfterValidator, BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neurostream import __version__
@@ -150,6 +152,17 @@ class _MetricsMiddleware:
             LATENCY.labels(self.name, method, route).observe(time.perf_counter() - start)
 
 
+TOO_LARGE = "body: request body too large for this endpoint's upload limit; send a smaller body"
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """A body over the limit found while it is read (a chunked upload: no Content-Length
+    to refuse it up front) says what the up-front refusal says; other errors as FastAPI's."""
+    if exc.status_code == 413:
+        return JSONResponse(status_code=413, content=ErrorOut(detail=TOO_LARGE).model_dump())
+    return await http_exception_handler(request, exc)
+
+
 class _JsonTooLarge:
     """Starlette's body limiter answers a plain-text 413 before any route runs (when the
     Content-Length is over the limit); give clients the JSON ``detail`` of every other 4xx."""
@@ -171,12 +184,7 @@ class _JsonTooLarge:
                 ctype = dict(message.get("headers", [])).get(b"content-type", b"")
                 if ctype.startswith(b"text/plain"):
                     replaced = True
-                    body = json.dumps(
-                        ErrorOut(
-                            detail="body: request body too large for this endpoint's upload "
-                            "limit; send a smaller body"
-                        ).model_dump()
-                    ).encode()
+                    body = json.dumps(ErrorOut(detail=TOO_LARGE).model_dump()).encode()
                     headers = [
                         (k, v)
                         for k, v in message.get("headers", [])
@@ -250,6 +258,7 @@ def service_app(
     app.state.core = core
     app.state.health_checks = {}
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(NeurostreamError, _neurostream_error)
     app.add_exception_handler(psycopg.DataError, _data_error)
     app.add_exception_handler(psycopg.IntegrityError, _integrity_error)

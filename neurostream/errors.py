@@ -33,6 +33,7 @@ and keep the constructor shape::
     └── registry.RegistryError          a registry input (``field`` names it; 422)
         ├── registry.NotFound           also a NotFound (404)
         ├── registry.Conflict           also a Conflict (409)
+        │   └── registry.Incompatible   a service input a model cannot meet (409)
         └── registry.BadRef             also an InvalidRequest (422)
     InvalidRequest
     ├── queue_manager.validation.InvalidUpload

@@ -49,7 +49,7 @@ def _load(row: dict[str, Any], policy: ArtifactPolicy = DEFAULT_POLICY) -> None:
             field="metadata.feature_pipeline",
         ) from exc
     except ArtifactError as exc:
-        raise InvalidUpload(f"artifact refused: {exc}", field="artifact") from exc
+        raise InvalidUpload(exc.message, field="artifact", hint=exc.hint) from exc
     except Exception as exc:  # whatever a malformed artifact makes the loader raise
         raise InvalidUpload(f"artifact could not be loaded: {exc!r}", field="artifact") from exc
 

@@ -472,5 +472,5 @@ async def test_an_upload_records_its_channel_names_and_geometry(
     r = await upload(api, _name("sig"), lda, input_spec=spec)
     assert r.status_code == 201, r.text
     assert r.json()["input_spec"] == spec
-    r = await upload(api, _name("sig"), lda, input_spec={**spec, "units": "V"})
+    r = await upload(api, _name("sig"), lda, input_spec={**spec, "units": "kV"})
     assert r.status_code == 422 and r.json()["detail"].startswith("metadata.input_spec.units")
