@@ -21,6 +21,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
+from launcher.registry_cli import models_app, services_app
 from neurostream.errors import ConfigError, NeurostreamError
 from neurostream.settings import CoreSettings
 
@@ -99,6 +100,8 @@ app = typer.Typer(
 )
 infra_app = typer.Typer(help="Local PostgreSQL and RabbitMQ.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
+app.add_typer(models_app, name="models")
+app.add_typer(services_app, name="services")
 
 
 _VERBOSE: list[bool] = [False]  # set by the app callback for the command that follows
@@ -130,6 +133,12 @@ def _logging(*, task: bool = False) -> None:
         level=logging.DEBUG if _verbose() else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+@models_app.callback()
+@services_app.callback()
+def _registry_options() -> None:
+    _logging(task=True)  # the registry commands are tasks: their story on stdout
 
 
 def _board_logging() -> None:
