@@ -36,6 +36,48 @@ def core() -> Iterator[CoreSettings]:
         )
 
 
+@pytest.fixture(scope="session")
+def qm(core: CoreSettings) -> Iterator[str]:
+    """A real queue manager's base URL: the app under uvicorn in a thread on a free port,
+    lifespan included, for what talks to it over HTTP as against a remote deployment."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from queue_manager.app import create_app
+    from queue_manager.settings import QueueManagerSettings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = uvicorn.Config(
+        create_app(core, QueueManagerSettings(port=port)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "the queue manager failed to start"
+        assert time.monotonic() < deadline, "the queue manager did not start in 60 s"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def token(core: CoreSettings) -> str:
+    """The write token of the test session's services."""
+    assert core.api_token is not None
+    return core.api_token.get_secret_value()
+
+
 @pytest.fixture
 async def pool(core: CoreSettings) -> AsyncIterator[object]:
     from neurostream.db import open_pool
