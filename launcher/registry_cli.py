@@ -5,7 +5,10 @@ with the bearer token, so the same commands work against a remote deployment
 (``--url``/``NEUROSTREAM_QM_URL``, ``--token``/``NEUROSTREAM_API_TOKEN``). ``push`` uploads
 a model a person trained elsewhere, with the signature it was trained on (a JSON file or
 flags); ``import-mlflow`` does the same for a model MLflow tracks, reading its artifact
-without unpickling anything (``launcher.mlflow_import``). The server loads each upload as
+without unpickling anything (``launcher.mlflow_import``); ``export-onnx`` downloads a
+``torch-eegnet`` version, exports it with ``neurostream.models.export`` and registers the
+``onnx`` twin (or writes the file), so a network trained here can serve from onnxruntime
+or leave for another runtime. The server loads each upload as
 a worker would before storing it, so a broken artifact is refused with its reason (422)
 and shown as the ``error:`` line. ``services input`` declares what a service's producer
 streams, so an assignment its input cannot meet is refused (409) before a worker sees a
@@ -16,6 +19,7 @@ what to run next.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,11 +30,12 @@ from neurostream.errors import ConfigError
 
 if TYPE_CHECKING:
     from launcher.registry_client import RegistryClient
+    from neurostream.models.training import TrainedModel
     from queue_manager.schemas import VersionOut
 
 models_app = typer.Typer(
     help="The model registry over the queue manager's API: push, list, alias, assign, "
-    "import-mlflow.",
+    "import-mlflow, export-onnx.",
     no_args_is_help=True,
 )
 
@@ -40,6 +45,7 @@ services_app = typer.Typer(
 )
 
 HEADLINE = ("roc_auc", "balanced_accuracy", "accuracy")  # shown by `models list --name`
+EXPORT_CHECK_ROWS = 64  # random epochs on which `export-onnx` reports |p_torch - p_onnx|
 
 # --- options shared by the commands -------------------------------------------------------
 
@@ -511,6 +517,144 @@ def import_mlflow(
         typer.echo(f"  skops types it was logged to trust: {', '.join(model.trusted_types)}")
     with _client(url, token) as client:
         _upload(client, name, model.artifact, meta, extras)
+
+
+@models_app.command("export-onnx")
+def export_onnx(
+    name: Annotated[str, typer.Argument(help="Model whose torch-eegnet version to export.")],
+    version: Annotated[int, typer.Argument(help="Its version number.")],
+    push_name: Annotated[
+        str | None,
+        typer.Option(
+            "--push",
+            metavar="NEW_NAME",
+            help="Register the export as the next version of this model (default: NAME).",
+        ),
+    ] = None,
+    alias: AliasOpt = None,
+    assign: AssignOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="FILE.onnx",
+            help="Write the ONNX file, and signature.json beside it, instead of registering.",
+        ),
+    ] = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Export a torch-eegnet version to ONNX and register it (family onnx) or write it.
+
+    The version is downloaded over the API (its sha256 checked), loaded weights-only as a
+    worker would, exported with a dynamic batch axis, and refused if onnxruntime's
+    probabilities differ from torch's. The onnx version keeps the feature pipeline,
+    signature, classes and metrics, so it can replace the torch one behind an alias.
+    Needs the onnx-export extra (onnx and onnxscript); serving needs only onnxruntime.
+    """
+    if out is not None and (push_name or alias or assign):
+        raise ConfigError(
+            "--out writes a file; --push, --alias and --assign register a version",
+            field="--out",
+            hint="give --out alone, or leave it out to register the export",
+        )
+    from neurostream.models.families import TORCH_EEGNET  # imports scikit-learn: lazily
+
+    with _client(url, token) as client:
+        source = client.get_version(name, version)
+        if source.family != TORCH_EEGNET:
+            raise ConfigError(
+                f"{name} v{version} is family {source.family}; only {TORCH_EEGNET} versions "
+                "export to ONNX",
+                field="family",
+                hint="export other models with their own tools (skl2onnx, tf2onnx) and "
+                "register the file with `neurostream models push FILE --family onnx`",
+            )
+        artifact = client.download_artifact(name, version)
+        torch_version, onnx = _exported(source, artifact)
+        typer.echo(
+            f"exported {name} v{version} ({TORCH_EEGNET} on {source.feature_pipeline}, "
+            f"{_size(len(artifact))}) to ONNX: {_size(len(onnx.artifact))}, max "
+            f"|p_torch - p_onnx| {_max_difference(torch_version, onnx):.1e} on "
+            f"{EXPORT_CHECK_ROWS} random epochs"
+        )
+        meta: dict[str, Any] = {
+            "family": onnx.family,
+            "feature_pipeline": onnx.feature_pipeline,
+            "feature_params": onnx.feature_params,
+            "model_params": onnx.model_params,
+            "input_spec": onnx.input_spec,
+            "classes": onnx.classes,
+            "metrics": onnx.metrics,
+            "dataset_hash": source.dataset_hash,
+            "code_version": source.code_version,
+            "sha256": onnx.sha256,
+        }
+        if out is None:
+            _upload(
+                client, push_name or name, onnx.artifact, meta, Extras(alias=alias, assign=assign)
+            )
+            return
+    _write_export(out, onnx.artifact, meta)
+
+
+def _exported(source: VersionOut, artifact: bytes) -> tuple[TrainedModel, TrainedModel]:
+    """The downloaded torch version, loaded safely, and its ONNX twin (checked by the core)."""
+    from neurostream.models import artifacts, export
+    from neurostream.models.training import TrainedModel
+
+    torch_version = TrainedModel(
+        family=source.family,
+        feature_pipeline=source.feature_pipeline,
+        feature_params=source.feature_params,
+        model_params=source.model_params,
+        input_spec=source.input_spec,
+        classes=source.classes,
+        artifact=artifact,
+        sha256=source.sha256,
+        metrics=source.metrics,
+        dataset_hash=source.dataset_hash or "",
+        classifier=artifacts.load(
+            artifact,
+            source.family,
+            sha256=source.sha256,
+            model_params=source.model_params,
+            classes=source.classes,
+        ),
+    )
+    return torch_version, export.onnx_version(torch_version)
+
+
+def _max_difference(torch_version: TrainedModel, onnx: TrainedModel) -> float:
+    """Largest probability gap on random epochs, as the export's own check measures it."""
+    import numpy as np
+
+    from neurostream.models.eegnet import TorchClassifier
+
+    net = torch_version.classifier
+    assert isinstance(net, TorchClassifier)  # what artifacts.load gives for torch-eegnet
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 10.0, (EXPORT_CHECK_ROWS, net.n_channels * net.n_times))
+    return float(np.abs(net.predict_proba(x) - onnx.classifier.predict_proba(x)).max())
+
+
+def _write_export(out: Path, data: bytes, meta: dict[str, Any]) -> None:
+    """The .onnx file and signature.json beside it, and the push that registers them."""
+    signature = out.parent / "signature.json"
+    try:
+        out.write_bytes(data)
+        signature.write_text(json.dumps(meta["input_spec"], indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {exc.filename}: {exc.strerror}", field="--out") from None
+    typer.echo(f"wrote {out} ({_size(len(data))}, sha256 {meta['sha256']}) and {signature}")
+    command = [
+        *("neurostream", "models", "push", str(out), "--name", "NAME", "--family", "onnx"),
+        *("--pipeline", meta["feature_pipeline"], "--signature", str(signature)),
+        *("--feature-params", json.dumps(meta["feature_params"])),
+        *("--model-params", json.dumps(meta["model_params"])),
+        *("--classes", ",".join(str(c) for c in meta["classes"])),
+    ]
+    typer.echo(f"next: {shlex.join(command)}")
 
 
 @models_app.command("list")

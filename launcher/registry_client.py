@@ -13,6 +13,8 @@ one ``error:`` line instead of an httpx traceback.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from types import TracebackType
@@ -23,6 +25,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from neurostream.errors import (
+    ArtifactError,
     ConfigError,
     Conflict,
     InvalidRequest,
@@ -175,6 +178,24 @@ class RegistryClient:
 
     def list_versions(self, name: str) -> list[VersionOut]:
         return self._many(VersionOut, f"/models/{name}/versions")
+
+    def get_version(self, name: str, version: int) -> VersionOut:
+        return self._one(VersionOut, "GET", f"/models/{name}/versions/{version}")
+
+    def download_artifact(self, name: str, version: int) -> bytes:
+        """The version's artifact bytes, refused (``ArtifactError``) unless they hash to the
+        ``X-Artifact-Sha256`` the server sent with them."""
+        resp = self._send("GET", f"/models/{name}/versions/{version}/artifact")
+        data = resp.content
+        expected = resp.headers.get("X-Artifact-Sha256", "")
+        actual = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(actual, expected.lower()):
+            raise ArtifactError(
+                f"the artifact of {name} v{version} arrived as {len(data)} bytes hashing to "
+                f"{actual}, but the server sent sha256 {expected or '(none)'}",
+                hint="download it again; a proxy may have altered it",
+            )
+        return data
 
     def push(self, name: str, artifact: bytes, metadata: Mapping[str, Any]) -> VersionOut:
         """Upload the next version of ``name``; the server loads it as a worker would first

@@ -1,7 +1,8 @@
 """``neurostream models ...`` against a real queue manager over HTTP, with a token.
 
-The queue manager runs under uvicorn in a thread on a free port, against the test
-session's scratch PostgreSQL database and RabbitMQ vhost; the commands run as the
+The queue manager (the session's ``qm`` fixture) runs under uvicorn in a thread on a free
+port, against the test session's scratch PostgreSQL database and RabbitMQ vhost; the
+commands run as the
 installed console script in a subprocess with only ``--url``/``--token`` (or the
 environment) pointing them at it, as they would against a remote deployment. What the
 commands print is checked against what the API then holds.
@@ -12,29 +13,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import mlflow.sklearn as mlflow_sklearn
 import numpy as np
+import onnxruntime
 import pytest
-import uvicorn
 from pyriemann.estimation import Covariances
 from pyriemann.tangentspace import TangentSpace
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+from neurostream import registry
+from neurostream.models.serving import ServingModel
 from neurostream.models.training import TrainedModel, train_model
-from neurostream.settings import CoreSettings
-from queue_manager.app import create_app
-from queue_manager.settings import QueueManagerSettings
 from tests.factories import FS, synthetic_p300, unique
 
 pytestmark = pytest.mark.integration
@@ -49,39 +47,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def qm(core: CoreSettings) -> Iterator[str]:
-    """The queue manager's base URL: the real app under uvicorn, lifespan included."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(core, QueueManagerSettings(port=port)),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "the queue manager failed to start"
-        assert time.monotonic() < deadline, "the queue manager did not start in 60 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
-
-
-@pytest.fixture(scope="module")
-def token(core: CoreSettings) -> str:
-    assert core.api_token is not None
-    return core.api_token.get_secret_value()
-
-
-@pytest.fixture(scope="module")
 def lda() -> TrainedModel:
     x, y = synthetic_p300()
     return train_model("sklearn-lda", x, y, FS)
+
+
+@pytest.fixture(scope="module")
+def eegnet() -> TrainedModel:
+    x, y = synthetic_p300()
+    return train_model("torch-eegnet", x, y, FS, model_params={"epochs": 2})
 
 
 def neurostream(
@@ -367,3 +341,158 @@ def test_services_input_declares_what_the_producer_streams(qm, token, tmp_path):
         f"service {service}: no declared input; any version may be assigned"
     ]
     assert api(qm, f"/services/{service}")["input"] is None
+
+
+# --- export-onnx --------------------------------------------------------------------------
+
+
+def push_eegnet(qm: str, token: str, tmp_path: Path, eegnet: TrainedModel, name: str):
+    artifact, signature = tmp_path / "eegnet.pt", tmp_path / "eegnet-signature.json"
+    artifact.write_bytes(eegnet.artifact)
+    signature.write_text(json.dumps(eegnet.input_spec))
+    metrics = tmp_path / "eegnet-metrics.json"
+    metrics.write_text(json.dumps(eegnet.metrics))
+    return neurostream(
+        *("models", "push", str(artifact), "--name", name, "--family", "torch-eegnet"),
+        *("--pipeline", eegnet.feature_pipeline, "--signature", str(signature)),
+        *("--feature-params", json.dumps(eegnet.feature_params)),
+        *("--model-params", json.dumps(eegnet.model_params)),
+        *("--classes", "0,1", "--metrics", str(metrics), "--url", qm, "--token", token),
+        cwd=tmp_path,
+    )
+
+
+async def served(pool, version_id: int) -> ServingModel:
+    async with pool.connection() as conn:
+        row = await registry.fetch_version(conn, version_id)
+    assert row is not None
+    return ServingModel.from_row(row)
+
+
+async def test_export_onnx_registers_an_onnx_version_serving_the_same_probabilities(
+    qm, token, eegnet, pool, tmp_path
+):
+    name, service = unique("cli-eegnet"), unique("svc-onnx")
+    pushed = push_eegnet(qm, token, tmp_path, eegnet, name)
+    assert pushed.returncode == 0, pushed.stderr
+    result = neurostream(
+        "models", "export-onnx", name, "1", "--alias", "onnx", "--assign", service,
+        "--url", qm, "--token", token,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    v1, v2 = api(qm, f"/models/{name}/versions/1"), api(qm, f"/models/{name}/versions/2")
+    lines = result.stdout.splitlines()
+    head = (
+        f"exported {name} v1 (torch-eegnet on erp@1, {len(eegnet.artifact) / 1000:.1f} kB) "
+        f"to ONNX: {v2['artifact_size'] / 1000:.1f} kB, max |p_torch - p_onnx| "
+    )
+    assert lines[0].startswith(head) and lines[0].endswith(" on 64 random epochs")
+    assert float(lines[0][len(head) :].split()[0]) <= 1e-5
+    assert lines[1].startswith(f"registered {name} v2 (version id {v2['id']}): onnx on erp@1, ")
+    assert lines[2] == "  signature: 4 ch x 200 samples at 250 Hz, uV"
+    assert lines[3] == "  alias onnx -> v2"
+    assert lines[4].startswith(f"  service {service} (created) now serves {name}:onnx")
+    assert lines[5] == f"next: stream to it with `neurostream produce --service {service}`"
+
+    assert (v2["family"], v2["feature_pipeline"]) == ("onnx", "erp@1")
+    for key in ("feature_params", "input_spec", "classes", "metrics", "dataset_hash"):
+        assert v2[key] == v1[key], key
+    assert v2["metrics"]["roc_auc"] == eegnet.metrics["roc_auc"]
+    assert v2["model_params"]["exported_from"] == {
+        "family": "torch-eegnet",
+        "sha256": v1["sha256"],
+        "model_params": eegnet.model_params,
+    }
+    assert v2["model_params"]["positive_class"] == 1
+    assert api(qm, f"/services/{service}")["serving_version_id"] == v2["id"]
+
+    torch_model, onnx_model = await served(pool, v1["id"]), await served(pool, v2["id"])
+    windows, _ = synthetic_p300(n=48, seed=7)
+    p_torch, p_onnx = torch_model.predict(windows, FS), onnx_model.predict(windows, FS)
+    np.testing.assert_allclose(p_onnx.proba, p_torch.proba, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(p_onnx.score, p_torch.score, rtol=0, atol=1e-5)
+    assert np.array_equal(p_onnx.predicted, p_torch.predicted)
+    assert 0.0 < p_torch.score.min() < p_torch.score.max() < 1.0  # not a constant output
+
+
+def test_export_onnx_push_registers_under_another_name(qm, token, eegnet, tmp_path):
+    name, other = unique("cli-eegnet"), unique("cli-onnx")
+    assert push_eegnet(qm, token, tmp_path, eegnet, name).returncode == 0
+    result = neurostream(
+        "models", "export-onnx", name, "1", "--push", other, "--url", qm, "--token", token,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].startswith(f"registered {other} v1 ")
+    assert result.stdout.splitlines()[-1] == (
+        f"next: neurostream models alias {other} champion 1, then "
+        f"neurostream models assign SERVICE champion --model {other}"
+    )
+    assert api(qm, f"/models/{other}/versions/1")["family"] == "onnx"
+    assert [v["version"] for v in api(qm, f"/models/{name}/versions")] == [1]
+
+
+def test_export_onnx_out_writes_a_file_onnxruntime_runs(qm, token, eegnet, tmp_path):
+    name = unique("cli-eegnet")
+    assert push_eegnet(qm, token, tmp_path, eegnet, name).returncode == 0
+    out = tmp_path / "export" / "eegnet.onnx"
+    out.parent.mkdir()
+    result = neurostream(
+        "models", "export-onnx", name, "1", "--out", str(out), "--url", qm, cwd=tmp_path
+    )  # reads need no token
+    assert result.returncode == 0, result.stderr
+    data = out.read_bytes()
+    signature = out.parent / "signature.json"
+    lines = result.stdout.splitlines()
+    assert lines[1] == (
+        f"wrote {out} ({len(data) / 1000:.1f} kB, sha256 {hashlib.sha256(data).hexdigest()}) "
+        f"and {signature}"
+    )
+    assert json.loads(signature.read_text()) == eegnet.input_spec
+    assert [v["version"] for v in api(qm, f"/models/{name}/versions")] == [1]  # nothing pushed
+
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert (inp.name, inp.shape[1:]) == ("epochs", [1, 4, 80])
+    x = np.random.default_rng(2).normal(0, 10, (5, 1, 4, 80)).astype(np.float32)
+    (logits,) = session.run(None, {"epochs": x})
+    p_onnx = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    p_torch = eegnet.classifier.predict_proba(x.reshape(5, -1))
+    np.testing.assert_allclose(p_onnx, p_torch, rtol=0, atol=1e-5)
+
+    # The printed next step registers the file as it is.
+    command = shlex.split(lines[-1].removeprefix("next: "))
+    command[command.index("NAME")] = unique("cli-onnx-file")
+    assert command[:3] == ["neurostream", "models", "push"]
+    pushed = neurostream(*command[1:], "--url", qm, "--token", token, cwd=tmp_path)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.startswith(f"registered {command[command.index('--name') + 1]} v1 ")
+
+
+def test_export_onnx_refuses_a_version_that_is_not_eegnet(qm, token, lda, tmp_path):
+    name = unique("cli-lda")
+    assert push_lda(qm, token, tmp_path, lda, name).returncode == 0
+    result = neurostream(
+        "models", "export-onnx", name, "1", "--url", qm, "--token", token, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    error, hint = result.stderr.splitlines()
+    assert error == (
+        f"error: {name} v1 is family sklearn-lda; only torch-eegnet versions export to ONNX"
+    )
+    assert hint.startswith("hint: export other models with their own tools (skl2onnx")
+    assert [v["version"] for v in api(qm, f"/models/{name}/versions")] == [1]
+
+
+def test_export_onnx_out_and_push_contradict(tmp_path):
+    result = neurostream(
+        "models", "export-onnx", "m", "1", "--out", str(tmp_path / "m.onnx"), "--push", "n",
+        "--url", f"http://127.0.0.1:{free_port()}",  # never contacted
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "error: --out writes a file; --push, --alias and --assign register a version"
+    )
