@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from retraining_api.families import ONNX_REFUSED
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
 DATASET_REF_PATTERN = r"^([0-9]{1,9}|[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}(@[0-9]{1,9})?)$"
 INT32 = 2**31 - 1
 Metric = Literal["roc_auc", "balanced_accuracy", "f1", "mcc"]
+# The families a job trains (``retraining_api.families``); an onnx network is not one.
+Family = Literal["sklearn-lda", "torch-eegnet", "sklearn-pipeline"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 DatasetRef = str | int
 
@@ -24,9 +28,22 @@ class _In(BaseModel):
 
 
 class TrainParams(_In):
-    feature_pipeline: str = Field("erp@1", examples=["erp@1"])
-    feature_params: dict[str, Any] = Field(default_factory=dict, examples=[{"h_freq": 15.0}])
-    model_params: dict[str, Any] = Field(default_factory=dict, examples=[{"shrinkage": "auto"}])
+    feature_pipeline: str | None = Field(
+        None,
+        description="Default erp@1; a sklearn-pipeline refit reads the champion's.",
+        examples=["erp@1"],
+    )
+    feature_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A sklearn-pipeline refit: these over the champion's.",
+        examples=[{"h_freq": 15.0}],
+    )
+    model_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A sklearn-pipeline refit takes only positive_class (its estimator keeps "
+        "the champion's hyperparameters).",
+        examples=[{"shrinkage": "auto"}],
+    )
 
 
 class SearchSpec(_In):
@@ -46,7 +63,13 @@ class PromoteRule(_In):
 class JobSpec(_In):
     """What a job trains on and how: the part a trigger stores as its template."""
 
-    family: Literal["sklearn-lda", "torch-eegnet"]
+    family: Family | None = Field(
+        None,
+        description="Default: the champion's. sklearn-pipeline refits a clone of the "
+        "champion's fitted estimator (no search); an onnx champion is trained outside "
+        "neurostream, so retraining it needs a family named here.",
+        examples=["sklearn-lda"],
+    )
     training_dataset: DatasetRef = Field(
         description="Dataset id, name (latest version) or name@version; kind 'training'.",
         examples=["p300-train@1"],
@@ -61,6 +84,13 @@ class JobSpec(_In):
     )
     seed: int = Field(0, ge=0, le=INT32)
     validation_size: float = Field(0.2, ge=0.05, le=0.5)
+
+    @field_validator("family", mode="before")
+    @classmethod
+    def _not_onnx(cls, value: Any) -> Any:
+        if value == "onnx":  # said plainly, rather than as "not one of the literals"
+            raise ValueError(ONNX_REFUSED)
+        return value
 
 
 class JobCreate(JobSpec):

@@ -3,7 +3,8 @@
 Trials are scored on the training dataset's stratified validation split (``train_model``'s
 hold-out), never on the testing dataset, so the test comparison with the champion stays
 unbiased. The search space is small and named: LDA shrinkage, EEGNet learning rate and
-dropout, and the ``erp`` band edges.
+dropout, and the ``erp`` band edges. A ``sklearn-pipeline`` (a user's estimator) has no
+space neurostream could name, so it is refused (``families.NO_SEARCH``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 import optuna
 
-from neurostream.models.families import SKLEARN_LDA
+from neurostream.errors import InvalidRequest
+from neurostream.models.families import SKLEARN_LDA, TRAINABLE
 from neurostream.models.training import TrainedModel, train_model
+from retraining_api import families
 from retraining_api.progress import JobProgress
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -56,7 +59,9 @@ def run_search(
 ) -> tuple[TrainedModel, dict[str, Any]]:
     """Best model of ``spec['search']['trials']`` TPE trials and a summary of the search."""
     family, params, seed = spec["family"], spec["params"], int(spec["seed"])
-    pipeline = str(params.get("feature_pipeline", "erp@1"))
+    if family not in TRAINABLE:
+        raise InvalidRequest(families.NO_SEARCH, field="search")
+    pipeline = str(params.get("feature_pipeline") or families.DEFAULT_PIPELINE)
     n_trials = int(spec["search"]["trials"])
     best: dict[str, Any] = {}
 

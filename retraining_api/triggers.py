@@ -126,7 +126,7 @@ async def _fire(conn: AsyncConnection[Any], t: dict[str, Any]) -> dict[str, Any]
         conn,
         model_name=name,
         service=t["service"],
-        family=spec.family,
+        family=stored["family"],
         spec=stored,
         trigger_id=t["id"],
     )

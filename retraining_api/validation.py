@@ -2,8 +2,11 @@
 
 Dataset refs are resolved to ids here (so a queued job is reproducible even if newer
 snapshots appear), feature and model parameters are checked against the pipeline and the
-family, and the two datasets must share a montage. Errors are the core tree's
-(``neurostream.errors``), so every API maps them alike: unknown things 404, bad values 422.
+family, and the two datasets must share a montage. The family is the request's or the
+champion's (``retraining_api.families``); a ``sklearn-pipeline`` refit's feature pipeline
+and parameters are the champion's, and the stored spec records what the job will use.
+Errors are the core tree's (``neurostream.errors``), so every API maps them alike: unknown
+things 404, bad values 422.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from psycopg import AsyncConnection
 
 from neurostream import datasets, errors, registry
 from neurostream.features import UnknownPipeline, get_pipeline
-from neurostream.models.families import SKLEARN_LDA, lda_params
+from neurostream.models.families import FLAT_ONLY, SKLEARN_LDA, SKLEARN_PIPELINE, lda_params
+from retraining_api import families
+from retraining_api.promotion import CHAMPION
 from retraining_api.schemas import DATASET_REF_PATTERN, INT32, JobSpec
 
 
@@ -57,14 +62,30 @@ def dataset_label(row: Mapping[str, Any]) -> str:
 def check_params(family: str, params: Mapping[str, Any]) -> None:
     """Pipeline known, feature and model parameter keys valid for it and the family."""
     try:
-        pipe = get_pipeline(str(params.get("feature_pipeline", "erp@1")))
+        pipe = get_pipeline(str(params.get("feature_pipeline") or families.DEFAULT_PIPELINE))
     except UnknownPipeline as exc:
         raise InvalidRequest(str(exc), field="params.feature_pipeline") from None
+    if pipe.raw and family in FLAT_ONLY:
+        raise InvalidRequest(
+            f"{family} reads flat feature vectors and {pipe.key} gives raw epochs: use a "
+            "feature pipeline (erp@1, erp@2, bandpower@1)",
+            field="params.feature_pipeline",
+        )
     try:
         pipe.resolve(params.get("feature_params") or {})  # type: ignore[attr-defined]
     except ValueError as exc:
         raise InvalidRequest(str(exc), field="params.feature_params") from None
     model_params = dict(params.get("model_params") or {})
+    if family == SKLEARN_PIPELINE:
+        unknown = sorted(set(model_params) - families.REFIT_MODEL_PARAMS)
+        positive = model_params.get("positive_class")
+        if unknown or isinstance(positive, bool) or not isinstance(positive, int | None):
+            raise InvalidRequest(
+                f"{SKLEARN_PIPELINE}: model_params {model_params} cannot be used on a refit: "
+                "only positive_class (an integer class) may be set",
+                field="params.model_params",
+            )
+        return
     if family == SKLEARN_LDA:
         try:
             lda_params(model_params)
@@ -92,6 +113,32 @@ def _check_training(row: Mapping[str, Any], field: str) -> None:
         )
 
 
+async def champion_of(conn: AsyncConnection[Any], model_name: str) -> dict[str, Any] | None:
+    """The metadata (no artifact) of the version the model's champion alias points at."""
+    alias = await registry.get_alias(conn, model_name, CHAMPION)
+    if alias is None:
+        return None
+    return await registry.get_version(conn, model_name, int(alias["version"]))
+
+
+async def resolve_training(
+    conn: AsyncConnection[Any], spec: JobSpec, model_name: str
+) -> tuple[str, dict[str, Any]]:
+    """(family, params) a job trains with, checked against the model's champion now."""
+    champion = await champion_of(conn, model_name)
+    family = families.job_family(spec.family, champion, model_name=model_name)
+    params = spec.params.model_dump(mode="json")
+    if family == SKLEARN_PIPELINE:
+        assert champion is not None  # job_family refuses a refit without one
+        if spec.search is not None:
+            raise InvalidRequest(families.NO_SEARCH, field="search")
+        params = families.refit_params(champion, params)
+    else:
+        params["feature_pipeline"] = params["feature_pipeline"] or families.DEFAULT_PIPELINE
+    check_params(family, params)
+    return family, params
+
+
 async def resolve_job(
     conn: AsyncConnection[Any],
     spec: JobSpec,
@@ -112,7 +159,7 @@ async def resolve_job(
                     f"service {service!r} serves no model yet; give model_name", field="service"
                 )
     assert model_name is not None
-    check_params(spec.family, spec.params.model_dump())
+    family, params = await resolve_training(conn, spec, model_name)
     train_ref = training_override if training_override is not None else spec.training_dataset
     train = await resolve_dataset(conn, train_ref, field="training_dataset")
     test = await resolve_dataset(conn, spec.testing_dataset, field="testing_dataset")
@@ -134,6 +181,8 @@ async def resolve_job(
             field="testing_dataset",
         )
     stored = spec.model_dump(mode="json") | {
+        "family": family,
+        "params": params,
         "training_dataset": dataset_label(train),
         "testing_dataset": dataset_label(test),
         "training_dataset_id": int(train["id"]),

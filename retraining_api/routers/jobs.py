@@ -41,16 +41,22 @@ async def _job(pool: Pool, job_id: int) -> dict[str, Any]:
     response_model=JobAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Writer],
-    responses={404: {"description": "Unknown dataset, service"}},
+    responses={
+        404: {"description": "Unknown dataset, service"},
+        422: {"description": "Bad values, or a family that cannot be retrained (an onnx champion)"},
+    },
 )
 async def create_job(body: JobCreate, pool: Pool, runner: RunnerDep) -> JobAccepted:
-    """Queue a retrain job; poll ``GET /jobs/{id}`` for progress, logs and the result."""
+    """Queue a retrain job; poll ``GET /jobs/{id}`` for progress, logs and the result.
+
+    Without ``family`` the champion's family is retrained; a ``sklearn-pipeline`` job
+    refits a clone of the champion's fitted estimator."""
     async with pool.connection() as conn:
         model_name, spec = await resolve_job(
             conn, body, model_name=body.model_name, service=body.service
         )
         row = await store.enqueue(
-            conn, model_name=model_name, service=body.service, family=body.family, spec=spec
+            conn, model_name=model_name, service=body.service, family=spec["family"], spec=spec
         )
     if runner is not None:
         runner.wake()

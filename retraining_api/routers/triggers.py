@@ -11,7 +11,7 @@ from neurostream.auth import Writer
 from retraining_api import triggers
 from retraining_api.deps import Pool
 from retraining_api.schemas import INT32, TriggerCreate, TriggerOut
-from retraining_api.validation import check_params, resolve_dataset
+from retraining_api.validation import resolve_dataset, resolve_training
 
 router = APIRouter(prefix="/triggers", tags=["triggers"])
 TriggerId = Annotated[int, Path(ge=1, le=INT32, description="Trigger id")]
@@ -26,9 +26,10 @@ _404: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown trigger"}
     responses={404: {"description": "Unknown dataset or service"}},
 )
 async def create_trigger(body: TriggerCreate, pool: Pool) -> TriggerOut:
-    """Datasets and params are checked now; dataset names resolve again at each firing."""
-    check_params(body.job.family, body.job.params.model_dump())
+    """Datasets, family and params are checked now; dataset names (and a family left to
+    the champion) resolve again at each firing."""
     async with pool.connection() as conn:
+        await resolve_training(conn, body.job, body.model_name)
         if body.service is not None and await registry.get_service(conn, body.service) is None:
             raise registry.NotFound(f"service {body.service!r} not found", field="service")
         await resolve_dataset(conn, body.job.testing_dataset, field="job.testing_dataset")
