@@ -182,6 +182,18 @@ def _linear_operator(chain: Callable[[np.ndarray], np.ndarray], n_samples: int) 
     return op
 
 
+def _stream_filter_mismatch(key: str, expected: str, geometry: EpochGeometry | None) -> str | None:
+    """Why epochs of ``geometry`` did not come through the stream filter ``expected``."""
+    got = geometry.filtered if geometry is not None else None
+    if got and got == expected:
+        return None
+    came = f"filtered {got}" if got else "unfiltered"
+    return (
+        f"{key} expects epochs cut from a stream filtered {expected}, this window "
+        f"came {came}: run the producer with --filter {expected}"
+    )
+
+
 class Erp2Pipeline(_Pipeline):
     """ERP features of epochs cut from a causally filtered stream: baseline, ~64 Hz, concat.
 
@@ -203,15 +215,7 @@ class Erp2Pipeline(_Pipeline):
     def check_geometry(
         self, params: Mapping[str, Any], geometry: EpochGeometry | None
     ) -> str | None:
-        expected = self.resolve(params)["stream_filter"]
-        got = geometry.filtered if geometry is not None else None
-        if got and got == expected:
-            return None
-        came = f"filtered {got}" if got else "unfiltered"
-        return (
-            f"{self.key} expects epochs cut from a stream filtered {expected}, this window "
-            f"came {came}: run the producer with --filter {expected}"
-        )
+        return _stream_filter_mismatch(self.key, self.resolve(params)["stream_filter"], geometry)
 
     def transform(
         self,
@@ -314,14 +318,7 @@ class RawPipeline(_Pipeline):
         expected = self.resolve(params)["stream_filter"]
         if expected is None:
             return None
-        got = geometry.filtered if geometry is not None else None
-        if got and got == expected:
-            return None
-        came = f"filtered {got}" if got else "unfiltered"
-        return (
-            f"{self.key} expects epochs cut from a stream filtered {expected}, this window "
-            f"came {came}: run the producer with --filter {expected}"
-        )
+        return _stream_filter_mismatch(self.key, expected, geometry)
 
     def _decimation(self, p: Mapping[str, Any], fs: float) -> int:
         k = p["decimate"]
