@@ -67,6 +67,15 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+def warm_up_batch(signature: Signature) -> np.ndarray:
+    """The batch every version must predict on before it serves: two epochs of the declared
+    shape. Seeded noise (10 µV), not zeros: a covariance of zeros (pyRiemann, CSP) is
+    singular, and a version must not be refused for failing on a flat line."""
+    rng = np.random.default_rng(0)
+    shape = (2, signature.n_channels, signature.n_samples)
+    return (10.0 * rng.standard_normal(shape)).astype(np.float32)
+
+
 class ServingModel:
     """A loaded, verified model version plus the feature pipeline it was trained on."""
 
@@ -202,12 +211,10 @@ class ServingModel:
         return model
 
     def _warm_up(self) -> None:
-        """Run a dummy batch of the declared shape: catches spec/feature/model mismatches
-        early. Seeded noise (10 µV), not zeros: a covariance of zeros (pyRiemann, CSP) is
-        singular, and a version must not be refused for failing on a flat line."""
+        """Run ``warm_up_batch`` through the model: catches spec/feature/model mismatches
+        before a version serves."""
         sig = self.signature
-        rng = np.random.default_rng(0)
-        dummy = (10.0 * rng.standard_normal((2, sig.n_channels, sig.n_samples))).astype(np.float32)
+        dummy = warm_up_batch(sig)
         try:
             self.predict(dummy, sig.fs, channels=sig.channels)
         except Exception as exc:

@@ -11,17 +11,19 @@ import time
 from collections.abc import AsyncIterator
 
 import aio_pika
-import numpy as np
 import pytest
-from sklearn.naive_bayes import CategoricalNB
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from neurostream import registry, topology
 from neurostream.db import open_pool
 from neurostream.events import publish_model_event
 from neurostream.features import get_pipeline
 from neurostream.models import artifacts
+from neurostream.models.serving import warm_up_batch
 from neurostream.settings import CoreSettings
-from tests.factories import FS, synthetic_p300, unique
+from tests.factories import FS, unique
 from tests.faults.conftest import counts, register_service, report, scalar, wait_stored
 from tests.faults.test_poison import good_windows, publish
 from workers.settings import WorkerSettings
@@ -40,13 +42,13 @@ async def channel(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractChan
 
 
 def raises_on_real_windows(lda4) -> bytes:
-    """A valid, trusted sklearn artifact that passes the zero-batch warm-up but raises on
-    real EEG: CategoricalNB refuses the negative features real windows have."""
-    x, _ = synthetic_p300(n=8, channels=4, seed=0)
-    dim = get_pipeline(lda4.feature_pipeline).transform(x, FS, lda4.feature_params).shape[1]
-    rng = np.random.default_rng(0)
-    clf = CategoricalNB().fit(rng.integers(0, 2, (40, dim)), np.arange(40) % 2)
-    return artifacts.dump(clf, "sklearn-lda")
+    """A valid, trusted sklearn artifact that passes the warm-up but raises on real EEG:
+    a one-hot encoder that knows only the warm-up batch's feature values as categories
+    (``handle_unknown="error"``) refuses every other window."""
+    x = warm_up_batch(lda4.signature)
+    features = get_pipeline(lda4.feature_pipeline).transform(x, FS, lda4.feature_params)
+    clf = make_pipeline(OneHotEncoder(handle_unknown="error"), LogisticRegression())
+    return artifacts.dump(clf.fit(features, [0, 1]), "sklearn-lda")
 
 
 async def wait_until(predicate, seconds: float = 10) -> None:
