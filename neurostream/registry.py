@@ -18,6 +18,7 @@ what such a service serves, or what it declares, is checked against the versions
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,6 +75,11 @@ class ServiceModels:
 
     serving: int | None
     shadow: int | None
+
+
+def json_column(value: Any) -> Any:
+    """A JSON column as read: psycopg decodes jsonb, but a row may carry it as text."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _cursor(conn: AsyncConnection[Any]) -> AsyncCursor[dict[str, Any]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,19 +28,14 @@ from neurostream.contract import WindowKind
 from neurostream.errors import ArtifactError, ConfigError, UnknownPipeline
 from neurostream.features import get_pipeline
 from neurostream.geometry import EpochGeometry
-from neurostream.models.signature import Signature, check_names, map_channels
+from neurostream.models.signature import Signature, check_names, listed, map_channels
+from neurostream.registry import json_column
 from neurostream.streamfilter import FilterSpec
 
 UNFILTERED: Final = "none"  # ``filtered`` of a service that declares an unfiltered stream
 KEYS: Final = ("channels", "fs", "n_samples", "kind", "tmin", "tmax", "baseline", "filtered")
-_SHOWN: Final = 16  # names listed in a reason before it is cut short
 
 GeometryCheck = Callable[[EpochGeometry | None], str | None]
-
-
-def _names(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_SHOWN])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > _SHOWN else "")
 
 
 def _number(raw: Mapping[str, Any], key: str) -> float | None:
@@ -204,8 +199,8 @@ def mismatches(
             cmap = map_channels(signature.channels, declared.channels)
             if cmap.missing:
                 reasons.append(
-                    f"{who} streams {_names(declared.channels)}; {what} needs "
-                    f"{_names(cmap.missing)}"
+                    f"{who} streams {listed(declared.channels)}; {what} needs "
+                    f"{listed(cmap.missing)}"
                 )
         elif len(declared.channels) != signature.n_channels:
             reasons.append(
@@ -243,10 +238,6 @@ def mismatches(
     return reasons
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 def version_mismatch(
     version: Mapping[str, Any], declared: ServiceInput, *, service: str
 ) -> str | None:
@@ -260,13 +251,13 @@ def version_mismatch(
         return None
     label = f"{version.get('model_name')}:{version.get('version')}"
     try:
-        signature = Signature.from_spec(dict(_json(version.get("input_spec") or {})))
+        signature = Signature.from_spec(dict(json_column(version.get("input_spec") or {})))
     except (ArtifactError, TypeError, ValueError):
         return None
     check: GeometryCheck | None = None
     try:
         pipeline = get_pipeline(str(version.get("feature_pipeline")))
-        params = pipeline.default_params() | dict(_json(version.get("feature_params") or {}))
+        params = pipeline.default_params() | dict(json_column(version.get("feature_params") or {}))
     except (UnknownPipeline, TypeError, ValueError):
         pass
     else:

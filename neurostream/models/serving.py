@@ -18,7 +18,6 @@ dict lookup per window and one row gather per batch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from neurostream.models import artifacts
 from neurostream.models.artifacts import DEFAULT_POLICY, ArtifactError, ArtifactPolicy
 from neurostream.models.families import FAMILIES, FLAT_ONLY, Classifier
 from neurostream.models.signature import Admission, Signature
+from neurostream.registry import json_column
 
 _REQUIRED = (
     "id",
@@ -60,11 +60,6 @@ class Prediction:
 # only stops a sender that varies its channel names from growing the cache.
 _ADMISSIONS_MAX = 256
 TARGET = 1  # labelling's target class: the default positive class of a binary version
-
-
-def _json(value: Any) -> Any:
-    """JSON columns may arrive decoded (psycopg jsonb) or as text."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def warm_up_batch(signature: Signature) -> np.ndarray:
@@ -168,15 +163,15 @@ class ServingModel:
                 f"use a feature pipeline, or the sklearn-pipeline or onnx family",
                 field="feature_pipeline",
             )
-        model_params = dict(_json(row["model_params"]))
-        input_spec = dict(_json(row["input_spec"]))
-        classes = [int(c) for c in _json(row["classes"])]
+        model_params = dict(json_column(row["model_params"]))
+        input_spec = dict(json_column(row["input_spec"]))
+        classes = [int(c) for c in json_column(row["classes"])]
         try:
             gate = Gate.from_spec(input_spec.get("gate"))
         except ConfigError as exc:
             raise ArtifactError(exc.message, field=f"input_spec.{exc.field}") from None
         try:
-            feature_params = pipeline.default_params() | dict(_json(row["feature_params"]))
+            feature_params = pipeline.default_params() | dict(json_column(row["feature_params"]))
         except (TypeError, ValueError) as exc:
             raise ArtifactError(f"bad feature_params: {exc}") from exc
         classifier = artifacts.load(

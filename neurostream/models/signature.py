@@ -70,7 +70,8 @@ class Admission:
     reason: str | None = None
 
 
-def _names(names: Sequence[str]) -> str:
+def listed(names: Sequence[str]) -> str:
+    """Names for a message, cut short after the first 16."""
     shown = ", ".join(names[:_SHOWN])
     return shown + (f", ... ({len(names)} in all)" if len(names) > _SHOWN else "")
 
@@ -105,7 +106,7 @@ def check_names(names: Sequence[str], *, field: str = "channels") -> tuple[str, 
         raise ConfigError(f"{field} has empty names at positions {blank}", field=field)
     twice = [n for n, count in Counter(out).items() if count > 1]
     if twice:
-        raise ConfigError(f"{field} names {_names(twice)} more than once", field=field)
+        raise ConfigError(f"{field} names {listed(twice)} more than once", field=field)
     return out
 
 
@@ -129,7 +130,7 @@ def select_channels(
         unknown = [n for n in asked if n not in names]
         if unknown:
             raise ConfigError(
-                f"{field}: no channel {_names(unknown)} in the data (it has {_names(names)})",
+                f"{field}: no channel {listed(unknown)} in the data (it has {listed(names)})",
                 field=field,
             )
     kept = tuple(n for n in keep if n not in dropped)
@@ -292,12 +293,12 @@ class Signature:
                 s = "s" if len(cmap.missing) > 1 else ""
                 return Admission(
                     None,
-                    f"window lacks channel{s} {_names(cmap.missing)} that {model} needs "
-                    f"(window has {_names(list(channels))})",
+                    f"window lacks channel{s} {listed(cmap.missing)} that {model} needs "
+                    f"(window has {listed(list(channels))})",
                 )
             if cmap.repeated:
                 return Admission(
-                    None, f"window repeats channel {_names(cmap.repeated)} that {model} needs"
+                    None, f"window repeats channel {listed(cmap.repeated)} that {model} needs"
                 )
             if cmap.index is not None:
                 index = np.asarray(cmap.index, dtype=np.intp)
