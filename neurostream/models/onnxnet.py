@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
+from scipy.special import softmax
 
 from neurostream.errors import ArtifactError
 
@@ -99,13 +100,6 @@ def _check_params(model_params: Mapping[str, Any]) -> tuple[str | None, str]:
             field="model_params.output",
         )
     return output, str(kind)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out
 
 
 class OnnxClassifier:
@@ -192,7 +186,10 @@ class OnnxClassifier:
             raise ValueError(
                 f"ONNX output {self.output_name} gave {out.shape} for {n} rows, expected ({n}, {k})"
             )
-        return _softmax(out) if self.output_kind == "logits" else out
+        if self.output_kind == "logits":
+            probabilities: np.ndarray = softmax(out, axis=1)
+            return probabilities
+        return out
 
 
 def _session(artifact: bytes) -> Any:
