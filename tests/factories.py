@@ -1,10 +1,19 @@
-"""Factories for test data: synthetic P300 epochs and trained models."""
+"""Factories for test data: synthetic P300 epochs and trained models, and clients on apps."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import httpx
+    from fastapi import FastAPI
+
+    from neurostream.settings import CoreSettings
 
 FS = 250.0
 
@@ -23,3 +32,39 @@ def synthetic_p300(
     x = rng.normal(0, 5, (n, channels, t.size)).astype(np.float32)
     x[y == 1] += (amplitude * np.exp(-((t - 0.3) ** 2) / (2 * 0.05**2))).astype(np.float32)
     return x, y
+
+
+@asynccontextmanager
+async def app_client(
+    app: FastAPI,
+    core: CoreSettings | None = None,
+    *,
+    base_url: str = "http://test",
+    timeout: float = 60,
+    headers: Mapping[str, str] | None = None,
+    client: tuple[str, int] | None = None,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on ``app`` with its lifespan entered, so the app runs as it does when served.
+
+    With ``core`` the client sends its bearer token on every request; without it the
+    client is unauthorised, for the tests that check what an anonymous caller gets.
+    ``client`` is the peer address the app sees (``ASGITransport``'s default otherwise).
+    """
+    import httpx  # here, so that importing the factories stays light
+
+    sent = dict(headers or {})
+    if core is not None:
+        assert core.api_token is not None
+        sent["Authorization"] = f"Bearer {core.api_token.get_secret_value()}"
+    transport = (
+        httpx.ASGITransport(app=app)
+        if client is None
+        else httpx.ASGITransport(app=app, client=client)
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=sent, timeout=timeout
+        ) as http,
+    ):
+        yield http

@@ -26,7 +26,7 @@ from neurostream.settings import CoreSettings
 from queue_manager.app import create_app
 from queue_manager.settings import QueueManagerSettings
 from tests import hostile_artifacts as hostile
-from tests.factories import unique
+from tests.factories import app_client, unique
 
 pytestmark = pytest.mark.faults
 MiB = 1024 * 1024
@@ -37,14 +37,8 @@ BOUNDARY = "h0stile-b0undary"
 async def qm(core: CoreSettings) -> AsyncIterator[httpx.AsyncClient]:
     """An authorised client on the queue manager with its default settings."""
     app = create_app(core, QueueManagerSettings())
-    assert core.api_token is not None
-    headers = {"Authorization": f"Bearer {core.api_token.get_secret_value()}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://qm", headers=headers, timeout=60
-        ) as client:
-            yield client
+    async with app_client(app, core, base_url="http://qm", timeout=60) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -186,19 +180,13 @@ async def test_the_upload_limit_is_a_setting(
         < QueueManagerSettings.model_fields["max_upload_bytes"].get_default()
     )
     app = create_app(core, settings)
-    assert core.api_token is not None
-    headers = {"Authorization": f"Bearer {core.api_token.get_secret_value()}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://qm", headers=headers, timeout=60
-        ) as client:
-            name = unique("limit")
-            r = await client.post(
-                f"/models/{name}/versions",
-                files={"artifact": ("m.skops", hostile.oversized(3 * MiB))},
-                data={"metadata": metadata},
-            )
+    async with app_client(app, core, base_url="http://qm", timeout=60) as client:
+        name = unique("limit")
+        r = await client.post(
+            f"/models/{name}/versions",
+            files={"artifact": ("m.skops", hostile.oversized(3 * MiB))},
+            data={"metadata": metadata},
+        )
     _report("3 MiB under a 2 MiB setting", r)
     assert r.status_code == 413
     await _nothing_stored(pool, name)

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from neurostream.settings import CoreSettings
-from tests.factories import unique
+from tests.factories import app_client, unique
 from tests.faults.test_api_fuzz import _apps
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -39,13 +39,9 @@ async def client(core: CoreSettings, name: str, **headers: str) -> AsyncIterator
         app = _apps(core)[name]()
     except ImportError as exc:
         pytest.skip(f"{name} not importable: {exc}")
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://svc", headers=headers, timeout=30
-        ) as c:
-            c.app = app  # type: ignore[attr-defined]
-            yield c
+    async with app_client(app, base_url="http://svc", timeout=30, headers=headers) as c:
+        c.app = app  # type: ignore[attr-defined]
+        yield c
 
 
 def auth(core: CoreSettings) -> dict[str, str]:

@@ -31,6 +31,7 @@ from neurostream.contract import encode, make_window
 from neurostream.errors import NotFound
 from neurostream.models.training import dataset_hash
 from neurostream.settings import CoreSettings
+from tests.factories import app_client
 
 pytestmark = pytest.mark.integration
 MAX_UPLOAD = 64 * 1024
@@ -69,15 +70,9 @@ class Recorded:
 @pytest.fixture(scope="module")
 async def api(core: CoreSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(core, DataApiSettings(max_upload_bytes=MAX_UPLOAD, page_max=100))
-    assert core.api_token is not None
-    headers = {"Authorization": f"Bearer {core.api_token.get_secret_value()}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://data", headers=headers, timeout=60
-        ) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    async with app_client(app, core, base_url="http://data", timeout=60) as client:
+        client.app = app  # type: ignore[attr-defined]
+        yield client
 
 
 @pytest.fixture(scope="module")

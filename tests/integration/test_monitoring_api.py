@@ -17,7 +17,7 @@ from monitoring_api.app import create_app
 from monitoring_api.settings import MonitoringSettings
 from neurostream import datasets, scoring
 from neurostream.settings import CoreSettings
-from tests.factories import unique
+from tests.factories import app_client, unique
 from tests.monitoring_support import (
     CHANNELS,
     FS,
@@ -37,11 +37,7 @@ AUTH = {"Authorization": "Bearer test-token-0123456789abcdef"}
 @pytest.fixture(scope="module")
 async def api(core: CoreSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(core, MonitoringSettings(evaluator=False, min_windows=10))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://monitoring", timeout=120) as client,
-    ):
+    async with app_client(app, base_url="http://monitoring", timeout=120) as client:
         yield client
 
 
@@ -307,10 +303,7 @@ async def test_a_dead_webhook_is_retried_recorded_and_does_not_stop_the_loop(
         evaluate_every_s=0.2, webhook_retries=2, webhook_backoff_s=0.01, webhook_timeout_s=1
     )
     app = create_app(core, settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as client,
-    ):
+    async with app_client(app, base_url="http://m", timeout=5) as client:
         dead = f"http://127.0.0.1:{free_port()}/hook"
         rule = await client.post(
             "/alerts/rules",

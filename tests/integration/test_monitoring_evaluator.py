@@ -21,7 +21,7 @@ from monitoring_api.evaluator import Evaluator
 from monitoring_api.settings import MonitoringSettings
 from neurostream.db import migrate
 from neurostream.settings import CoreSettings
-from tests.factories import unique
+from tests.factories import app_client, unique
 from tests.monitoring_support import STEP_S, cut, insert_windows, session_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -83,10 +83,7 @@ async def test_the_endpoint_and_the_loop_store_one_evaluation(
     (no longer growing) archive."""
     service, _ = await _session(pool)
     app = create_app(core, SETTINGS.model_copy(update={"evaluate_every_s": 0.2}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as api,
-    ):
+    async with app_client(app, base_url="http://m", timeout=5) as api:
         stored = await api.post(f"/drift/evaluate/{service}", headers=AUTH)
         assert stored.status_code == 200 and stored.json()["stored"] is True
         evaluator: Evaluator = app.state.evaluator

@@ -26,6 +26,7 @@ from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
 from queue_manager.app import create_app
 from queue_manager.settings import QueueManagerSettings
+from tests.factories import app_client
 
 pytestmark = pytest.mark.integration
 FS = 250.0
@@ -50,14 +51,8 @@ def lda() -> TrainedModel:
 async def api(core: CoreSettings) -> AsyncIterator[httpx.AsyncClient]:
     """An authorised client on a running app (lifespan entered)."""
     app = create_app(core, QueueManagerSettings(max_upload_bytes=MAX_UPLOAD, worker_heartbeat_s=1))
-    assert core.api_token is not None
-    headers = {"Authorization": f"Bearer {core.api_token.get_secret_value()}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://qm", headers=headers, timeout=30
-        ) as client:
-            yield client
+    async with app_client(app, core, base_url="http://qm", timeout=30) as client:
+        yield client
 
 
 @pytest.fixture
@@ -434,12 +429,10 @@ async def test_dev_mode_without_token_opens_writes_to_localhost_only(
 ) -> None:
     open_core = core.model_copy(update={"api_token": None, "mode": "dev"})
     app = create_app(open_core, QueueManagerSettings())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(client, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://qm") as api:
-            r = await api.post("/services", json={"name": _name("dev")})
-            assert r.status_code == expected, r.text
-            assert (await api.get("/services")).status_code == 200
+    async with app_client(app, base_url="http://qm", timeout=5, client=(client, 40000)) as api:
+        r = await api.post("/services", json={"name": _name("dev")})
+        assert r.status_code == expected, r.text
+        assert (await api.get("/services")).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from neurostream.models.serving import ServingModel
 from neurostream.settings import CoreSettings
 from retraining_api.app import create_app
 from retraining_api.settings import RetrainingSettings
+from tests.factories import app_client
 from tests.hostile_artifacts import CHANNELS, FS, p300_epochs, xdawn_pipeline_artifact
 
 pytestmark = pytest.mark.integration
@@ -41,14 +42,8 @@ async def api(core: CoreSettings) -> AsyncIterator[httpx.AsyncClient]:
     """An authorised client on a running app (lifespan entered, runner running)."""
     settings = RetrainingSettings(poll_s=0.2, heartbeat_s=0.3, trigger_check_s=0.5)
     app = create_app(core, settings)
-    assert core.api_token is not None
-    headers = {"Authorization": f"Bearer {core.api_token.get_secret_value()}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://rt", headers=headers, timeout=120
-        ) as client:
-            yield client
+    async with app_client(app, core, base_url="http://rt", timeout=120) as client:
+        yield client
 
 
 @pytest.fixture

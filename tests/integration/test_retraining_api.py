@@ -27,7 +27,7 @@ from neurostream.settings import CoreSettings
 from retraining_api.app import create_app
 from retraining_api.settings import RetrainingSettings
 from retraining_api.store import INTERRUPTED
-from tests.factories import FS, synthetic_p300
+from tests.factories import FS, app_client, synthetic_p300
 
 pytestmark = pytest.mark.integration
 CHANNELS = ["Fz", "Cz", "Pz", "Oz"]
@@ -47,14 +47,8 @@ def _settings(**overrides: Any) -> RetrainingSettings:
 async def api(core: CoreSettings) -> AsyncIterator[httpx.AsyncClient]:
     """An authorised client on a running app (lifespan entered, runner running)."""
     app = create_app(core, _settings())
-    assert core.api_token is not None
-    headers = {"Authorization": f"Bearer {core.api_token.get_secret_value()}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://rt", headers=headers, timeout=120
-        ) as client:
-            yield client
+    async with app_client(app, core, base_url="http://rt", timeout=120) as client:
+        yield client
 
 
 @pytest.fixture
@@ -279,11 +273,9 @@ async def test_job_interrupted_by_a_restart_is_marked_failed(core: CoreSettings,
         )
         stale, alive = [r[0] for r in await cur.fetchall()]
     app = create_app(core, _settings(stale_after_s=600))
-    async with app.router.lifespan_context(app):
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rt")
-        async with client:
-            job = (await client.get(f"/jobs/{stale}")).json()
-            other = (await client.get(f"/jobs/{alive}")).json()
+    async with app_client(app, base_url="http://rt", timeout=5) as client:
+        job = (await client.get(f"/jobs/{stale}")).json()
+        other = (await client.get(f"/jobs/{alive}")).json()
     assert job["status"] == "failed" and job["error"].startswith(INTERRUPTED)
     assert "dead-runner" in job["error"] and job["finished_at"] is not None
     assert any(INTERRUPTED in line["message"] for line in job["logs"])
