@@ -276,10 +276,8 @@ class ServingModel:
         """The model's input features for a batch (also what monitoring records);
         ``geometry``: the windows' own, else the one the version was trained on."""
         geo = geometry if geometry is not None else self.signature.geometry
-        scale = self.signature.scale
-        if scale != 1.0:  # µV windows into the model's units, in float64 (no rounding)
-            batch = np.asarray(batch, dtype=np.float64) * scale
-        return self.pipeline.transform(batch, fs, self.feature_params, geo)
+        x = self.signature.in_units(batch)
+        return self.pipeline.transform(x, fs, self.feature_params, geo)
 
     def predict(
         self,

@@ -184,6 +184,12 @@ class Signature:
         """The factor from the windows' µV to the units the model was fitted on."""
         return UNIT_SCALE[self.units]
 
+    def in_units(self, batch: np.ndarray) -> np.ndarray:
+        """µV windows in the units the model was fitted on: the batch itself for µV, else
+        a float64 copy scaled (float64, so no rounding on the way to volts)."""
+        scale = self.scale
+        return batch if scale == 1.0 else np.asarray(batch, dtype=np.float64) * scale
+
     @property
     def geometry(self) -> EpochGeometry | None:
         """The geometry of the epochs the version was trained on (None without ``tmin``)."""

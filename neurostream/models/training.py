@@ -272,8 +272,7 @@ def train_model(
     reason = pipe.check_geometry(fparams, geometry)
     if reason:
         raise ConfigError(reason, field="geometry")
-    scaled = w if signature.scale == 1.0 else w.astype(np.float64) * signature.scale
-    X = pipe.transform(scaled, fs, fparams, geometry)
+    X = pipe.transform(signature.in_units(w), fs, fparams, geometry)
     classes = [int(c) for c in np.unique(labels)]
     if test_size:
         X_train, X_test, y_train, y_test = train_test_split(
@@ -334,8 +333,7 @@ def evaluate(
                 )
             if cmap.index is not None:
                 x = x[:, list(cmap.index)]
-        scale = model.signature.scale
-        xs: np.ndarray = x if scale == 1.0 else x.astype(np.float64) * scale
+        xs = model.signature.in_units(x)
         feats = pipe.transform(xs, rate, model.feature_params, model.signature.geometry)
         proba = model.classifier.predict_proba(feats)
         return scoring.score(labels, proba, classes=model.classes)
