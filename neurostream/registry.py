@@ -77,6 +77,12 @@ class ServiceModels:
     shadow: int | None
 
 
+def version_label(row: Mapping[str, Any]) -> str:
+    """``model:version`` of a ``model_versions`` row, as messages name a version
+    (``ServingModel.label`` for a loaded one)."""
+    return f"{row.get('model_name')}:{row.get('version')}"
+
+
 def json_column(value: Any) -> Any:
     """A JSON column as read: psycopg decodes jsonb, but a row may carry it as text."""
     return json.loads(value) if isinstance(value, str | bytes) else value

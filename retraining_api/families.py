@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from neurostream.errors import InvalidRequest
 from neurostream.models.families import ONNX, SKLEARN_PIPELINE, TRAINABLE
+from neurostream.registry import version_label
 
 # The families a job can produce: those fitted here, and the champion's estimator refitted.
 TRAINED_HERE: Final = TRAINABLE | {SKLEARN_PIPELINE}
@@ -41,10 +42,6 @@ NO_SEARCH: Final = (
 )
 
 
-def _label(champion: Mapping[str, Any]) -> str:
-    return f"{champion['model_name']}:{champion['version']}"
-
-
 def job_family(
     requested: str | None, champion: Mapping[str, Any] | None, *, model_name: str
 ) -> str:
@@ -52,7 +49,7 @@ def job_family(
     (``field="family"``) for one that cannot be trained here."""
     held = str(champion["family"]) if champion is not None else None
     if requested == ONNX or (requested is None and held == ONNX):
-        whose = f"champion {_label(champion)} is onnx: " if champion and held == ONNX else ""
+        whose = f"champion {version_label(champion)} is onnx: " if champion and held == ONNX else ""
         raise InvalidRequest(whose + ONNX_REFUSED, field="family")
     if requested is None:
         if champion is None:
@@ -63,7 +60,9 @@ def job_family(
             )
         requested = held
     if requested == SKLEARN_PIPELINE and held != SKLEARN_PIPELINE:
-        has = f"its champion {_label(champion)} is {held}" if champion else "it has no champion"
+        has = "it has no champion"
+        if champion:
+            has = f"its champion {version_label(champion)} is {held}"
         raise InvalidRequest(
             f"a {SKLEARN_PIPELINE} job refits a clone of the champion's fitted estimator, and "
             f"model {model_name!r} has no estimator to clone ({has}): push a fitted estimator "
@@ -87,7 +86,7 @@ def refit_params(champion: Mapping[str, Any], params: Mapping[str, Any]) -> dict
     asked = params.get("feature_pipeline")
     if asked is not None and asked != pipeline:
         raise InvalidRequest(
-            f"a {SKLEARN_PIPELINE} refit reads what champion {_label(champion)} reads, "
+            f"a {SKLEARN_PIPELINE} refit reads what champion {version_label(champion)} reads, "
             f"{pipeline} (its estimator was built for it), not {asked}: leave "
             "params.feature_pipeline out",
             field="params.feature_pipeline",

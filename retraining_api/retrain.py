@@ -24,6 +24,7 @@ from neurostream.models.families import SKLEARN_PIPELINE, PipelineClassifier
 from neurostream.models.serving import ServingModel
 from neurostream.models.signature import Signature
 from neurostream.models.training import TrainedModel, evaluate, train_model
+from neurostream.registry import version_label
 from retraining_api import families
 from retraining_api.progress import JobProgress
 from retraining_api.search import run_search
@@ -41,10 +42,6 @@ class Outcome:
     search: dict[str, Any] | None
 
 
-def _label(row: Mapping[str, Any]) -> str:
-    return f"{row['model_name']}:{row['version']}"
-
-
 def _load_champion(
     row: Mapping[str, Any], policy: ArtifactPolicy
 ) -> tuple[ServingModel | None, str | None]:
@@ -52,14 +49,14 @@ def _load_champion(
     try:
         return ServingModel.from_row(row, policy=policy), None
     except Exception as exc:  # a champion that no longer loads is reported, not fatal
-        return None, f"champion {_label(row)} cannot be loaded: {exc}"
+        return None, f"champion {version_label(row)} cannot be loaded: {exc}"
 
 
 def _score_champion(
     champion: ServingModel, test: Snapshot, progress: JobProgress
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The champion's test metrics, or None and why it cannot score this dataset."""
-    label = f"{champion.model_name}:{champion.version}"
+    label = champion.label
     fs = float(test.meta["fs"])
     reason = champion.check_input(test.x.shape[1], test.x.shape[2], fs)
     if reason:
@@ -85,18 +82,20 @@ def _refit(
     queued = spec["params"].get("feature_pipeline")
     if queued != row["feature_pipeline"]:
         raise errors.Conflict(
-            f"champion {_label(row)} reads {row['feature_pipeline']}, the job was queued for "
-            f"{queued}: the champion changed since; resubmit the job",
+            f"champion {version_label(row)} reads {row['feature_pipeline']}, the job was queued "
+            f"for {queued}: the champion changed since; resubmit the job",
             field="family",
         )
     if champion is None:
         raise errors.ArtifactError(f"{note}: there is no estimator to refit", field="family")
     if not isinstance(champion.classifier, PipelineClassifier):  # its family says it is one
-        raise errors.ArtifactError(f"champion {_label(row)} holds no estimator", field="family")
+        raise errors.ArtifactError(
+            f"champion {version_label(row)} holds no estimator", field="family"
+        )
     estimator = champion.classifier.estimator
     steps = getattr(estimator, "steps", None) or [("", estimator)]
     shown = " + ".join(type(step).__name__ for _, step in steps)
-    progress.log(f"refitting a clone of champion {_label(row)}'s {shown}")
+    progress.log(f"refitting a clone of champion {version_label(row)}'s {shown}")
     signature = champion.signature
     return {
         "estimator": estimator,

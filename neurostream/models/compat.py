@@ -29,7 +29,7 @@ from neurostream.errors import ArtifactError, ConfigError, UnknownPipeline
 from neurostream.features import get_pipeline
 from neurostream.geometry import EpochGeometry
 from neurostream.models.signature import Signature, check_names, listed, map_channels
-from neurostream.registry import json_column
+from neurostream.registry import json_column, version_label
 from neurostream.streamfilter import FilterSpec
 
 UNFILTERED: Final = "none"  # ``filtered`` of a service that declares an unfiltered stream
@@ -249,7 +249,7 @@ def version_mismatch(
     """
     if not declared.declared:
         return None
-    label = f"{version.get('model_name')}:{version.get('version')}"
+    label = version_label(version)
     try:
         signature = Signature.from_spec(dict(json_column(version.get("input_spec") or {})))
     except (ArtifactError, TypeError, ValueError):
