@@ -28,7 +28,7 @@ from neurostream.contract import WindowKind
 from neurostream.errors import ArtifactError, ConfigError, UnknownPipeline
 from neurostream.features import get_pipeline
 from neurostream.geometry import EpochGeometry
-from neurostream.models.signature import Signature, check_names, listed, map_channels
+from neurostream.models.signature import Signature, check_names, interval, listed, map_channels
 from neurostream.registry import json_column, version_label
 from neurostream.streamfilter import FilterSpec
 
@@ -111,20 +111,12 @@ class ServiceInput:
                     f"{fs:g} Hz: {cut} samples); give one or make them agree",
                     field="input.n_samples",
                 )
-        baseline = None
-        if raw.get("baseline") is not None:
-            b = raw["baseline"]
-            pair = [
-                float(v)
-                for v in (b if isinstance(b, list | tuple) and len(b) == 2 else ())
-                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            ]
-            if len(pair) != 2 or not pair[0] < pair[1]:
-                raise ConfigError(
-                    f"baseline must be [start, end] in seconds, start < end, got {b!r}",
-                    field="input.baseline",
-                )
-            baseline = (pair[0], pair[1])
+        baseline = interval(raw.get("baseline"))
+        if raw.get("baseline") is not None and baseline is None:
+            raise ConfigError(
+                f"baseline must be [start, end] in seconds, start < end, got {raw['baseline']!r}",
+                field="input.baseline",
+            )
         filtered = raw.get("filtered")
         if filtered is not None:
             if not isinstance(filtered, str):

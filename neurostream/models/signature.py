@@ -141,6 +141,18 @@ def select_channels(
     return windows[:, [names.index(n) for n in kept]], kept
 
 
+def interval(raw: Any) -> tuple[float, float] | None:
+    """``[start, end]`` (finite numbers, start < end) as a pair of seconds; None for
+    anything else, which the caller refuses in its own words."""
+    if not isinstance(raw, list | tuple) or len(raw) != 2:
+        return None
+    if not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in raw
+    ):
+        return None
+    return (float(raw[0]), float(raw[1])) if raw[0] < raw[1] else None
+
+
 def _number(spec: Mapping[str, Any], key: str, *, required: bool) -> float | None:
     value = spec.get(key)
     if value is None:
@@ -239,23 +251,13 @@ class Signature:
                 f"was fitted on; windows carry µV and are converted), got {units!r}",
                 field="input_spec.units",
             )
-        baseline: tuple[float, float] | None = None
         raw = spec.get("baseline")
-        if raw is not None:
-            numbers = (
-                isinstance(raw, list | tuple)
-                and len(raw) == 2
-                and all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in raw
-                )
+        baseline = interval(raw)
+        if raw is not None and baseline is None:
+            raise ArtifactError(
+                f"input_spec.baseline must be [start, end] in seconds, got {raw!r}",
+                field="input_spec.baseline",
             )
-            if not numbers or not raw[0] < raw[1]:
-                raise ArtifactError(
-                    f"input_spec.baseline must be [start, end] in seconds, got {raw!r}",
-                    field="input_spec.baseline",
-                )
-            baseline = (float(raw[0]), float(raw[1]))
         filtered = spec.get("filtered")
         if filtered is not None and not isinstance(filtered, str):
             raise ArtifactError(
