@@ -230,7 +230,7 @@ def read_runs(
         filter_order=stream_filter.order if stream_filter else 4,
     )
     runs: list[Run] = []
-    for rec in recordings:
+    for rec in (mapping.bind(r) for r in recordings):
         counts = rec.event_counts()
         if not set(counts) & set(mapping.codes):
             raise ConfigError(

@@ -87,7 +87,10 @@ _EXTENSIONS: Final = {
     ".xdf": "xdf",
     ".xdfz": "xdf",
 }
-_EVENTS_FORM: Final = "NAME=CODE pairs separated by commas, e.g. target=2,nontarget=1"
+_EVENTS_FORM: Final = (
+    "NAME=CODE pairs separated by commas, e.g. target=2,nontarget=1 (a CODE may be a "
+    "marker's text: target=Target,nontarget=NonTarget)"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,15 +225,17 @@ def format_of(path: str | Path) -> str:
     )
 
 
-def parse_event_mapping(text: str) -> dict[str, int]:
+def parse_event_mapping(text: str) -> dict[str, int | str]:
     """``"target=2,nontarget=1"`` -> ``{"target": 2, "nontarget": 1}``: names to event codes.
 
-    Codes are non-zero integers (0 means "no event"); a name or a code given twice is an
-    error, so one code never means two classes.
+    A code is a non-zero integer (0 means "no event") or a marker's text, as a stimulus
+    program sends it (``target=stim/target,nontarget=stim/standard``: PsychoPy's LSL
+    markers are strings). A name or a code given twice is an error, so one code never
+    means two classes.
     """
     if not text.strip():
         raise ConfigError(f"the event mapping is empty; give {_EVENTS_FORM}", field="events")
-    mapping: dict[str, int] = {}
+    mapping: dict[str, int | str] = {}
     for item in text.split(","):
         name, eq, code = (part.strip() for part in item.partition("="))
         if not item.strip():
@@ -243,16 +248,11 @@ def parse_event_mapping(text: str) -> dict[str, int]:
                 f"cannot read {item.strip()!r} in the event mapping {text!r}; give {_EVENTS_FORM}",
                 field="events",
             )
-        try:
-            value = int(code)
-        except ValueError:
+        value = _label(code)
+        if value is None or (isinstance(value, int) and value == 0):
             raise ConfigError(
-                f"the event code of {name!r} must be an integer, not {code!r}; give {_EVENTS_FORM}",
-                field="events",
-            ) from None
-        if value == 0:
-            raise ConfigError(
-                f"the event code of {name!r} is 0, which means 'no event'; use a non-zero code",
+                f"the event code of {name!r} is {code!r}, which means 'no event'; use a non-zero "
+                "code or the marker's text",
                 field="events",
             )
         if name in mapping:

@@ -258,10 +258,11 @@ def test_fs_estimate_and_override(tmp_path: Path) -> None:
 def test_parse_event_mapping() -> None:
     assert parse_event_mapping("target=2,nontarget=1") == {"target": 2, "nontarget": 1}
     assert parse_event_mapping(" 30hz = 1 , 20hz=2 ") == {"30hz": 1, "20hz": 2}
+    assert parse_event_mapping("target=Target,nontarget=2") == {"target": "Target", "nontarget": 2}
     for bad, why in [
         ("", "empty"),
         ("target", "cannot read 'target'"),
-        ("target=x", "must be an integer"),
+        ("target=nan", "means 'no event'"),
         ("target=0", "means 'no event'"),
         ("a=1,a=2", "given twice"),
         ("a=1,b=1", "given to both 'a' and 'b'"),
