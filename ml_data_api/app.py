@@ -1,8 +1,10 @@
 """The ML data API app factory: datasets, production data, labels and sessions.
 
-The lifespan opens the process's PostgreSQL pool (migrating the schema) and, unless
-``consumers`` is off, the ground-truth collector and window archiver (``ingest.Ingest``,
-its own AMQP connection); they stop (settling in-flight batches) before the pool closes.
+The lifespan opens the process's PostgreSQL pool (migrating the schema), the app's one
+AMQP connection (``app.state.amqp``: a channel per live-predictions WebSocket) and, unless
+``consumers`` is off, the ground-truth collector and window archiver (``ingest.Ingest``, on
+that connection); they stop (settling in-flight batches) before the connection and the
+pool close.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import aio_pika
 from fastapi import FastAPI
 
 from ml_data_api.ingest import Ingest
-from ml_data_api.routers import datasets, labels, production, sessions
+from ml_data_api.routers import datasets, labels, live, production, sessions
 from ml_data_api.settings import DataApiSettings
 from neurostream.api import service_app
 from neurostream.db import open_pool
@@ -39,17 +42,24 @@ def create_app(core: CoreSettings, settings: DataApiSettings) -> FastAPI:
                     await conn.execute("SELECT 1")
 
             app.state.health_checks = {"database": check_db}
+            try:
+                amqp = await aio_pika.connect_robust(core.amqp_url, timeout=10)
+            except Exception as exc:
+                raise BrokerUnavailable.at(core.amqp_url, exc) from exc
+            stack.push_async_callback(amqp.close)
+            app.state.amqp = amqp
+
+            async def check_amqp() -> None:
+                if amqp.is_closed:
+                    raise BrokerUnavailable.reconnecting(core.amqp_url)
+
+            app.state.health_checks["broker"] = check_amqp
             if settings.consumers:
-                ingest = Ingest(core, settings, pool=pool)  # the pool stays the app's
+                # The pool and the connection stay the app's.
+                ingest = Ingest(core, settings, pool=pool, connection=amqp)
                 stack.push_async_callback(ingest.close)  # also after a failed start
                 await ingest.start()
                 app.state.consumers = ingest
-
-                async def check_amqp() -> None:
-                    if ingest.connection is None or ingest.connection.is_closed:
-                        raise BrokerUnavailable.reconnecting(core.amqp_url)
-
-                app.state.health_checks["broker"] = check_amqp
             yield
 
     app = service_app(
@@ -67,4 +77,5 @@ def create_app(core: CoreSettings, settings: DataApiSettings) -> FastAPI:
     app.include_router(production.router)
     app.include_router(labels.router)
     app.include_router(sessions.router)
+    app.include_router(live.router)
     return app

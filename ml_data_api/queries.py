@@ -58,8 +58,9 @@ WITH ids AS (
     SELECT DISTINCT session_id FROM windows WHERE %(id)s::text IS NULL OR session_id = %(id)s
 ), page AS (SELECT session_id FROM ids ORDER BY session_id LIMIT %(limit)s OFFSET %(offset)s)
 SELECT page.session_id, s.service, s.board, s.fs, s.channels, s.paradigm, s.started_at,
-    s.ended_at, st.windows, st.epochs, st.labelled, st.first_ts, st.last_ts, st.w_fs,
-    st.w_channels, st.w_service, st.n_samples
+    s.ended_at, coalesce(s.interrupted, false) AS interrupted,
+    coalesce(s.interruptions, '[]'::jsonb) AS interruptions, st.windows, st.epochs,
+    st.labelled, st.first_ts, st.last_ts, st.w_fs, st.w_channels, st.w_service, st.n_samples
 FROM page LEFT JOIN sessions s USING (session_id)
 CROSS JOIN LATERAL (
     SELECT count(*)::int AS windows, count(*) FILTER (WHERE w.kind = 'epoch')::int AS epochs,

@@ -167,6 +167,18 @@ class LabelPage(BaseModel):
 # --- sessions ------------------------------------------------------------------------------
 
 
+class Interruption(BaseModel):
+    """One loss of a live (LSL) stream: when it went, when it was noticed, when it came back."""
+
+    model_config = ConfigDict(extra="allow")
+
+    last_sample_at: float = Field(description="Wall time (Unix s) of the last sample before.")
+    detected_at: float = Field(description="When the producer declared the stream lost.")
+    resumed_at: float | None = Field(description="First sample after it; null: not back.")
+    gap_s: float | None = Field(description="resumed_at - last_sample_at.")
+    samples_before: int = Field(description="Samples streamed before the loss.")
+
+
 class SessionOut(BaseModel):
     session_id: str
     service: str | None
@@ -178,6 +190,10 @@ class SessionOut(BaseModel):
     windows: int = Field(description="Archived windows.")
     labelled: int = Field(description="Archived windows with a label.")
     labelled_share: float | None
+    interrupted: bool = Field(
+        False, description="The live stream was lost mid-session (its gaps in interruptions)."
+    )
+    interruptions: list[Interruption] = Field(default_factory=list)
 
 
 _ROC_AUC = "ROC-AUC of the positive (larger) class; null with one class in the labels."

@@ -61,6 +61,11 @@ class PredictionRow:
     score: float
     proba: Sequence[float]
     sent_at: float | None
+    # The window's shape in time, not stored: published on ``eeg.predictions`` so a closed
+    # loop can place the prediction on its own clock (an epoch's event, a window's end).
+    fs: float | None = None
+    n_samples: int | None = None
+    tmin: float | None = None
 
 
 @dataclass(slots=True)

@@ -528,6 +528,12 @@ class Worker:
                         "predicted": r.predicted,
                         "score": r.score,
                         "marker": r.marker,
+                        # Where the window lies in time (wall clock, s), for closed loops.
+                        "t0": r.t0,
+                        "kind": r.kind,
+                        "fs": r.fs,
+                        "n_samples": r.n_samples,
+                        "tmin": r.tmin,
                     }
                 )
         assert self._predictions is not None
@@ -621,6 +627,9 @@ def _predict_rows(
                         score=score,
                         proba=proba,
                         sent_at=h.sent_at,
+                        fs=h.fs,
+                        n_samples=h.n_samples,
+                        tmin=h.tmin,
                     )
                 )
     return rows, gated

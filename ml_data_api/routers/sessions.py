@@ -43,6 +43,8 @@ def summarise(row: dict[str, Any]) -> dict[str, Any]:
         "windows": windows,
         "labelled": row["labelled"],
         "labelled_share": row["labelled"] / windows if windows else None,
+        "interrupted": row["interrupted"],
+        "interruptions": row["interruptions"],
     }
 
 

@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS sessions (
 -- Where the samples came from beyond the board name (a file's path, format, speed, loop,
 -- channels left out), so a session can be traced to its recording.
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS source jsonb NOT NULL DEFAULT '{}';
+-- A live stream that was lost mid-session (producer/lsl.py): interrupted, with each gap
+-- (last sample before, when it was noticed, first sample after, samples before it).
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS interrupted boolean NOT NULL DEFAULT false;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS interruptions jsonb NOT NULL DEFAULT '[]';
 
 CREATE TABLE IF NOT EXISTS workers (
     worker_id        text PRIMARY KEY,

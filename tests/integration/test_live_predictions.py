@@ -1,0 +1,300 @@
+"""The live-predictions WebSocket of the ML data API, served by uvicorn, against the real
+RabbitMQ and PostgreSQL; and one real worker feeding it and the LSL outlet together.
+
+Stored predictions are written as a worker writes them (``write_predictions``); live ones
+are published on ``eeg.predictions`` with the worker's body shape. The client is the
+``websockets`` library, as a Python front end would use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import aio_pika
+import pylsl
+import pytest
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from ml_data_api.app import create_app
+from ml_data_api.settings import DataApiSettings
+from neurostream import registry, topology
+from neurostream.contract import encode, make_window
+from neurostream.geometry import EpochGeometry
+from neurostream.models.training import train_model
+from neurostream.results import PredictionRow, write_predictions
+from neurostream.settings import CoreSettings
+from producer.outlet import PredictionOutlet, source_id
+from tests.factories import FS, synthetic_p300, unique
+from workers.settings import WorkerSettings
+from workers.worker import Worker
+
+pytestmark = pytest.mark.integration
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def ws_base(core: CoreSettings) -> Iterator[str]:
+    """The ML data API under uvicorn in a thread (lifespan included): ``ws://...``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    app = create_app(core, DataApiSettings(port=port, consumers=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "the ML data API failed to start"
+        assert time.monotonic() < deadline, "the ML data API did not start in 60 s"
+        time.sleep(0.05)
+    yield f"ws://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture
+async def exchange(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    ch = await conn.channel(publisher_confirms=True)
+    ex = await topology.declare_exchanges(ch)
+    yield ex[topology.PREDICTIONS_EXCHANGE]
+    await conn.close()
+
+
+async def register(pool: Any, session: str, service: str) -> None:
+    """The session's row, as the producer writes it when a session starts."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO sessions (session_id, service, board, fs, channels) "
+            "VALUES (%s, %s, 'synthetic', 250, '[\"c0\"]')",
+            [session, service],
+        )
+
+
+def row(session: str, seq: int, *, role: str = "serving", version: int = 3) -> PredictionRow:
+    score = 0.2 + seq / 50
+    return PredictionRow(
+        session_id=session,
+        seq=seq,
+        model_version_id=version,
+        t0=T0 + seq * 0.5,
+        role=role,
+        kind="epoch",
+        marker=1 + seq % 2,
+        predicted=int(score > 0.25),
+        score=score,
+        proba=[1 - score, score],
+        sent_at=None,
+    )
+
+
+def live(seq: int, score: float) -> dict[str, Any]:
+    """A prediction item as the worker publishes it."""
+    return {
+        "seq": seq,
+        "model_version_id": 3,
+        "predicted": 1,
+        "score": score,
+        "marker": None,
+        "t0": T0 + seq * 0.5,
+        "kind": "sliding",
+        "fs": 250.0,
+        "n_samples": 125,
+        "tmin": None,
+    }
+
+
+async def publish(ex: Any, service: str, session: str, items: list[dict[str, Any]]) -> None:
+    body = json.dumps({"session_id": session, "predictions": items}).encode()
+    await ex.publish(aio_pika.Message(body), f"{service}.{session}")
+
+
+async def receive(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
+    return [json.loads(await asyncio.wait_for(ws.recv(), 20)) for _ in range(n)]
+
+
+def live_queues(core: CoreSettings, session: str) -> list[str]:
+    """The broker's queues of ``session``'s sockets, asked of ``rabbitmqctl``."""
+    vhost = unquote(urlparse(core.amqp_url).path[1:])
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    return [q for q in out if q.startswith(f"data.live.{session}.")]
+
+
+async def until_queues(core: CoreSettings, session: str, n: int) -> None:
+    for _ in range(60):
+        if len(await asyncio.to_thread(live_queues, core, session)) == n:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"session {session} never had {n} live queue(s)")
+
+
+async def test_stored_predictions_are_replayed_from_since_seq_then_live_ones_follow(
+    core: CoreSettings, pool, ws_base: str, exchange
+) -> None:
+    service, session, other = unique("svc"), unique("s"), unique("s")
+    await register(pool, session, service)
+    await register(pool, other, service)
+    async with pool.connection() as conn:
+        stored = [row(session, s) for s in range(5)] + [row(session, 2, role="shadow", version=9)]
+        await write_predictions(conn, service, "w-1", stored)
+    async with connect(f"{ws_base}/sessions/{session}/predictions/live?since_seq=1") as ws:
+        replayed = await receive(ws, 3)
+        # The socket's queue was bound before the replay: these all arrive.
+        await publish(exchange, service, session, [live(4, 0.5), live(5, 0.55), live(6, 0.6)])
+        await publish(exchange, service, other, [live(7, 0.9)])  # another session's
+        await publish(exchange, unique("svc"), session, [live(8, 0.7), live(7, 0.65)])
+        followed = await receive(ws, 4)
+    assert [m["seq"] for m in replayed] == [2, 3, 4]
+    assert [m["model_version_id"] for m in replayed] == [3, 3, 3]  # serving only
+    assert [m["score"] for m in replayed] == pytest.approx([0.24, 0.26, 0.28], abs=1e-6)
+    assert replayed[0] == {
+        "session_id": session,
+        "seq": 2,
+        "score": pytest.approx(0.24, abs=1e-6),
+        "predicted": 0,
+        "marker": 1,
+        "model_version_id": 3,
+        "t0": pytest.approx(T0 + 1.0, abs=1e-6),
+        "kind": "epoch",
+    }
+    # seq 4 was stored and sent: its live copy is not sent again.
+    assert [m["seq"] for m in followed] == [5, 6, 7, 8]
+    assert [m["score"] for m in followed] == [0.55, 0.6, 0.65, 0.7]  # 7 is this session's
+    assert {m["session_id"] for m in followed} == {session}
+    assert followed[0]["marker"] is None and followed[0]["kind"] == "sliding"
+
+
+async def test_without_since_seq_only_live_predictions_come_and_leaving_drops_the_queue(
+    core: CoreSettings, pool, ws_base: str, exchange
+) -> None:
+    service, session = unique("svc"), unique("s")
+    await register(pool, session, service)
+    async with pool.connection() as conn:
+        await write_predictions(conn, service, "w-1", [row(session, s) for s in range(3)])
+    async with connect(f"{ws_base}/sessions/{session}/predictions/live") as ws:
+        await until_queues(core, session, 1)
+        await publish(exchange, service, session, [live(4, 0.4), live(3, 0.3)])
+        got = await receive(ws, 2)
+    assert [(m["seq"], m["score"]) for m in got] == [(3, 0.3), (4, 0.4)]
+    await until_queues(core, session, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "reason"),
+    [
+        ("/sessions/{missing}/predictions/live", 4404, "does not exist"),
+        ("/sessions/{known}/predictions/live?since_seq=x", 1008, "since_seq"),
+        ("/sessions/{known}/predictions/live?since_seq=-2", 1008, "since_seq"),
+    ],
+)
+async def test_a_socket_is_refused_with_a_code_and_a_reason(
+    pool, ws_base: str, path: str, code: int, reason: str
+) -> None:
+    known, missing = unique("s"), unique("s")
+    await register(pool, known, "svc")
+    async with connect(ws_base + path.format(known=known, missing=missing)) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 20)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == code and reason in closed.value.rcvd.reason
+
+
+async def test_a_real_workers_predictions_reach_the_lsl_outlet_and_the_socket(
+    core: CoreSettings, pool, ws_base: str
+) -> None:
+    x, y = synthetic_p300(channels=4, seed=1)
+    service, model, session = unique("svc"), unique("lda"), unique("s")
+    async with pool.connection() as conn:
+        await registry.register_trained(
+            conn, model, train_model("sklearn-lda", x, y, FS), code_version="test"
+        )
+        await registry.create_service(conn, service)
+        await registry.assign(conn, service, model, "1")
+    await register(pool, session, service)
+    offset = time.time() - pylsl.local_clock()
+    outlet = PredictionOutlet(core.amqp_url, service, session, lsl_offset=offset)
+    await outlet.start()
+    worker = Worker(core, WorkerSettings(service=service, heartbeat_s=0.3))
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    try:
+        inlet = pylsl.StreamInlet(
+            (await asyncio.to_thread(pylsl.resolve_byprop, "source_id", source_id(session), 1, 10))[
+                0
+            ],
+            processing_flags=0,
+        )
+        await asyncio.to_thread(inlet.open_stream, 10)
+        async with connect(f"{ws_base}/sessions/{session}/predictions/live?since_seq=-1") as ws:
+            await until_queues(core, session, 1)
+            await worker.start()
+            ch = await conn.channel(publisher_confirms=True)
+            await topology.declare_service(ch, service)
+            windows_ex = await ch.get_exchange(topology.WINDOWS_EXCHANGE)
+            now, n = time.time(), 12
+            geometry = EpochGeometry.cut(-0.1, 0.7)
+            events = [now - 5 + i * 0.3 for i in range(n)]
+            xe, _ = synthetic_p300(n=n, channels=4, seed=7)
+            published: list[float] = []
+            for i in range(n):
+                w = make_window(
+                    xe[i],
+                    session_id=session,
+                    seq=i,
+                    t0=events[i] - 0.1,  # 25 samples before the event at 250 Hz
+                    fs=FS,
+                    channels=[f"c{j}" for j in range(4)],
+                    kind="epoch",
+                    marker=1,
+                    geometry=geometry,
+                )
+                body, headers = encode(w)
+                published.append(time.time())
+                await windows_ex.publish(
+                    aio_pika.Message(body, headers=headers, message_id=f"{session}:{i}"), service
+                )
+            over_ws = await receive(ws, n)
+            over_lsl = []
+            for _ in range(n):
+                sample, ts = await asyncio.to_thread(inlet.pull_sample, 20)
+                assert sample is not None
+                over_lsl.append((sample, ts, time.time()))
+    finally:
+        await worker.close()
+        await outlet.close()
+        await conn.close()
+    async with pool.connection() as db:
+        scores = dict(
+            await (
+                await db.execute(
+                    "SELECT seq, score::float8 FROM predictions WHERE session_id = %s", [session]
+                )
+            ).fetchall()
+        )
+    assert [m["seq"] for m in over_ws] == list(range(n))
+    assert [int(s[0]) for s, _, _ in over_lsl] == list(range(n))
+    assert [m["score"] for m in over_ws] == [s[1] for s, _, _ in over_lsl]  # the same message
+    assert [m["score"] for m in over_ws] == pytest.approx([scores[i] for i in range(n)], abs=1e-6)
+    assert [ts for _, ts, _ in over_lsl] == pytest.approx([e - offset for e in events], abs=1e-6)
+    assert {m["kind"] for m in over_ws} == {"epoch"}
+    assert [m["t0"] for m in over_ws] == pytest.approx([e - 0.1 for e in events], abs=1e-6)
+    delay = sorted(got - sent for (_, _, got), sent in zip(over_lsl, published, strict=True))
+    print(
+        f"\nwindow published -> prediction at the LSL inlet, through a worker: median "
+        f"{1e3 * delay[n // 2]:.1f} ms, max {1e3 * delay[-1]:.1f} ms ({n} epochs, one burst)"
+    )

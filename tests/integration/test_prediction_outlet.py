@@ -1,0 +1,163 @@
+"""The LSL prediction outlet against the real RabbitMQ and a real pylsl inlet.
+
+Prediction messages are published on ``eeg.predictions`` with the worker's body shape; an
+inlet resolved by the outlet's source id receives them as an experiment would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import pylsl
+import pytest
+
+from neurostream import topology
+from neurostream.settings import CoreSettings
+from producer.outlet import CHANNELS, PredictionOutlet, source_id
+from tests.factories import unique
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def exchange(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    ch = await conn.channel(publisher_confirms=True)
+    ex = await topology.declare_exchanges(ch)
+    yield ex[topology.PREDICTIONS_EXCHANGE]
+    await conn.close()
+
+
+async def publish(ex: Any, service: str, session: str, items: list[dict[str, Any]]) -> None:
+    """One message as ``workers.worker.Worker._publish`` sends it."""
+    body = json.dumps({"session_id": session, "predictions": items}).encode()
+    await ex.publish(
+        aio_pika.Message(body, content_type="application/json"), f"{service}.{session}"
+    )
+
+
+def item(seq: int, t0: float, kind: str, fs: float, n: int, tmin: float | None, **kw: Any):
+    marker = kw.pop("marker", 2 if kind == "epoch" else None)
+    return {
+        "seq": seq,
+        "model_version_id": kw.pop("model_version_id", 7),
+        "predicted": kw.pop("predicted", seq % 2),
+        "score": kw.pop("score", 0.1 + seq / 100),
+        "marker": marker,
+        "t0": t0,
+        "kind": kind,
+        "fs": fs,
+        "n_samples": n,
+        "tmin": tmin,
+    }
+
+
+def open_inlet(session: str) -> pylsl.StreamInlet:
+    found = pylsl.resolve_byprop("source_id", source_id(session), 1, 10)
+    assert len(found) == 1, "the outlet is not visible on the network"
+    inlet = pylsl.StreamInlet(found[0], processing_flags=0)  # timestamps as pushed
+    inlet.open_stream(10)
+    return inlet
+
+
+def pull(inlet: pylsl.StreamInlet, n: int) -> list[tuple[list[float], float, float]]:
+    """``n`` samples with their LSL timestamps and the wall time each arrived."""
+    out: list[tuple[list[float], float, float]] = []
+    for _ in range(n):
+        sample, ts = inlet.pull_sample(timeout=10)
+        assert sample is not None, f"only {len(out)} of {n} samples arrived"
+        out.append((sample, ts, time.time()))
+    return out
+
+
+async def test_the_outlet_pushes_a_sessions_predictions_in_order_on_the_lsl_clock(
+    core: CoreSettings, exchange
+) -> None:
+    service, session, other = unique("svc"), unique("s"), unique("s")
+    offset = time.time() - pylsl.local_clock() + 0.25  # a producer's offset, given
+    outlet = PredictionOutlet(core.amqp_url, service, session, lsl_offset=offset)
+    await outlet.start()
+    try:
+        inlet = await asyncio.to_thread(open_inlet, session)
+        info = inlet.info()
+        labels = []
+        ch = info.desc().child("channels").child("channel")
+        while not ch.empty():
+            labels.append(ch.child_value("label"))
+            ch = ch.next_sibling()
+        assert labels == list(CHANNELS)
+        assert (info.type(), info.channel_count(), info.nominal_srate()) == ("Predictions", 6, 0)
+        assert info.desc().child_value("session_id") == session
+
+        now = time.time()
+        # Epochs at 250 Hz from -0.1 s: event = t0 + 25 samples. Published out of order.
+        events = {0: now - 3.0, 1: now - 2.5, 2: now - 2.0}
+        first = [item(s, events[s] - 0.1, "epoch", 250.0, 200, -0.1) for s in (2, 0, 1)]
+        # Sliding windows at 256 Hz (stamp: last sample), and an epoch at 256 Hz from
+        # -0.1 s: round(-25.6) = -26 samples before the event.
+        slide_t0 = {3: now - 1.5, 4: now - 1.0}
+        event5 = now - 0.8
+        second = [
+            item(3, slide_t0[3], "sliding", 256.0, 256, None),
+            item(4, slide_t0[4], "sliding", 256.0, 256, None),
+            item(5, event5 - 26 / 256, "epoch", 256.0, 205, -0.1, marker=1),
+        ]
+        await publish(exchange, service, session, first)
+        await publish(exchange, service, other, [item(99, now, "epoch", 250.0, 200, -0.1)])
+        await publish(exchange, unique("svc"), session, [item(98, now, "epoch", 250.0, 200, -0.1)])
+        sent = time.time()
+        await publish(exchange, service, session, second)
+        got = await asyncio.to_thread(pull, inlet, 6)
+
+        assert [int(s[0]) for s, _, _ in got] == [0, 1, 2, 3, 4, 5]
+        assert [s[1] for s, _, _ in got] == pytest.approx([0.1, 0.11, 0.12, 0.13, 0.14, 0.15])
+        assert [s[2] for s, _, _ in got] == [0, 1, 0, 1, 0, 1]
+        assert [s[3] for s, _, _ in got[:3]] == [2, 2, 2] and got[5][0][3] == 1
+        assert math.isnan(got[3][0][3]) and math.isnan(got[4][0][3])
+        assert {s[4] for s, _, _ in got} == {7}
+        expected = [
+            events[0] - offset,
+            events[1] - offset,
+            events[2] - offset,
+            slide_t0[3] + 255 / 256 - offset,
+            slide_t0[4] + 255 / 256 - offset,
+            event5 - offset,
+        ]
+        assert [ts for _, ts, _ in got] == pytest.approx(expected, abs=1e-6)
+        assert outlet.pushed == 6 and outlet.last_seq == 5
+        # latency_s: the push's wall time less the window's last sample's.
+        last5 = second[2]["t0"] + 204 / 256
+        assert 0 < got[5][0][5] < got[5][2] - last5 + 1e-3
+        print(
+            f"\noutlet: publish -> inlet {1e3 * (got[5][2] - sent):.2f} ms "
+            f"(3 samples of one message); latency_s of seq 5 {got[5][0][5]:.4f} s"
+        )
+    finally:
+        await outlet.close()
+    assert outlet.outlet is None and outlet.connection is None
+
+
+async def test_without_an_offset_the_outlet_measures_the_lsl_clocks(core: CoreSettings) -> None:
+    outlet = PredictionOutlet(core.amqp_url, unique("svc"), unique("s"), name="p")
+    before = time.time() - pylsl.local_clock()
+    await outlet.start()
+    after = time.time() - pylsl.local_clock()
+    try:
+        assert outlet.lsl_offset is not None
+        assert min(before, after) - 1e-3 <= outlet.lsl_offset <= max(before, after) + 1e-3
+        assert outlet.info is not None and outlet.info.name() == "p"
+    finally:
+        await outlet.close()
+
+
+def test_a_wildcard_session_cannot_name_an_outlet() -> None:
+    from neurostream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no '\\*' or '#'"):
+        PredictionOutlet("amqp://x", "svc", "#")
