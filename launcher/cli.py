@@ -21,6 +21,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
+from launcher.lsl_replay import lsl_replay
 from launcher.registry_cli import models_app, services_app
 from neurostream.errors import ConfigError, NeurostreamError
 from neurostream.settings import CoreSettings
@@ -102,6 +103,7 @@ infra_app = typer.Typer(help="Local PostgreSQL and RabbitMQ.", no_args_is_help=T
 app.add_typer(infra_app, name="infra")
 app.add_typer(models_app, name="models")
 app.add_typer(services_app, name="services")
+app.command("lsl-replay")(lsl_replay)
 
 
 _VERBOSE: list[bool] = [False]  # set by the app callback for the command that follows
@@ -336,8 +338,8 @@ def produce(
     board: Annotated[
         str | None,
         typer.Option(
-            help="synthetic (default without --file) | a BrainFlow board name/id for a live "
-            "headset | playback (BrainFlow's file board: only for files without markers)"
+            help="synthetic (default without --file) | lsl | a BrainFlow board name/id for a "
+            "live headset | playback (BrainFlow's file board: only for files without markers)"
         ),
     ] = None,
     layout: Annotated[
@@ -410,6 +412,46 @@ def produce(
     no_gate: Annotated[
         bool, typer.Option("--no-gate", help="No gate tally in the session summary.")
     ] = False,
+    lsl_name: Annotated[
+        str | None,
+        typer.Option(help="A live LSL EEG stream by name (the lsl source; --board lsl)."),
+    ] = None,
+    lsl_type: Annotated[
+        str | None, typer.Option(help="The LSL EEG stream's type (EEG when nothing else given).")
+    ] = None,
+    lsl_source_id: Annotated[str | None, typer.Option(help="The LSL stream's source id.")] = None,
+    marker_name: Annotated[
+        str | None,
+        typer.Option(help="A separate LSL marker stream (the stimulus program's) by name."),
+    ] = None,
+    marker_type: Annotated[
+        str | None, typer.Option(help="The marker stream by type, e.g. Markers.")
+    ] = None,
+    marker_source_id: Annotated[
+        str | None, typer.Option(help="The marker stream by source id.")
+    ] = None,
+    marker_delay: Annotated[
+        float | None,
+        typer.Option(help="How late (s) a marker may arrive after its sample (default 0.25)."),
+    ] = None,
+    lost_after: Annotated[
+        float | None, typer.Option(help="No LSL samples this long (s, 2): the stream is lost.")
+    ] = None,
+    give_up_after: Annotated[
+        float | None,
+        typer.Option(help="End the session when a lost stream stays away this long (s)."),
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(help="Record the LSL streams to this XDF file while streaming."),
+    ] = None,
+    results_lsl: Annotated[
+        bool | None,
+        typer.Option(
+            "--results-lsl/--no-results-lsl",
+            help="Push the predictions on an LSL outlet for the stimulus program.",
+        ),
+    ] = None,
     serial_port: SerialPort = None,
     mac_address: MacAddress = None,
     ip_address: IpAddress = None,
@@ -417,8 +459,9 @@ def produce(
     serial_number: SerialNumber = None,
     other_info: OtherInfo = None,
 ) -> None:
-    """Stream a session to the service's queue: a recording (--file), a headset, or the
-    synthetic board with a simulated oddball (the default).
+    """Stream a session to the service's queue: a recording (--file), a live LSL stream
+    (--lsl-name/--lsl-type, with a stimulus program's --marker-type Markers), a headset,
+    or the synthetic board with a simulated oddball (the default).
 
     A file is replayed once at real time (--speed, --loop), its markers cut epochs, and
     --events turns their codes into labels stored with the session. `neurostream boards`
@@ -453,6 +496,17 @@ def produce(
             session_id=session_id,
             reject_uv=reject_uv,
             flat_uv=flat_uv,
+            lsl_name=lsl_name,
+            lsl_type=lsl_type,
+            lsl_source_id=lsl_source_id,
+            marker_name=marker_name,
+            marker_type=marker_type,
+            marker_source_id=marker_source_id,
+            marker_delay_s=marker_delay,
+            lost_after_s=lost_after,
+            give_up_after_s=give_up_after,
+            record=str(record) if record else None,
+            results_lsl=results_lsl,
             serial_port=serial_port,
             mac_address=mac_address,
             ip_address=ip_address,

@@ -62,10 +62,13 @@ __all__ = [
     "FORMATS",
     "NOMINAL_RATES",
     "Recording",
+    "eeg_channels",
     "estimate_fs",
     "format_of",
+    "marker_label",
     "parse_event_mapping",
     "read_recording",
+    "unit_scale",
 ]
 
 FORMATS: Final = ("csv", "brainflow", "edf", "bdf", "fif", "brainvision", "eeglab", "xdf")
@@ -365,6 +368,11 @@ def _label(value: object) -> int | str | None:
     return text
 
 
+def marker_label(value: object) -> int | str | None:
+    """A live marker read as every reader reads a file's: a code, a text name, or None."""
+    return _label(value)
+
+
 def _events(
     labels: Sequence[tuple[int, int | str]], n_samples: int
 ) -> tuple[np.ndarray, dict[str, int]]:
@@ -416,6 +424,19 @@ _NOT_EEG = re.compile(
     r"aux|acc|gyro|ppg|battery|other|not used|analog|digital|temp|eda|counter|package|"
     r"formatted|resistance"
 )
+
+
+def eeg_channels(labels: Sequence[str], types: Sequence[str]) -> tuple[int, ...]:
+    """The EEG channels of a described stream (XDF, LSL): typed EEG or untyped, and not
+    named as another kind, as the CSV reader judges a column. muse-lsl types its
+    ``Right AUX`` EEG; its CSV, its XDF and its live stream give the same four channels."""
+    return tuple(
+        i
+        for i, (label, kind) in enumerate(zip(labels, types, strict=True))
+        if kind.strip().lower() in ("", "eeg") and not _NOT_EEG.search(label.lower())
+    )
+
+
 _EXG_COLUMN = re.compile(r"^exg channel \d+$")
 _HEADER_RATE = re.compile(r"sample rate\s*=\s*([0-9.]+)", re.IGNORECASE)
 
@@ -684,7 +705,14 @@ def _read_mne(fmt: str) -> Callable[[Path, str | int | None, str | None], _Conte
 
 # --- XDF ------------------------------------------------------------------------------------
 
-_UNIT_SCALE: Final = {"volts": 1e6, "v": 1e6, "millivolts": 1e3, "mv": 1e3}
+_UNIT_SCALE: Final = {
+    "volts": 1e6, "v": 1e6, "millivolts": 1e3, "mv": 1e3, "nanovolts": 1e-3, "nv": 1e-3,
+}  # fmt: skip
+
+
+def unit_scale(unit: str) -> float:
+    """The factor from a channel's unit (XDF, LSL) to µV; 1 for microvolts or no unit."""
+    return _UNIT_SCALE.get(unit.strip().lower(), 1.0)
 
 
 def _xdf_info(s: dict[str, Any], key: str) -> str:
@@ -742,13 +770,8 @@ def _read_xdf(file: Path, board: str | int | None, stream: str | None) -> _Conte
     if len(meta) != samples.shape[1]:
         meta = [{} for _ in range(samples.shape[1])]
     names = tuple(m.get("label") or f"ch{i}" for i, m in enumerate(meta))
-    eeg = tuple(
-        i
-        for i, m in enumerate(meta)
-        if (m.get("type", "").lower() == "eeg")
-        or (not m.get("type") and not _NOT_EEG.search(names[i].lower()))
-    )
-    scale = np.array([_UNIT_SCALE.get(m.get("unit", "").strip().lower(), 1.0) for m in meta])
+    eeg = eeg_channels(names, [m.get("type", "") for m in meta])
+    scale = np.array([unit_scale(m.get("unit", "")) for m in meta])
     nominal = float(_xdf_info(eeg_stream, "nominal_srate") or 0)
     period = 1.0 / nominal if nominal > 0 else float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
     labels: list[tuple[int, int | str]] = []

@@ -45,11 +45,14 @@ from producer.board import (
     existing_file,
     resolve_board,
 )
+from producer.lsl import LslSource, StreamQuery
+from producer.outlet import PredictionOutlet
 from producer.paradigm import OddballParadigm, label_for
 from producer.publisher import WindowPublisher
 from producer.settings import ProducerSettings
 from producer.shift import ChannelShift
 from producer.windowing import Windower
+from producer.xdf import XdfWriter
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,9 @@ class SessionResult:
     last_seq: int | None = None
     flushed: bool = True
     gate: GateReport | None = None  # what the artifact gate would reject (settings' gate)
+    interruptions: list[dict[str, object]] = field(default_factory=list)  # LSL stream losses
+    lsl: dict[str, Any] | None = None  # the LSL source's streams, clock offsets, marker counts
+    predictions_pushed: int | None = None  # on the LSL predictions outlet (None: none opened)
 
     def summary(self) -> list[str]:
         """What ``neurostream produce`` prints at the end: a few lines for a person."""
@@ -120,6 +126,19 @@ class SessionResult:
                 f"{self.epochs_dropped_gap} epoch(s) and {self.windows_dropped_gap} sliding "
                 "window(s) spanning a gap dropped"
             )
+        if self.interruptions:
+            gaps = ", ".join(
+                f"{g['gap_s']:.1f} s" if g.get("gap_s") is not None else "not back"
+                for g in self.interruptions
+            )
+            lines.append(
+                f"  INTERRUPTED: the LSL stream was lost {len(self.interruptions)} time(s) "
+                f"({gaps}); recorded on the session"
+            )
+        if self.lsl is not None:
+            lines.append("  " + _lsl_line(self.lsl))
+        if self.predictions_pushed is not None:
+            lines.append(f"  {self.predictions_pushed} predictions pushed on the LSL outlet")
         if self.gate is not None and self.gate.epochs:
             loud = "WARNING: " if self.gate.most or self.gate.bad else ""
             lines.append(f"  {loud}{self.gate.summary()}")
@@ -131,13 +150,34 @@ class SessionResult:
 _WARN_AFTER = 20  # epochs the gate sees before a session is called mostly rejected
 
 
+def _lsl_line(lsl: dict[str, Any]) -> str:
+    """One line on the markers of an LSL session: how many landed, how many did not."""
+    markers = lsl.get("markers", {})
+    if not isinstance(markers, dict) or not markers.get("received"):
+        return "LSL: no marker received"
+    line = f"LSL markers: {markers.get('placed', 0)}/{markers['received']} placed on their sample"
+    late, outside = markers.get("late", 0), markers.get("outside", 0)
+    if late or outside:
+        line += f"; {late} arrived too late (raise --marker-delay), {outside} fell outside the EEG"
+    offsets = lsl.get("clock_offsets", {})
+    if isinstance(offsets, dict) and "markers" in offsets:
+        line += f"; marker clock offset {offsets['markers']:+.3f} s"
+    return line
+
+
 def _counts(counts: dict[Any, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in counts.items())
 
 
 def open_source(settings: ProducerSettings) -> Source:
-    """The source the settings describe: a recording file, a live board, or playback."""
-    if settings.source_kind == "file":
+    """The source the settings describe: a recording file, an LSL stream, a live board, or
+    playback."""
+    kind = settings.source_kind
+    if kind != "lsl":
+        _refuse_lsl_options(settings, kind)
+    if kind == "lsl":
+        return _pick(settings, open_lsl(settings))
+    if kind == "file":
         if not settings.file:
             raise ConfigError(
                 "the file source needs a file: pass --file or set NEUROSTREAM_PRODUCER_FILE",
@@ -151,6 +191,9 @@ def open_source(settings: ProducerSettings) -> Source:
             drop=settings.drop_channels,
             stream=settings.stream or None,
         )
+        mapping = settings.event_mapping
+        if mapping is not None:
+            recording = mapping.bind(recording)
         return FileSource(recording, speed=settings.speed, loop=settings.loop)
     board = settings.board.strip() or "synthetic"
     if settings.file and settings.source_kind != "playback":
@@ -173,10 +216,67 @@ def open_source(settings: ProducerSettings) -> Source:
     ):
         setattr(params, name, getattr(settings, name))
     params.master_board = resolve_board(settings.layout or "synthetic")
-    source = BrainFlowSource(board, params)
+    return _pick(settings, BrainFlowSource(board, params))
+
+
+def _pick(settings: ProducerSettings, source: Source) -> Source:
+    """``source`` with only the channels the settings name (all when they name none)."""
     if settings.channels or settings.drop_channels:
         return ChannelPick(source, settings.channels or None, settings.drop_channels)
     return source
+
+
+def open_lsl(settings: ProducerSettings) -> LslSource:
+    """The LSL source: the EEG stream, an optional marker stream, an optional XDF record."""
+    mapping = settings.event_mapping
+    eeg = StreamQuery(
+        settings.lsl_name,
+        settings.lsl_type or ("" if settings.lsl_name or settings.lsl_source_id else "EEG"),
+        settings.lsl_source_id,
+    )
+    markers = (
+        StreamQuery(settings.marker_name, settings.marker_type, settings.marker_source_id)
+        if settings.markers_given
+        else None
+    )
+    recorder = XdfWriter(settings.record) if settings.record else None
+    if recorder is not None:
+        recorder.open()  # the source closes it at stop
+    return LslSource(
+        eeg,
+        markers,
+        text_codes=mapping.text_codes if mapping is not None else None,
+        marker_delay_s=settings.marker_delay_s,
+        lost_after_s=settings.lost_after_s,
+        give_up_after_s=settings.give_up_after_s,
+        resolve_timeout_s=settings.resolve_timeout_s,
+        recorder=recorder,
+    )
+
+
+def _refuse_lsl_options(settings: ProducerSettings, kind: str) -> None:
+    """LSL-only options given to another source: say so rather than ignore them."""
+    given = [
+        flag
+        for flag, value in (
+            ("--marker-name/--marker-type/--marker-source-id", settings.markers_given),
+            ("--record", bool(settings.record)),
+        )
+        if value
+    ]
+    if given:
+        raise ConfigError(
+            f"{' and '.join(given)} read a live LSL source; this session's source is {kind}",
+            field="board",
+            hint="name the EEG stream with --lsl-name/--lsl-type/--lsl-source-id (or --board "
+            "lsl); a file's markers are read from the file, a board's from its marker row",
+        )
+
+
+def lsl_of(source: Source) -> LslSource | None:
+    """The LSL source under ``source`` (through a channel pick); None for other sources."""
+    inner = source.source if isinstance(source, ChannelPick) else source
+    return inner if isinstance(inner, LslSource) else None
 
 
 def resolve_paradigm(settings: ProducerSettings, source: Source) -> Literal["oddball", "none"]:
@@ -363,11 +463,30 @@ async def run_session(
     source: Source | None = None,
     stop: asyncio.Event | None = None,
 ) -> SessionResult:
-    """Stream one session until ``duration_s``, the source's end, or ``stop``."""
+    """Stream one session until ``duration_s``, the source's end, or ``stop``.
+
+    The source starts first (an LSL stream is resolved there, so its rate and channels are
+    known before the session is registered; a board that cannot open fails before the
+    broker and the store are touched).
+    """
     mapping = settings.event_mapping
     src = source if source is not None else open_source(settings)
-    paradigm = resolve_paradigm(settings, src)
     stop = stop or asyncio.Event()
+    src.start()
+    try:
+        return await _session(core, settings, src, mapping, stop)
+    finally:
+        src.stop()
+
+
+async def _session(
+    core: CoreSettings,
+    settings: ProducerSettings,
+    src: Source,
+    mapping: EventMapping | None,
+    stop: asyncio.Event,
+) -> SessionResult:
+    paradigm = resolve_paradigm(settings, src)
     result = SessionResult(settings.session_id, settings.service, src.fs, tuple(src.channels))
     result.source, result.paradigm, result.record_only = src.name, paradigm, settings.record_only
     if isinstance(src, FileSource):
@@ -383,22 +502,39 @@ async def run_session(
         record_only=settings.record_only,
         store=mapping is not None,
     )
+    outlet = (
+        PredictionOutlet(
+            core.amqp_url, settings.service, settings.session_id, name=settings.results_lsl_name
+        )
+        if settings.results_lsl and not settings.record_only
+        else None
+    )
+    lsl = lsl_of(src)
     try:
         await publisher.start()
+        if outlet is not None:
+            await outlet.start()
         await _register(pool, settings, src, paradigm, mapping)
-        src.start()
+        watch = _Interruptions(pool, settings.session_id, lsl, result)
         try:
-            await _stream(settings, src, cutter, publisher, stop, result)
+            await _stream(settings, src, cutter, publisher, stop, result, watch)
         finally:
-            src.stop()
+            await watch.check()
         result.flushed = await publisher.flush(settings.flush_timeout_s)
+        if outlet is not None:
+            await outlet.drain(result.last_seq, settings.flush_timeout_s)
     finally:
         await publisher.close(flush_s=0)
+        if outlet is not None:
+            result.predictions_pushed = outlet.pushed
+            await outlet.close()
         result.windows_published = publisher.windows_published
         result.windows_confirmed = publisher.windows_confirmed
         result.labels_confirmed = publisher.labels_confirmed
+        if lsl is not None:
+            result.lsl = lsl.describe()
         with contextlib.suppress(Exception):
-            await _finish(pool, result)
+            await _finish(pool, settings, src, result)
         await pool.close()
     log.info(
         "session %s: %d windows published, %d confirmed, %d epochs (per code %s)",
@@ -426,6 +562,7 @@ async def _stream(
     publisher: WindowPublisher,
     stop: asyncio.Event,
     result: SessionResult,
+    watch: _Interruptions | None = None,
 ) -> None:
     label_source = "paradigm" if cutter.paradigm is not None else "recording"
     codes: Counter[int] = Counter()
@@ -434,7 +571,17 @@ async def _stream(
     tally = Tally(gate, cutter.channels) if gate is not None else None
     try:
         await _read(
-            settings, src, cutter, publisher, stop, result, codes, classes, label_source, tally
+            settings,
+            src,
+            cutter,
+            publisher,
+            stop,
+            result,
+            codes,
+            classes,
+            label_source,
+            tally,
+            watch,
         )
     finally:
         if tally is not None:
@@ -462,11 +609,14 @@ async def _read(
     classes: Counter[str],
     label_source: str,
     tally: Tally | None = None,
+    watch: _Interruptions | None = None,
 ) -> None:
     limit = round(settings.duration_s * src.fs) if settings.duration_s else None
     warned = False
     while not stop.is_set() and (limit is None or result.samples < limit):
         chunk = src.read()
+        if watch is not None:
+            await watch.check()
         if chunk is None:
             break
         if chunk.n == 0:
@@ -524,6 +674,13 @@ def source_record(settings: ProducerSettings, src: Source) -> dict[str, Any]:
         }
         if settings.layout:
             record["layout"] = settings.layout
+    lsl = lsl_of(src)
+    if lsl is not None:
+        record["lsl"] = lsl.describe()
+        if settings.record:
+            record["recorded_to"] = settings.record
+    if settings.results_lsl and not settings.record_only:
+        record["results_lsl"] = settings.results_lsl_name
     return record
 
 
@@ -573,9 +730,60 @@ async def _register(
         )
 
 
-async def _finish(pool: AsyncConnectionPool, result: SessionResult) -> None:
+async def _finish(
+    pool: AsyncConnectionPool, settings: ProducerSettings, src: Source, result: SessionResult
+) -> None:
+    """Close the session row; the source record gains what only the end knows (LSL counts)."""
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE sessions SET ended_at = now(), windows_confirmed = %s WHERE session_id = %s",
-            [result.windows_confirmed, result.session_id],
+            "UPDATE sessions SET ended_at = now(), windows_confirmed = %s, source = %s "
+            "WHERE session_id = %s",
+            [
+                result.windows_confirmed,
+                Jsonb(source_record(settings, src)),
+                result.session_id,
+            ],
         )
+
+
+class _Interruptions:
+    """Writes an LSL stream's losses to the session row as they happen.
+
+    A loss marks the session interrupted at once (a dashboard shows it while the stream is
+    still gone); its return updates the gap. Nothing to do for sources that never lose
+    their stream.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        session_id: str,
+        source: LslSource | None,
+        result: SessionResult,
+    ) -> None:
+        self.pool = pool
+        self.session_id = session_id
+        self.source = source
+        self.result = result
+        self._written: list[dict[str, object]] = []
+
+    async def check(self) -> None:
+        if self.source is None or not self.source.interruptions:
+            return
+        now = [i.describe() for i in self.source.interruptions]
+        if now == self._written:
+            return
+        for new in now[len(self._written) :]:
+            log.warning(
+                "session %s: the LSL stream was lost after sample %s; marked interrupted, "
+                "resolving it again",
+                self.session_id,
+                new.get("samples_before"),
+            )
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE sessions SET interrupted = true, interruptions = %s WHERE session_id = %s",
+                [Jsonb(now), self.session_id],
+            )
+        self._written = now
+        self.result.interruptions = now

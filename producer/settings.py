@@ -55,7 +55,8 @@ class ProducerSettings(BaseSettings):
     board: str = Field(
         "",
         description="'' (the default: the file source when `file` is set, else 'synthetic'), "
-        "'synthetic', 'file' (or 'recording': `file` replayed at `speed`), 'playback' "
+        "'synthetic', 'file' (or 'recording': `file` replayed at `speed`), 'lsl' (a live LSL "
+        "stream, found by `lsl_name` / `lsl_type` / `lsl_source_id`), 'playback' "
         "(BrainFlow's PLAYBACK_FILE_BOARD; refused for a file with markers), a BrainFlow "
         "board name such as CYTON_BOARD / MUSE_S_BOARD / CROWN_BOARD, or a numeric board id.",
     )
@@ -84,6 +85,50 @@ class ProducerSettings(BaseSettings):
     )
     drop_channels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Channels to leave out, by name."
+    )
+    lsl_name: str = Field("", description="The LSL EEG stream's name (the lsl source).")
+    lsl_type: str = Field(
+        "", description="Its type; 'EEG' when no name or source id is given either."
+    )
+    lsl_source_id: str = Field("", description="Its source id (survives a restart of the app).")
+    marker_name: str = Field(
+        "",
+        description="A separate LSL marker stream (a stimulus program's) by name; with "
+        "`marker_type` / `marker_source_id`. None given: markers only from the EEG source.",
+    )
+    marker_type: str = Field("", description="The marker stream's type (e.g. 'Markers').")
+    marker_source_id: str = Field("", description="The marker stream's source id.")
+    marker_delay_s: float = Field(
+        0.25,
+        ge=0,
+        le=30,
+        description="How late a marker may arrive after its EEG sample and still cut its "
+        "epoch: EEG is held back this long when a marker stream is read.",
+    )
+    lost_after_s: float = Field(
+        2.0, gt=0, description="No samples from the LSL stream this long: the stream is lost."
+    )
+    give_up_after_s: float | None = Field(
+        None,
+        gt=0,
+        description="End the session when the lost stream has not come back after this "
+        "long; None: keep resolving until stopped.",
+    )
+    resolve_timeout_s: float = Field(
+        10.0, gt=0, description="How long the first search for the LSL stream may take."
+    )
+    record: str = Field(
+        "",
+        description="Record the LSL streams (EEG and markers, as received) to this XDF file "
+        "while streaming; `--file` replays it the same way.",
+    )
+    results_lsl: bool = Field(
+        False,
+        description="Push the session's predictions on an LSL outlet for the stimulus "
+        "program (stamped on the LSL clock).",
+    )
+    results_lsl_name: str = Field(
+        "neurostream-predictions", description="The predictions outlet's stream name."
     )
     events: str = Field(
         "",
@@ -223,9 +268,22 @@ class ProducerSettings(BaseSettings):
         return Gate(peak_to_peak_uv=self.reject_uv, flat_uv=self.flat_uv)
 
     @property
+    def lsl_given(self) -> bool:
+        """Whether an LSL stream is named (name, type or source id)."""
+        return bool(self.lsl_name or self.lsl_type or self.lsl_source_id)
+
+    @property
+    def markers_given(self) -> bool:
+        """Whether a separate LSL marker stream is named."""
+        return bool(self.marker_name or self.marker_type or self.marker_source_id)
+
+    @property
     def source_kind(self) -> str:
-        """'file' for a recording replayed by the file source, else the board as given."""
+        """'file' for a recording replayed by the file source, 'lsl' for a live LSL stream,
+        else the board as given."""
         board = self.board.strip().lower()
         if board in ("file", "recording") or (not board and self.file):
             return "file"
+        if board == "lsl" or (not board and self.lsl_given):
+            return "lsl"
         return board or "synthetic"

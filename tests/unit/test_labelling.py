@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from neurostream.errors import ConfigError
 from neurostream.labelling import EventMapping
