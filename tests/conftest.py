@@ -38,37 +38,25 @@ def core() -> Iterator[CoreSettings]:
 
 @pytest.fixture(scope="session")
 def qm(core: CoreSettings) -> Iterator[str]:
-    """A real queue manager's base URL: the app under uvicorn in a thread on a free port,
-    lifespan included, for what talks to it over HTTP as against a remote deployment."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
+    """A real queue manager's base URL, for what talks to it over HTTP as against a remote
+    deployment."""
     from queue_manager.app import create_app
     from queue_manager.settings import QueueManagerSettings
+    from tests.factories import served
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        create_app(core, QueueManagerSettings(port=port)),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "the queue manager failed to start"
-        assert time.monotonic() < deadline, "the queue manager did not start in 60 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with served(create_app(core, QueueManagerSettings()), "queue manager") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def data_api(core: CoreSettings) -> Iterator[str]:
+    """A real ML data API's base URL (no consumers: the tests feed the store themselves)."""
+    from ml_data_api.app import create_app
+    from ml_data_api.settings import DataApiSettings
+    from tests.factories import served
+
+    with served(create_app(core, DataApiSettings(consumers=False)), "ML data API") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,3 +71,27 @@ async def app_client(
         ) as http,
     ):
         yield http
+
+
+@contextmanager
+def served(app: Any, what: str) -> Iterator[str]:
+    """``app`` under a real uvicorn in a thread on a free port, lifespan included: its base
+    URL (``http://127.0.0.1:PORT``), for what talks to it over the network."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), f"the {what} failed to start"
+        assert time.monotonic() < deadline, f"the {what} did not start in 60 s"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

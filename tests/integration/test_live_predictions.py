@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import aio_pika
 import pylsl
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ml_data_api.app import create_app
-from ml_data_api.settings import DataApiSettings
 from neurostream import registry, topology
 from neurostream.contract import encode, make_window
 from neurostream.geometry import EpochGeometry
@@ -43,23 +38,9 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture(scope="module")
-def ws_base(core: CoreSettings) -> Iterator[str]:
-    """The ML data API under uvicorn in a thread (lifespan included): ``ws://...``."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    app = create_app(core, DataApiSettings(port=port, consumers=False))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "the ML data API failed to start"
-        assert time.monotonic() < deadline, "the ML data API did not start in 60 s"
-        time.sleep(0.05)
-    yield f"ws://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+def ws_base(data_api: str) -> str:
+    """The ML data API's WebSocket base URL: ``ws://...``."""
+    return data_api.replace("http://", "ws://", 1)
 
 
 @pytest.fixture
