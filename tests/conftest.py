@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -13,6 +14,7 @@ from psycopg import sql
 from neurostream import infra
 from neurostream.contract import Window, make_window
 from neurostream.settings import CoreSettings
+from tests.lsl_support import Replays
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -46,6 +48,14 @@ def qm(core: CoreSettings) -> Iterator[str]:
 
     with served(create_app(core, QueueManagerSettings()), "queue manager") as url:
         yield url
+
+
+@pytest.fixture
+def replays(tmp_path: Path) -> Iterator[Replays]:
+    """``neurostream lsl-replay`` processes a test starts, all killed after it."""
+    started = Replays(tmp_path)
+    yield started
+    started.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,6 @@ network these tests open on this machine.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pylsl
@@ -54,13 +52,6 @@ class Recorded:
 
     def close(self) -> None:
         self.closed = True
-
-
-@pytest.fixture
-def replays(tmp_path: Path) -> Iterator[Replays]:
-    started = Replays(tmp_path)
-    yield started
-    started.close()
 
 
 def placed(markers: np.ndarray) -> list[tuple[int, int]]:
