@@ -61,15 +61,16 @@ def loose_electrode(
 def write_muse_csv(
     path: Path,
     data: np.ndarray,
-    events: Sequence[tuple[int, int]],
+    events: Sequence[tuple[int, int | str]],
     *,
     fs: float = 256.0,
     t0: float = 151462.006,
     marker: str = "Marker0",
 ) -> Path:
-    """muse-lsl's layout: timestamps, TP9, AF7, AF8, TP10, Right AUX, Marker0 (ms times)."""
+    """muse-lsl's layout: timestamps, TP9, AF7, AF8, TP10, Right AUX, Marker0 (ms times);
+    a marker may be a text, as a stimulus program's string markers are recorded."""
     n = data.shape[1]
-    markers = np.zeros(n, dtype=np.int64)
+    markers: list[int | str] = [0] * n
     for sample, code in events:
         markers[sample] = code
     times = np.round(t0 + np.arange(n) / fs, 3)

@@ -242,3 +242,29 @@ def test_settings_defaults_do_not_loop_or_simulate_real_files() -> None:
     assert ProducerSettings(events="target=2,nontarget=1").event_mapping == EventMapping.parse(
         "target=2,nontarget=1"
     )
+
+
+def test_an_lsl_stream_named_is_the_lsl_source_and_its_options_need_one(tmp_path: Path) -> None:
+    assert ProducerSettings(lsl_name="Muse").source_kind == "lsl"
+    assert ProducerSettings(board="lsl").source_kind == "lsl"
+    assert ProducerSettings(lsl_type="EEG", file="x.csv").source_kind == "file"
+    path = write_muse_csv(tmp_path / "run.csv", eeg_signal(4, 300, FS), [(100, 2)])
+    for given in ({"marker_type": "Markers"}, {"record": str(tmp_path / "s.xdf")}):
+        with pytest.raises(ConfigError, match="read a live LSL source") as caught:
+            open_source(ProducerSettings(file=str(path), **given))  # type: ignore[arg-type]
+        assert "source is file" in str(caught.value)
+    with pytest.raises(ConfigError, match="read a live LSL source"):
+        open_source(ProducerSettings(marker_name="PsychoPy"))  # the synthetic board
+
+
+def test_a_files_text_markers_take_the_mappings_text_codes(tmp_path: Path) -> None:
+    """``--events target=Target`` names a text marker; the file's own numbering gives way."""
+    x = eeg_signal(4, 600, FS)
+    path = write_muse_csv(tmp_path / "run.csv", x, [(100, "Target"), (300, "NonTarget")])
+    settings = ProducerSettings(file=str(path), events="target=Target,nontarget=NonTarget")
+    replay = open_source(settings)
+    assert isinstance(replay, FileSource)
+    markers = np.concatenate([c.markers for c in read_all(replay)])
+    mapping = settings.event_mapping
+    assert mapping is not None and mapping.text_codes == {"Target": 1, "NonTarget": 2}
+    assert {int(i): int(markers[i]) for i in np.flatnonzero(markers)} == {100: 1, 300: 2}

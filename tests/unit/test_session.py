@@ -101,3 +101,22 @@ def test_sliding_windows_spanning_a_gap_are_dropped_too() -> None:
     assert second[0].header.t0 == 9.0 and all(w.header.filtered == "1-30@4" for w in second)
     result = SessionResult("cut", "p300", FS, CHANNELS, gaps=1, windows_dropped_gap=2)
     assert any("1 gap(s) in the stream" in line for line in result.summary())
+
+
+def test_the_summary_tells_an_interrupted_lsl_session() -> None:
+    result = SessionResult("s-1", "p300", FS, CHANNELS, source="lsl:Muse")
+    result.interruptions = [
+        {"last_sample_at": 10.0, "resumed_at": 14.5, "gap_s": 4.5, "samples_before": 2560},
+        {"last_sample_at": 30.0, "resumed_at": None, "gap_s": None, "samples_before": 7680},
+    ]
+    result.lsl = {
+        "clock_offsets": {"eeg": 0.0001, "markers": -5000.0},
+        "markers": {"received": 50, "placed": 48, "late": 2, "outside": 0},
+    }
+    result.predictions_pushed = 40
+    lines = "\n".join(result.summary())
+    assert "INTERRUPTED: the LSL stream was lost 2 time(s) (4.5 s, not back)" in lines
+    assert "LSL markers: 48/50 placed on their sample; 2 arrived too late" in lines
+    assert "marker clock offset -5000.000 s" in lines
+    assert "40 predictions pushed on the LSL outlet" in lines
+    assert "INTERRUPTED" not in "\n".join(SessionResult("s-2", "p300", FS, CHANNELS).summary())
