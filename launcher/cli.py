@@ -21,6 +21,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
+from launcher.lsl_config import configure_liblsl
 from launcher.lsl_replay import lsl_replay
 from launcher.registry_cli import models_app, services_app
 from neurostream.errors import ConfigError, NeurostreamError
@@ -472,6 +473,7 @@ def produce(
 
     _logging(task=True)
     _board_logging()
+    configure_liblsl(verbose=_verbose())
     settings = ProducerSettings(
         **_given(
             file=str(file) if file else None,

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal, cast
 import numpy as np
 import typer
 
+from launcher.lsl_config import configure_liblsl
 from neurostream.errors import ConfigError
 from neurostream.recordings import Recording, read_recording
 
@@ -254,7 +255,9 @@ def lsl_replay(
     ] = None,
 ) -> None:
     """Stream a recording as LSL outlets (EEG and markers) in real time, for testing a setup."""
-    _logging(bool(ctx.find_root().params.get("verbose")), log_file)
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    _logging(verbose, log_file)
+    configure_liblsl(verbose=verbose)
     if only not in ("eeg", "markers", "both"):
         raise ConfigError(f"--only takes eeg, markers or both, not {only!r}", field="only")
     rec = read_recording(file)
