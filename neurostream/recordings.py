@@ -251,7 +251,7 @@ def parse_event_mapping(text: str) -> dict[str, int | str]:
                 f"cannot read {item.strip()!r} in the event mapping {text!r}; give {_EVENTS_FORM}",
                 field="events",
             )
-        value = _label(code)
+        value = marker_label(code)
         if value is None or (isinstance(value, int) and value == 0):
             raise ConfigError(
                 f"the event code of {name!r} is {code!r}, which means 'no event'; use a non-zero "
@@ -349,8 +349,9 @@ def _indices(file: Path, names: Sequence[str], wanted: Sequence[str], what: str)
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def _label(value: object) -> int | str | None:
-    """A marker value as a code (int), a text name, or None for 'no event'."""
+def marker_label(value: object) -> int | str | None:
+    """A marker value as a code (int), a text name, or None for 'no event': how every
+    reader reads a file's markers, and the LSL source a live one."""
     if value is None:
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
@@ -364,13 +365,8 @@ def _label(value: object) -> int | str | None:
     if not text or text.lower() in {"nan", "none", "null"}:
         return None
     if _NUMBER.match(text):
-        return _label(float(text))
+        return marker_label(float(text))
     return text
-
-
-def marker_label(value: object) -> int | str | None:
-    """A live marker read as every reader reads a file's: a code, a text name, or None."""
-    return _label(value)
 
 
 def _events(
@@ -501,7 +497,7 @@ def _read_csv(file: Path, board: str | int | None, stream: str | None) -> _Conte
         else:
             rows = np.arange(n)
         for r in rows:
-            lab = _label(values[r])
+            lab = marker_label(values[r])
             if lab is not None:
                 labels.append((int(r), lab))
     events, event_names = _events(labels, n)
@@ -620,7 +616,7 @@ def _read_brainflow(file: Path, board: str | int | None, stream: str | None) -> 
     marker_row = layout.get("marker_channel")
     if marker_row is not None:
         for s in np.flatnonzero(raw[marker_row] != 0):
-            lab = _label(raw[marker_row, s])
+            lab = marker_label(raw[marker_row, s])
             if lab is not None:
                 labels.append((int(s), lab))
     events, event_names = _events(labels, n)
@@ -644,7 +640,7 @@ def _annotation_label(description: str) -> int | str | None:
     stimulus = _BRAINVISION_STIMULUS.match(description.strip())
     if stimulus:
         return int(stimulus.group(1)) or None
-    return _label(description)
+    return marker_label(description)
 
 
 def _read_mne(fmt: str) -> Callable[[Path, str | int | None, str | None], _Contents]:
@@ -788,7 +784,7 @@ def _read_xdf(file: Path, board: str | int | None, stream: str | None) -> _Conte
             i = int(np.clip(np.searchsorted(ts, stamp), 1, ts.size - 1)) if ts.size > 1 else 0
             if ts.size > 1 and abs(ts[i - 1] - stamp) <= abs(ts[i] - stamp):
                 i -= 1
-            lab = _label(value[0] if isinstance(value, (list, np.ndarray)) else value)
+            lab = marker_label(value[0] if isinstance(value, (list, np.ndarray)) else value)
             if lab is not None:
                 labels.append((i, lab))
     events, event_names = _events(labels, ts.size)
