@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -473,7 +474,7 @@ def produce(
 
     _logging(task=True)
     _board_logging()
-    configure_liblsl(verbose=_verbose())
+    configure_liblsl(verbose=_verbose(), lslapicfg=os.environ.get("LSLAPICFG"))
     settings = ProducerSettings(
         **_given(
             file=str(file) if file else None,

@@ -10,17 +10,15 @@ section is added, and a file that has its own ``[log]`` section is left alone.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 QUIET_LEVEL = -3  # fatal errors only
 VERBOSE_LEVEL = 0  # liblsl's INFO
 
 
-def user_config() -> Path | None:
-    """The ``lsl_api.cfg`` liblsl would read, or None."""
-    given = os.environ.get("LSLAPICFG")
-    candidates = [Path(given)] if given else []
+def user_config(lslapicfg: str | None) -> Path | None:
+    """The ``lsl_api.cfg`` liblsl would read (``lslapicfg``: ``$LSLAPICFG``), or None."""
+    candidates = [Path(lslapicfg)] if lslapicfg else []
     candidates += [
         Path("lsl_api.cfg"),
         Path.home() / "lsl_api" / "lsl_api.cfg",
@@ -37,11 +35,11 @@ def log_config(existing: str, *, verbose: bool) -> str | None:
     return f"{existing.rstrip()}\n\n[log]\nlevel = {level}\n".lstrip()
 
 
-def configure_liblsl(*, verbose: bool) -> None:
+def configure_liblsl(*, verbose: bool, lslapicfg: str | None) -> None:
     """Set liblsl's log level before its first use (it reads its configuration once)."""
     import pylsl
 
-    found = user_config()
+    found = user_config(lslapicfg)
     content = log_config(found.read_text() if found else "", verbose=verbose)
     if content is not None:
         pylsl.set_config_content(content)

@@ -24,6 +24,7 @@ to ``--log-file`` or, with ``--verbose``, to stderr.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -257,7 +258,7 @@ def lsl_replay(
     """Stream a recording as LSL outlets (EEG and markers) in real time, for testing a setup."""
     verbose = bool(ctx.find_root().params.get("verbose"))
     _logging(verbose, log_file)
-    configure_liblsl(verbose=verbose)
+    configure_liblsl(verbose=verbose, lslapicfg=os.environ.get("LSLAPICFG"))
     if only not in ("eeg", "markers", "both"):
         raise ConfigError(f"--only takes eeg, markers or both, not {only!r}", field="only")
     rec = read_recording(file)

@@ -387,36 +387,52 @@ class RecordingSource:
 
 
 class ChannelPick:
-    """A board's channels by name (``channels`` in that order, less ``drop``)."""
+    """A source's channels by name (``channels`` in that order, less ``drop``).
+
+    The pick is checked against the source's channels as soon as they are known: at once
+    for a board, at ``start`` for a live stream (an LSL stream says its channels only once
+    it is resolved).
+    """
 
     def __init__(
         self, source: Source, channels: Sequence[str] | None = None, drop: Sequence[str] = ()
     ) -> None:
+        self.source = source
+        self.wanted = list(channels) if channels else None
+        self.drop = list(drop)
+        self.name, self.fs, self.simulated = source.name, source.fs, source.simulated
+        self.index: list[int] = []
+        self.channels: tuple[str, ...] = ()
+        if source.channels:
+            self._pick()
+
+    def _pick(self) -> None:
+        source = self.source
         names = list(source.channels)
         lower = [n.lower() for n in names]
-        wanted = list(channels) if channels else names
-        unknown = [c for c in [*wanted, *drop] if c.lower() not in lower]
+        wanted = self.wanted or names
+        unknown = [c for c in [*wanted, *self.drop] if c.lower() not in lower]
         if unknown:
             raise ConfigError(
                 f"{source.name} has no channel {', '.join(unknown)} (it has {', '.join(names)})",
                 field="channels",
             )
-        gone = {d.lower() for d in drop}
+        gone = {d.lower() for d in self.drop}
         self.index = [lower.index(c.lower()) for c in wanted if c.lower() not in gone]
         if not self.index:
             raise ConfigError(f"no channel of {source.name} is left to stream", field="channels")
-        self.source = source
-        self.name, self.fs, self.simulated = source.name, source.fs, source.simulated
+        self.name, self.fs = source.name, source.fs
         self.channels = tuple(names[i] for i in self.index)
 
     def start(self) -> None:
         self.source.start()
+        self._pick()
 
     def read(self) -> Chunk | None:
         chunk = self.source.read()
         if chunk is None:
             return None
-        return Chunk(chunk.data[self.index], chunk.timestamps, chunk.markers)
+        return Chunk(chunk.data[self.index], chunk.timestamps, chunk.markers, chunk.gap)
 
     def stop(self) -> None:
         self.source.stop()

@@ -24,35 +24,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from brainflow.board_shim import BrainFlowInputParams
+import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from neurostream.contract import Window, WindowKind
 from neurostream.db import open_pool
 from neurostream.errors import ConfigError
 from neurostream.gate import GateReport, Tally
 from neurostream.labelling import EventMapping
-from neurostream.recordings import read_recording
 from neurostream.settings import CoreSettings
 from neurostream.streamfilter import StreamFilter
-from producer.board import (
-    BrainFlowSource,
-    ChannelPick,
-    Chunk,
-    FileSource,
-    Source,
-    existing_file,
-    resolve_board,
-)
-from producer.lsl import LslSource, StreamQuery
+from producer.board import Chunk, FileSource, Source
+from producer.lsl import LslSource
 from producer.outlet import PredictionOutlet
 from producer.paradigm import OddballParadigm, label_for
 from producer.publisher import WindowPublisher
 from producer.settings import ProducerSettings
 from producer.shift import ChannelShift
+from producer.sources import lsl_of, open_source
 from producer.windowing import Windower
-from producer.xdf import XdfWriter
 
 log = logging.getLogger(__name__)
 
@@ -167,116 +158,6 @@ def _lsl_line(lsl: dict[str, Any]) -> str:
 
 def _counts(counts: dict[Any, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in counts.items())
-
-
-def open_source(settings: ProducerSettings) -> Source:
-    """The source the settings describe: a recording file, an LSL stream, a live board, or
-    playback."""
-    kind = settings.source_kind
-    if kind != "lsl":
-        _refuse_lsl_options(settings, kind)
-    if kind == "lsl":
-        return _pick(settings, open_lsl(settings))
-    if kind == "file":
-        if not settings.file:
-            raise ConfigError(
-                "the file source needs a file: pass --file or set NEUROSTREAM_PRODUCER_FILE",
-                field="file",
-            )
-        recording = read_recording(
-            existing_file(settings.file),
-            format=settings.format or None,
-            board=settings.layout or None,
-            channels=settings.channels or None,
-            drop=settings.drop_channels,
-            stream=settings.stream or None,
-        )
-        mapping = settings.event_mapping
-        if mapping is not None:
-            recording = mapping.bind(recording)
-        return FileSource(recording, speed=settings.speed, loop=settings.loop)
-    board = settings.board.strip() or "synthetic"
-    if settings.file and settings.source_kind != "playback":
-        raise ConfigError(
-            f"--file {settings.file} and --board {board} name two sources",
-            field="board",
-            hint="drop --board to replay the file (BrainFlow files: --layout BOARD), or "
-            "--file to stream the board",
-        )
-    params = BrainFlowInputParams()
-    for name in (
-        "serial_port",
-        "mac_address",
-        "ip_address",
-        "ip_port",
-        "serial_number",
-        "other_info",
-        "timeout",
-        "file",
-    ):
-        setattr(params, name, getattr(settings, name))
-    params.master_board = resolve_board(settings.layout or "synthetic")
-    return _pick(settings, BrainFlowSource(board, params))
-
-
-def _pick(settings: ProducerSettings, source: Source) -> Source:
-    """``source`` with only the channels the settings name (all when they name none)."""
-    if settings.channels or settings.drop_channels:
-        return ChannelPick(source, settings.channels or None, settings.drop_channels)
-    return source
-
-
-def open_lsl(settings: ProducerSettings) -> LslSource:
-    """The LSL source: the EEG stream, an optional marker stream, an optional XDF record."""
-    mapping = settings.event_mapping
-    eeg = StreamQuery(
-        settings.lsl_name,
-        settings.lsl_type or ("" if settings.lsl_name or settings.lsl_source_id else "EEG"),
-        settings.lsl_source_id,
-    )
-    markers = (
-        StreamQuery(settings.marker_name, settings.marker_type, settings.marker_source_id)
-        if settings.markers_given
-        else None
-    )
-    recorder = XdfWriter(settings.record) if settings.record else None
-    if recorder is not None:
-        recorder.open()  # the source closes it at stop
-    return LslSource(
-        eeg,
-        markers,
-        text_codes=mapping.text_codes if mapping is not None else None,
-        marker_delay_s=settings.marker_delay_s,
-        lost_after_s=settings.lost_after_s,
-        give_up_after_s=settings.give_up_after_s,
-        resolve_timeout_s=settings.resolve_timeout_s,
-        recorder=recorder,
-    )
-
-
-def _refuse_lsl_options(settings: ProducerSettings, kind: str) -> None:
-    """LSL-only options given to another source: say so rather than ignore them."""
-    given = [
-        flag
-        for flag, value in (
-            ("--marker-name/--marker-type/--marker-source-id", settings.markers_given),
-            ("--record", bool(settings.record)),
-        )
-        if value
-    ]
-    if given:
-        raise ConfigError(
-            f"{' and '.join(given)} read a live LSL source; this session's source is {kind}",
-            field="board",
-            hint="name the EEG stream with --lsl-name/--lsl-type/--lsl-source-id (or --board "
-            "lsl); a file's markers are read from the file, a board's from its marker row",
-        )
-
-
-def lsl_of(source: Source) -> LslSource | None:
-    """The LSL source under ``source`` (through a channel pick); None for other sources."""
-    inner = source.source if isinstance(source, ChannelPick) else source
-    return inner if isinstance(inner, LslSource) else None
 
 
 def resolve_paradigm(settings: ProducerSettings, source: Source) -> Literal["oddball", "none"]:
@@ -472,11 +353,30 @@ async def run_session(
     mapping = settings.event_mapping
     src = source if source is not None else open_source(settings)
     stop = stop or asyncio.Event()
-    src.start()
     try:
+        started = await _start(src, stop)
+        if not started:
+            log.info("session %s: stopped before its source started", settings.session_id)
+            return SessionResult(settings.session_id, settings.service, src.fs, src.channels)
         return await _session(core, settings, src, mapping, stop)
     finally:
         src.stop()
+
+
+async def _start(src: Source, stop: asyncio.Event) -> bool:
+    """Start the source off the event loop (an LSL stream may take seconds to resolve, a
+    board to open), so SIGTERM/SIGINT are heard meanwhile; False if ``stop`` came first."""
+    starting = asyncio.ensure_future(asyncio.to_thread(src.start))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if starting.done():
+        starting.result()  # a source that cannot start says why here
+        return not stop.is_set()
+    src.stop()  # the source gives up its search; what it was doing ends soon after
+    with contextlib.suppress(Exception):
+        await starting
+    return False
 
 
 async def _session(
@@ -502,14 +402,19 @@ async def _session(
         record_only=settings.record_only,
         store=mapping is not None,
     )
+    lsl = lsl_of(src)
     outlet = (
         PredictionOutlet(
-            core.amqp_url, settings.service, settings.session_id, name=settings.results_lsl_name
+            core.amqp_url,
+            settings.service,
+            settings.session_id,
+            name=settings.results_lsl_name,
+            # the source's own offset, so a prediction is stamped on the clock its window was
+            lsl_offset=lsl.lsl_offset if lsl is not None else None,
         )
         if settings.results_lsl and not settings.record_only
         else None
     )
-    lsl = lsl_of(src)
     try:
         await publisher.start()
         if outlet is not None:
@@ -716,7 +621,8 @@ async def _register(
             VALUES (%s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (session_id) DO UPDATE SET service = EXCLUDED.service,
                 board = EXCLUDED.board, fs = EXCLUDED.fs, channels = EXCLUDED.channels,
-                paradigm = EXCLUDED.paradigm, source = EXCLUDED.source, ended_at = NULL
+                paradigm = EXCLUDED.paradigm, source = EXCLUDED.source, ended_at = NULL,
+                interrupted = false, interruptions = '[]'
             """,
             [
                 settings.session_id,
@@ -765,6 +671,7 @@ class _Interruptions:
         self.session_id = session_id
         self.source = source
         self.result = result
+        self.db_timeout_s = 2.0
         self._written: list[dict[str, object]] = []
 
     async def check(self) -> None:
@@ -780,10 +687,19 @@ class _Interruptions:
                 self.session_id,
                 new.get("samples_before"),
             )
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE sessions SET interrupted = true, interruptions = %s WHERE session_id = %s",
-                [Jsonb(now), self.session_id],
-            )
-        self._written = now
         self.result.interruptions = now
+        try:
+            async with self.pool.connection(timeout=self.db_timeout_s) as conn:
+                await conn.execute(
+                    "UPDATE sessions SET interrupted = true, interruptions = %s "
+                    "WHERE session_id = %s",
+                    [Jsonb(now), self.session_id],
+                )
+        except (psycopg.Error, PoolTimeout) as exc:
+            # A session built to outlive its stream must not end on a store blip: the row
+            # is written on the next check (and at the end with the source record).
+            log.warning(
+                "session %s: could not record the interruption yet: %s", self.session_id, exc
+            )
+            return
+        self._written = now

@@ -94,7 +94,8 @@ class ProducerSettings(BaseSettings):
     marker_name: str = Field(
         "",
         description="A separate LSL marker stream (a stimulus program's) by name; with "
-        "`marker_type` / `marker_source_id`. None given: markers only from the EEG source.",
+        "`marker_type` / `marker_source_id`. None given: no marker stream is read (the LSL "
+        "EEG stream's own channels are never taken as markers).",
     )
     marker_type: str = Field("", description="The marker stream's type (e.g. 'Markers').")
     marker_source_id: str = Field("", description="The marker stream's source id.")

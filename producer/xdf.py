@@ -210,7 +210,9 @@ class XdfWriter:
         """A StreamHeader from an LSL info XML (``StreamInfo.as_xml()``); the new stream id.
 
         The header is written as given, so everything the outlet said about itself
-        (``desc/channels``, units, source id) is in the file for the readers.
+        (``desc/channels``, units, source id) is in the file for the readers. The file is
+        created here if ``open`` was not called: a live source adds its first stream only
+        once it has found it, so a session that never found its stream leaves no file.
         """
         try:
             info = ET.fromstring(info_xml.encode("utf-8"))
@@ -242,6 +244,8 @@ class XdfWriter:
             if value is None
             else np.dtype([("n", "u1"), ("t", "<f8"), ("v", value, (n_channels,))])
         )
+        if self._file is None and not self._closed:
+            self.open()
         with self._lock:
             self._require_open()
             stream_id = len(self._streams) + 1
@@ -431,7 +435,8 @@ class XdfWriter:
         return ConfigError(
             f"cannot record to {self.path}: the file already exists and would be overwritten",
             field="path",
-            hint="choose another file name, or pass overwrite=True to replace it",
+            hint="choose another file name, or remove this one: a recording is never replaced "
+            "(XdfWriter(overwrite=True) does, in code)",
         )
 
     def _missing_dir_error(self) -> ConfigError:

@@ -17,8 +17,8 @@ from producer.board import (
     check_connection,
     resolve_board,
 )
-from producer.session import open_source
 from producer.settings import ProducerSettings
+from producer.sources import open_source
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,9 @@ from neurostream.recordings import Recording
 from neurostream.streamfilter import StreamFilter
 from producer.board import BrainFlowSource, Chunk, FileSource, RecordingSource
 from producer.offline import epochs_from_recording
-from producer.session import Cutter, open_source, resolve_paradigm
+from producer.session import Cutter, resolve_paradigm
 from producer.settings import ProducerSettings
+from producer.sources import open_source
 from tests.recording_files import eeg_signal, write_muse_csv
 
 FS = 256.0

@@ -411,11 +411,18 @@ def test_chunks_the_header_contradicts_are_refused_and_nothing_is_written(tmp_pa
         writer.write(eeg_id, np.zeros((1, 5)), [1.0])
 
 
-def test_writing_before_open_is_refused(tmp_path):
-    writer = XdfWriter(tmp_path / "early.xdf")
-    with pytest.raises(SourceError, match="not open yet"):
-        writer.add_stream(stream_info("Muse", "EEG", MUSE, FS, "float32"))
-    assert not (tmp_path / "early.xdf").exists()
+def test_the_file_is_created_with_its_first_stream_and_writes_need_one(tmp_path):
+    """A live source that never finds its stream leaves no file behind."""
+    path = tmp_path / "early.xdf"
+    writer = XdfWriter(path)
+    assert not path.exists()
+    with pytest.raises(SourceError, match="has no stream 1"):
+        writer.write(1, np.zeros((1, 5)), [1.0])
+    assert not path.exists()
+    stream_id = writer.add_stream(stream_info("Muse", "EEG", MUSE, FS, "float32"))
+    writer.write(stream_id, np.zeros((2, 5)), [1.0, 1.004])
+    writer.close()
+    assert path.read_bytes().startswith(b"XDF:") and writer.samples == {1: 2}
 
 
 # --- a real recording, streamed through the writer ------------------------------------------
