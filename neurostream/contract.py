@@ -4,6 +4,10 @@ A window is a float32 array ``[n_channels, n_samples]`` sent as raw little-endia
 bytes (C order) with its metadata in AMQP headers; ``message_id`` is
 ``<session_id>:<seq>``. ``decode`` validates everything a worker relies on and raises
 ``ContractError`` with a reason, which the worker forwards to the dead-letter queue.
+
+The prediction message (``PredictionMessage`` of ``PredictionItem``s, at the end) is the
+way back: what a worker publishes on ``eeg.predictions`` and the LSL outlet and the live
+WebSocket read, with the times a closed loop needs (``event_t``, ``last_sample_t``).
 """
 
 from __future__ import annotations
@@ -249,3 +253,86 @@ def decode(
             "data contains NaN or Inf", session_id=header.session_id, seq=header.seq
         )
     return Window(header=header, data=data)
+
+
+# --- The prediction message -------------------------------------------------------------
+#
+# What a worker publishes on ``eeg.predictions`` (key ``<service>.<session_id>``) after the
+# durable write, one JSON body per session and batch, and what the LSL outlet
+# (``producer.outlet``) and the live WebSocket (``ml_data_api.routers.live``) read:
+#
+#     {"session_id": ..., "predictions": [{"seq", "model_version_id", "predicted", "score",
+#      "marker", "t0", "kind", "fs", "n_samples", "tmin"}, ...]}
+#
+# ``fs``, ``n_samples`` and ``tmin`` came later: a body from an older worker lacks them and
+# still decodes; only the times derived from them (``event_t``, ``last_sample_t``) are None.
+PREDICTIONS_CONTENT_TYPE = "application/json"
+
+
+class PredictionItem(BaseModel):
+    """One serving prediction of a message, with where its window lies in time (wall s)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    seq: int = Field(ge=0)
+    model_version_id: int
+    predicted: int
+    score: float
+    marker: int | None = None
+    t0: float  # the window's first sample
+    kind: WindowKind
+    fs: float | None = Field(None, gt=0)
+    n_samples: int | None = Field(None, ge=1)
+    tmin: float | None = None  # an epoch's start around its event (s)
+
+    @field_validator("t0")
+    @classmethod
+    def _finite_t0(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+    @property
+    def last_sample_t(self) -> float | None:
+        """Wall time of the window's last sample; None without ``fs`` and ``n_samples``."""
+        if self.fs is None or self.n_samples is None:
+            return None
+        return self.t0 + (self.n_samples - 1) / self.fs
+
+    @property
+    def event_t(self) -> float | None:
+        """Wall time the prediction is about: an epoch's event, a sliding window's last sample.
+
+        The windower cuts an epoch from its event's sample plus ``round(tmin * fs)``
+        samples, so the event is ``t0 - round(tmin * fs) / fs``. None when the message
+        lacks what that takes (an older worker)."""
+        if self.kind is WindowKind.EPOCH:
+            if self.tmin is None or self.fs is None:
+                return None
+            return self.t0 - round(self.tmin * self.fs) / self.fs
+        return self.last_sample_t
+
+
+class PredictionMessage(BaseModel):
+    """One session's predictions of a worker's batch, as published on ``eeg.predictions``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    session_id: str = Field(min_length=1, max_length=128)
+    predictions: list[PredictionItem]
+
+    def encode(self) -> bytes:
+        """The JSON body (the keys above; absent times as ``null``)."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, body: bytes | str) -> PredictionMessage:
+        """Validate a body; anything unreadable raises ``ContractError`` with the reason."""
+        try:
+            return cls.model_validate_json(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "body"
+            raise ContractError(
+                f"invalid prediction message '{field}': {first['msg']}", field=field
+            ) from None

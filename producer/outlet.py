@@ -18,7 +18,11 @@ is *about*, on the LSL clock, so a program matches it to its own timestamps:
 - an epoch: its event, the sample the marker fell on (``t0 - round(tmin * fs) / fs``, the
   epoch's first sample less its offset; ``t0`` when the window carries no ``tmin``). A
   PsychoPy program finds its marker's ``local_clock()`` stamp within half a sample of it.
-- a sliding window: its last sample (``t0 + (n_samples - 1) / fs``).
+- a sliding window: its last sample (``t0 + (n_samples - 1) / fs``; ``t0`` from a worker
+  that predates ``fs``/``n_samples``).
+
+Both are ``PredictionItem.event_t`` of ``neurostream.contract``, the message's one schema,
+which the live WebSocket sends as ``event_t``: the two doors name the same instant.
 
 Windows carry wall-clock times (``t0``); ``lsl = wall - lsl_offset``, where ``lsl_offset``
 is the producer's (``wall = lsl + lsl_offset``) when given, else measured once at start as
@@ -28,11 +32,10 @@ is the producer's (``wall = lsl + lsl_offset``) when given, else measured once a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
-from typing import Any
+from collections.abc import Iterable
 
 import aio_pika
 import pylsl
@@ -44,39 +47,21 @@ from aio_pika.abc import (
 )
 
 from neurostream import topology
+from neurostream.contract import ContractError, PredictionItem, PredictionMessage
 from neurostream.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
 CHANNELS = ("seq", "score", "predicted", "marker", "model_version_id", "latency_s")
 STREAM_TYPE = "Predictions"
+# How long drain() waits for quiet once the session's last seq was pushed: replicas' earlier
+# seqs arrive within a batch's time of it.
+SETTLE_S = 0.2
 
 
 def source_id(session_id: str) -> str:
     """The outlet's LSL source id: what a program resolves the session's predictions by."""
     return f"neurostream-{session_id}-predictions"
-
-
-def _last_sample(item: dict[str, Any]) -> float | None:
-    """Wall time of the window's last sample (None when the message lacks its shape)."""
-    fs, n = item.get("fs"), item.get("n_samples")
-    if not fs or not n:
-        return None
-    return float(item["t0"]) + (int(n) - 1) / float(fs)
-
-
-def stamp_wall(item: dict[str, Any]) -> float:
-    """Wall time a prediction is about: an epoch's event, a sliding window's last sample."""
-    t0 = float(item["t0"])
-    fs = item.get("fs")
-    if item.get("kind") == "epoch":
-        tmin = item.get("tmin")
-        if tmin is None or not fs:
-            return t0
-        # The windower cuts from the event's sample plus round(tmin * fs) samples.
-        return t0 - round(float(tmin) * float(fs)) / float(fs)
-    last = _last_sample(item)
-    return t0 if last is None else last
 
 
 class PredictionOutlet:
@@ -170,45 +155,54 @@ class PredictionOutlet:
         self.outlet = None  # pylsl destroys the outlet when the object goes
 
     async def drain(self, last_seq: int | None, timeout_s: float, *, idle_s: float = 2.0) -> bool:
-        """Wait, after the last window was confirmed, for its prediction to be pushed.
+        """Wait, after the last window was confirmed, for the session's last predictions.
 
-        Done when the prediction for ``last_seq`` (or a later one) went out, when nothing
-        was pushed for ``idle_s`` (the last epochs may have been gated: no prediction comes
-        for them), or at ``timeout_s``; True only in the first case.
+        True once the prediction for ``last_seq`` (or a later one) went out and nothing more
+        came for ``SETTLE_S``: with worker replicas an earlier seq may still be in flight
+        behind it. False when nothing more came for ``idle_s`` since the last push (the last
+        epochs may have been gated: no prediction comes for them), or at ``timeout_s``
+        without it. The idle clock starts at the first push after the call, not at the
+        call: a worker slower than ``idle_s`` to score the last windows is waited for, up
+        to ``timeout_s``.
         """
         if last_seq is None:
             return True
         loop = asyncio.get_running_loop()
-        end = loop.time() + timeout_s
-        seen, quiet_since = self.pushed, loop.time()
-        while self.last_seq is None or self.last_seq < last_seq:
+        start = loop.time()
+        seen, last_push = self.pushed, None
+        while True:
             now = loop.time()
             if self.pushed != seen:
-                seen, quiet_since = self.pushed, now
-            if now >= end or now - quiet_since >= idle_s:
+                seen, last_push = self.pushed, now
+            reached = self.last_seq is not None and self.last_seq >= last_seq
+            quiet = now - (start if last_push is None else last_push)
+            if reached and quiet >= SETTLE_S:
+                return True
+            if now - start >= timeout_s:
+                return reached
+            if not reached and last_push is not None and quiet >= idle_s:
                 return False
             await asyncio.sleep(0.02)
-        return True
 
-    def push(self, items: list[dict[str, Any]]) -> int:
+    def push(self, items: Iterable[PredictionItem]) -> int:
         """Push a message's predictions in seq order; returns how many were pushed."""
         assert self.outlet is not None and self.lsl_offset is not None
         n = 0
-        for item in sorted(items, key=lambda i: int(i["seq"])):
+        for item in sorted(items, key=lambda i: i.seq):
             now = time.time()
-            last = _last_sample(item)
-            marker = item.get("marker")
+            last = item.last_sample_t
+            event = item.event_t
             sample = [
-                float(item["seq"]),
-                float(item["score"]),
-                float(item["predicted"]),
-                math.nan if marker is None else float(marker),
-                float(item["model_version_id"]),
+                float(item.seq),
+                item.score,
+                float(item.predicted),
+                math.nan if item.marker is None else float(item.marker),
+                float(item.model_version_id),
                 math.nan if last is None else now - last,
             ]
-            self.outlet.push_sample(sample, stamp_wall(item) - self.lsl_offset)
-            seq = int(item["seq"])
-            self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
+            # An older worker's message lacks the geometry: its window's first sample.
+            self.outlet.push_sample(sample, (item.t0 if event is None else event) - self.lsl_offset)
+            self.last_seq = item.seq if self.last_seq is None else max(self.last_seq, item.seq)
             n += 1
         self.pushed += n
         return n
@@ -216,10 +210,10 @@ class PredictionOutlet:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         async with message.process(ignore_processed=True):
             try:
-                body = json.loads(message.body)
-                if body.get("session_id") != self.session_id:
-                    return
-                self.push(list(body["predictions"]))
-            except (ValueError, KeyError, TypeError) as exc:
+                body = PredictionMessage.decode(message.body)
+            except ContractError as exc:
                 # A malformed message is dropped: the prediction is in PostgreSQL anyway.
                 log.warning("session %s: unreadable prediction message: %s", self.session_id, exc)
+                return
+            if body.session_id == self.session_id:
+                self.push(body.predictions)

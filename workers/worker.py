@@ -40,7 +40,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from neurostream import topology
 from neurostream.batching import drain, next_batch
-from neurostream.contract import ContractError, Window, decode
+from neurostream.contract import (
+    PREDICTIONS_CONTENT_TYPE,
+    ContractError,
+    PredictionItem,
+    PredictionMessage,
+    Window,
+    WindowKind,
+    decode,
+)
 from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
 from neurostream.geometry import EpochGeometry
@@ -518,31 +526,31 @@ class Worker:
             processing.observe(done - t)
 
     async def _publish(self, rows: list[PredictionRow]) -> None:
-        by_session: dict[str, list[dict[str, object]]] = defaultdict(list)
+        """Each session's serving predictions as one ``PredictionMessage`` (closed loops)."""
+        by_session: dict[str, list[PredictionItem]] = defaultdict(list)
         for r in rows:
             if r.role == "serving":
                 by_session[r.session_id].append(
-                    {
-                        "seq": r.seq,
-                        "model_version_id": r.model_version_id,
-                        "predicted": r.predicted,
-                        "score": r.score,
-                        "marker": r.marker,
-                        # Where the window lies in time (wall clock, s), for closed loops.
-                        "t0": r.t0,
-                        "kind": r.kind,
-                        "fs": r.fs,
-                        "n_samples": r.n_samples,
-                        "tmin": r.tmin,
-                    }
+                    PredictionItem(
+                        seq=r.seq,
+                        model_version_id=r.model_version_id,
+                        predicted=r.predicted,
+                        score=r.score,
+                        marker=r.marker,
+                        t0=r.t0,
+                        kind=WindowKind(r.kind),
+                        fs=r.fs,
+                        n_samples=r.n_samples,
+                        tmin=r.tmin,
+                    )
                 )
         assert self._predictions is not None
         try:
             for session_id, items in by_session.items():
                 await self._predictions.publish(
                     aio_pika.Message(
-                        body=json.dumps({"session_id": session_id, "predictions": items}).encode(),
-                        content_type="application/json",
+                        body=PredictionMessage(session_id=session_id, predictions=items).encode(),
+                        content_type=PREDICTIONS_CONTENT_TYPE,
                     ),
                     routing_key=f"{self.service}.{session_id}",
                     mandatory=False,  # no closed-loop listener is fine

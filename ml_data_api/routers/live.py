@@ -9,38 +9,61 @@ sending only seqs above the last one sent, so the client sees each seq once, in 
 live prediction that arrives after a later seq, replicas racing, is left to
 ``GET /predictions``). Without ``since_seq`` only live predictions are sent.
 
-One JSON text message per prediction (``LivePrediction``). Reads are open, as every GET of
-this API: no token. The socket is accepted first so that a refusal carries its code and
-reason: 4404 for an unknown session, 1008 for a bad ``since_seq`` or session id. A client
-that goes away cancels the consumer and deletes its queue. The AMQP connection is the
-app's (``app.state.amqp``, opened in the lifespan); each socket has its own channel.
+One JSON text message per prediction (``LivePrediction``), read from the worker's
+``PredictionMessage`` (``neurostream.contract``). ``event_t`` is the instant the LSL outlet
+stamps, on the wall clock: an epoch's event, a sliding window's last sample. A replayed row
+has it from what the store keeps: an epoch's from the session row's ``fs`` and
+``paradigm.epoch.tmin``, a sliding window's from its archived window's length (the window
+archiver's ``windows`` row); null where those are missing.
+
+Reads are open, as every GET of this API: no token. The socket is accepted first so that a
+refusal carries its code and reason: 4404 for an unknown session, 1008 for a bad
+``since_seq`` or session id, 1011 when the broker cannot be reached (retry). A client that
+goes away cancels the consumer and deletes its queue. The AMQP connection is the app's
+(``app.state.amqp``, opened in the lifespan); each socket has its own channel.
+
+A socket's queue holds at most ``QUEUE_MAX`` messages (worker batches) for a client that
+reads too slowly, then drops the oldest (``drop-head``: the workers are never nacked for a
+slow client); a watcher finds the queue at its limit and logs one warning per socket. The
+client sees a gap in ``seq`` and fills it from the store by reconnecting with
+``since_seq``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from typing import Any, cast
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field
 
 from neurostream import topology
+from neurostream.contract import ContractError, PredictionItem, PredictionMessage
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["production data"])
 
 UNKNOWN_SESSION = 4404  # the application range (4000-4999) mirror of HTTP 404
 POLICY_VIOLATION = 1008  # what FastAPI closes a socket with on invalid input
+INTERNAL_ERROR = 1011  # the server cannot serve the socket now
+# A close reason is at most 123 bytes.
+BROKER_DOWN = "the message broker (RabbitMQ) is unreachable; retry in a few seconds"
+SUBSCRIBE_TIMEOUT_S = 10.0  # a broker that accepts the connection but does not answer
 PREFETCH = 100  # unacked live messages per socket: a slow client backs up in the broker
-QUEUE_MAX = 10_000  # a stalled client's queue keeps the newest predictions only
+QUEUE_MAX = 10_000  # a stalled client's queue keeps the newest messages only
+WATCH_S = 1.0  # how often a socket's queue depth is read, to warn of a slow client
 REPLAY_PAGE = 1000
 
 _KNOWN = """
@@ -48,19 +71,27 @@ SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = %(s)s)
     OR EXISTS (SELECT 1 FROM windows WHERE session_id = %(s)s)
     OR EXISTS (SELECT 1 FROM predictions WHERE session_id = %(s)s)
 """
-# One serving prediction per seq (the first written, should a swap have scored it twice).
+# One serving prediction per seq (the first written, should a swap have scored it twice),
+# with the window geometry the store has: fs from the archived window or the session row,
+# n_samples from the archived window, an epoch's tmin from the session's paradigm.
 _STORED = """
-SELECT DISTINCT ON (seq) session_id, seq, model_version_id, predicted, score::float8 AS score,
-    marker, extract(epoch FROM window_ts)::float8 AS t0, kind
-FROM predictions
-WHERE session_id = %(s)s AND role = 'serving' AND seq > %(after)s
-ORDER BY seq, predicted_at
+SELECT DISTINCT ON (p.seq) p.seq, p.model_version_id, p.predicted, p.score::float8 AS score,
+    p.marker, extract(epoch FROM p.window_ts)::float8 AS t0, p.kind,
+    coalesce(w.fs, s.fs) AS fs, w.n_samples,
+    CASE WHEN p.kind = 'epoch' AND jsonb_typeof(s.paradigm #> '{epoch,tmin}') = 'number'
+        THEN (s.paradigm #>> '{epoch,tmin}')::float8 END AS tmin
+FROM predictions p
+LEFT JOIN sessions s ON s.session_id = p.session_id
+LEFT JOIN windows w
+    ON w.session_id = p.session_id AND w.seq = p.seq AND w.window_ts = p.window_ts
+WHERE p.session_id = %(s)s AND p.role = 'serving' AND p.seq > %(after)s
+ORDER BY p.seq, p.predicted_at
 LIMIT %(limit)s
 """
 
 
 class LivePrediction(BaseModel):
-    """One prediction as the socket sends it; ``t0``: wall time of the window's first sample."""
+    """One prediction as the socket sends it (wall-clock times, Unix s)."""
 
     session_id: str
     seq: int
@@ -68,8 +99,28 @@ class LivePrediction(BaseModel):
     predicted: int
     marker: int | None
     model_version_id: int
-    t0: float
+    t0: float = Field(description="The window's first sample.")
     kind: str
+    event_t: float | None = Field(
+        description="What the prediction is about, the instant the LSL outlet stamps: an "
+        "epoch's event, a sliding window's last sample; null when not known (a replayed row "
+        "without the session's epoch tmin or the archived window, an older worker)."
+    )
+
+    @classmethod
+    def of(cls, session_id: str, item: PredictionItem) -> LivePrediction:
+        """The socket's view of one item of the worker's message (or of a stored row)."""
+        return cls(
+            session_id=session_id,
+            seq=item.seq,
+            score=item.score,
+            predicted=item.predicted,
+            marker=item.marker,
+            model_version_id=item.model_version_id,
+            t0=item.t0,
+            kind=item.kind.value,
+            event_t=item.event_t,
+        )
 
 
 def queue_name(session_id: str) -> str:
@@ -89,7 +140,54 @@ def _since_seq(raw: str | None) -> int | None:
 async def _stored(conn: AsyncConnection[Any], session_id: str, after: int) -> list[LivePrediction]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_STORED, {"s": session_id, "after": after, "limit": REPLAY_PAGE})
-        return [LivePrediction(**r) for r in await cur.fetchall()]
+        rows = await cur.fetchall()
+    return [LivePrediction.of(session_id, PredictionItem.model_validate(r)) for r in rows]
+
+
+class _Subscription:
+    """One socket's channel and exclusive queue bound to the session's predictions."""
+
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self.tag: str | None = None
+
+    @classmethod
+    async def open(cls, amqp: AbstractRobustConnection, session_id: str) -> _Subscription:
+        """Bind and consume; raises (after closing what it opened) when the broker fails."""
+        channel = await amqp.channel()
+        try:
+            await channel.set_qos(prefetch_count=PREFETCH)
+            ex = await topology.declare_exchanges(channel)
+            queue = await channel.declare_queue(
+                queue_name(session_id),
+                exclusive=True,
+                auto_delete=True,
+                arguments={"x-max-length": QUEUE_MAX, "x-overflow": "drop-head"},
+            )
+            await queue.bind(ex[topology.PREDICTIONS_EXCHANGE], routing_key=f"*.{session_id}")
+            sub = cls(channel, queue)
+            sub.tag = await queue.consume(sub.inbox.put)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await channel.close()
+            raise
+        return sub
+
+    async def full(self) -> bool:
+        """Whether the queue holds ``QUEUE_MAX`` ready messages: from here each new one
+        drops the oldest. (Re-declaring with the same arguments reads the depth.)"""
+        ok = await self.queue.declare()
+        return (ok.message_count or 0) >= QUEUE_MAX
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.tag is not None:
+                await self.queue.cancel(self.tag)
+            await self.queue.delete(if_unused=False, if_empty=False)
+        with contextlib.suppress(Exception):
+            await self.channel.close()
 
 
 @router.websocket("/sessions/{session_id}/predictions/live")
@@ -111,39 +209,23 @@ async def live_predictions(websocket: WebSocket, session_id: str) -> None:
         await websocket.close(UNKNOWN_SESSION, f"session_id: session {session_id!r} does not exist")
         return
     amqp = cast(AbstractRobustConnection, websocket.app.state.amqp)
-    channel = await amqp.channel()
-    queue: AbstractQueue | None = None
-    tag: str | None = None
     try:
-        await channel.set_qos(prefetch_count=PREFETCH)
-        ex = await topology.declare_exchanges(channel)
-        queue = await channel.declare_queue(
-            queue_name(session_id),
-            exclusive=True,
-            auto_delete=True,
-            arguments={"x-max-length": QUEUE_MAX, "x-overflow": "drop-head"},
+        sub = await asyncio.wait_for(_Subscription.open(amqp, session_id), SUBSCRIBE_TIMEOUT_S)
+    except Exception as exc:  # closed or reconnecting connection, refused channel, timeout
+        log.warning(
+            "session %s: live socket refused, the broker is unreachable: %r", session_id, exc
         )
-        await queue.bind(ex[topology.PREDICTIONS_EXCHANGE], routing_key=f"*.{session_id}")
-        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            await inbox.put(message)
-
-        tag = await queue.consume(on_message)
+        await websocket.close(INTERNAL_ERROR, BROKER_DOWN)
+        return
+    try:
         relay = _Relay(websocket, session_id, since)
         if since is not None:
             await relay.replay(pool)
-        await relay.run(inbox)
+        await relay.run(sub)
     except (WebSocketDisconnect, OSError):
         pass  # the client left (uvicorn's ClientDisconnected is an OSError)
     finally:
-        if queue is not None:
-            with contextlib.suppress(Exception):
-                if tag is not None:
-                    await queue.cancel(tag)
-                await queue.delete(if_unused=False, if_empty=False)
-        with contextlib.suppress(Exception):
-            await channel.close()
+        await sub.close()
 
 
 class _Relay:
@@ -170,22 +252,43 @@ class _Relay:
             if len(page) < REPLAY_PAGE:
                 return
 
-    async def run(self, inbox: asyncio.Queue[AbstractIncomingMessage]) -> None:
-        """Relay live messages until the client goes away."""
-        sender = asyncio.create_task(self._relay(inbox))
+    async def run(self, sub: _Subscription) -> None:
+        """Relay live messages until the client goes away, watching the queue's depth."""
+        sender = asyncio.create_task(self._relay(sub.inbox))
         receiver = asyncio.create_task(self._until_disconnect())
+        watcher = asyncio.create_task(self._watch(sub))
         try:
             done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # a send that failed on a gone client raises here
         finally:
-            for task in (sender, receiver):
+            for task in (sender, receiver, watcher):
                 task.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
+            await asyncio.gather(sender, receiver, watcher, return_exceptions=True)
 
     async def _until_disconnect(self) -> None:
         while (await self.websocket.receive())["type"] != "websocket.disconnect":
             pass  # the client has nothing to say; its messages are ignored
+
+    async def _watch(self, sub: _Subscription) -> None:
+        """Warn once when the queue reached its limit: the relay, blocked on a slow client's
+        socket, cannot notice, and the broker drops the oldest messages without a word."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            try:
+                full = await sub.full()
+            except Exception as exc:  # the broker went away: the relay will notice too
+                log.debug("session %s: reading a live queue's depth: %r", self.session_id, exc)
+                return
+            if full:
+                log.warning(
+                    "session %s: a live WebSocket client reads too slowly: its queue reached "
+                    "%d messages and the oldest are dropped; it can fill the gap from the "
+                    "store by reconnecting with since_seq",
+                    self.session_id,
+                    QUEUE_MAX,
+                )
+                return
 
     async def _relay(self, inbox: asyncio.Queue[AbstractIncomingMessage]) -> None:
         while True:
@@ -196,19 +299,11 @@ class _Relay:
 
     def _parse(self, body: bytes) -> list[LivePrediction]:
         try:
-            doc = json.loads(body)
-            if doc.get("session_id") != self.session_id:
-                return []
-            items = [
-                LivePrediction(session_id=self.session_id, **_fields(i)) for i in doc["predictions"]
-            ]
-        except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
+            doc = PredictionMessage.decode(body)
+        except ContractError as exc:
             log.warning("session %s: unreadable prediction message: %s", self.session_id, exc)
             return []
+        if doc.session_id != self.session_id:
+            return []
+        items = [LivePrediction.of(self.session_id, i) for i in doc.predictions]
         return sorted(items, key=lambda p: p.seq)
-
-
-def _fields(item: dict[str, Any]) -> dict[str, Any]:
-    """The message fields a live prediction carries (the worker also sends fs, tmin, ...)."""
-    keys = LivePrediction.model_fields.keys() - {"session_id"}
-    return {k: item.get(k) for k in keys}

@@ -9,27 +9,42 @@ are published on ``eeg.predictions`` with the worker's body shape. The client is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import aio_pika
+import numpy as np
 import pylsl
 import pytest
+from psycopg.types.json import Jsonb
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from neurostream import registry, topology
-from neurostream.contract import encode, make_window
+from ml_data_api.archiver import INSERT as ARCHIVE
+from ml_data_api.archiver import window_params
+from ml_data_api.routers import live as live_router
+from neurostream import infra, registry, topology
+from neurostream.contract import (
+    PredictionItem,
+    PredictionMessage,
+    WindowKind,
+    encode,
+    make_window,
+)
 from neurostream.geometry import EpochGeometry
 from neurostream.models.training import train_model
 from neurostream.results import PredictionRow, write_predictions
 from neurostream.settings import CoreSettings
 from producer.outlet import PredictionOutlet, source_id
-from tests.factories import FS, synthetic_p300, unique
+from tests.factories import FS, served, synthetic_p300, unique
 from workers.settings import WorkerSettings
 from workers.worker import Worker
 
@@ -153,12 +168,17 @@ async def test_stored_predictions_are_replayed_from_since_seq_then_live_ones_fol
         "model_version_id": 3,
         "t0": pytest.approx(T0 + 1.0, abs=1e-6),
         "kind": "epoch",
+        "event_t": None,  # the session row records no epoch tmin: the event is not known
     }
     # seq 4 was stored and sent: its live copy is not sent again.
     assert [m["seq"] for m in followed] == [5, 6, 7, 8]
     assert [m["score"] for m in followed] == [0.55, 0.6, 0.65, 0.7]  # 7 is this session's
     assert {m["session_id"] for m in followed} == {session}
     assert followed[0]["marker"] is None and followed[0]["kind"] == "sliding"
+    # A live sliding window's event_t: its last sample (125 samples at 250 Hz).
+    assert [m["event_t"] for m in followed] == pytest.approx(
+        [T0 + s * 0.5 + 124 / 250 for s in (5, 6, 7, 8)], abs=1e-6
+    )
 
 
 async def test_without_since_seq_only_live_predictions_come_and_leaving_drops_the_queue(
@@ -274,8 +294,155 @@ async def test_a_real_workers_predictions_reach_the_lsl_outlet_and_the_socket(
     assert [ts for _, ts, _ in over_lsl] == pytest.approx([e - offset for e in events], abs=1e-6)
     assert {m["kind"] for m in over_ws} == {"epoch"}
     assert [m["t0"] for m in over_ws] == pytest.approx([e - 0.1 for e in events], abs=1e-6)
+    # The socket's event_t is the instant the outlet stamps, on the wall clock.
+    assert [m["event_t"] for m in over_ws] == pytest.approx(
+        [ts + offset for _, ts, _ in over_lsl], abs=1e-6
+    )
+    assert [m["event_t"] for m in over_ws] == pytest.approx(events, abs=1e-6)
     delay = sorted(got - sent for (_, _, got), sent in zip(over_lsl, published, strict=True))
     print(
         f"\nwindow published -> prediction at the LSL inlet, through a worker: median "
         f"{1e3 * delay[n // 2]:.1f} ms, max {1e3 * delay[-1]:.1f} ms ({n} epochs, one burst)"
     )
+
+
+async def test_replayed_rows_carry_event_t_from_the_session_row_and_the_archived_windows(
+    pool, ws_base: str, exchange
+) -> None:
+    """An epoch's event from the session's fs and ``paradigm.epoch.tmin``; a sliding
+    window's last sample from its archived window; null for a window never archived."""
+    service, session = unique("svc"), unique("s")
+    paradigm = {"kind": "none", "epoch": EpochGeometry.cut(-0.1, 0.7).describe()}
+    event0, t1, t2 = T0 + 10.0, T0 + 11.0, T0 + 12.0
+    rows = [
+        # 256 Hz from -0.1 s: round(-25.6) = -26 samples before the event.
+        replace(row(session, 0), t0=event0 - 26 / 256, kind="epoch"),
+        replace(row(session, 1), t0=t1, kind="sliding", marker=None),
+        replace(row(session, 2), t0=t2, kind="sliding", marker=None),
+    ]
+    archived = make_window(
+        np.zeros((1, 256)), session_id=session, seq=1, t0=t1, fs=256.0, channels=["c0"]
+    )
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO sessions (session_id, service, board, fs, channels, paradigm) "
+            "VALUES (%s, %s, 'lsl', 256, '[\"c0\"]', %s)",
+            [session, service, Jsonb(paradigm)],
+        )
+        await write_predictions(conn, service, "w-1", rows)
+        await conn.execute(ARCHIVE, window_params([(service, archived)]))
+    async with connect(f"{ws_base}/sessions/{session}/predictions/live?since_seq=-1") as ws:
+        replayed = await receive(ws, 3)
+        # The same epoch live, as the worker publishes it: the same event_t.
+        msg = PredictionMessage(
+            session_id=session,
+            predictions=[
+                PredictionItem(
+                    seq=3,
+                    model_version_id=3,
+                    predicted=1,
+                    score=0.9,
+                    marker=2,
+                    t0=event0 + 1.0 - 26 / 256,
+                    kind=WindowKind.EPOCH,
+                    fs=256.0,
+                    n_samples=205,
+                    tmin=-0.1,
+                )
+            ],
+        )
+        await exchange.publish(aio_pika.Message(msg.encode()), f"{service}.{session}")
+        (followed,) = await receive(ws, 1)
+    assert [m["seq"] for m in replayed] == [0, 1, 2]
+    assert [m["event_t"] for m in replayed[:2]] == pytest.approx([event0, t1 + 255 / 256], abs=1e-6)
+    assert replayed[2]["event_t"] is None
+    assert followed["event_t"] == pytest.approx(event0 + 1.0, abs=1e-6)
+    assert followed["t0"] == pytest.approx(event0 + 1.0 - 26 / 256, abs=1e-6)
+
+
+async def test_a_socket_is_closed_with_a_reason_when_the_broker_is_unreachable(
+    core: CoreSettings, pool
+) -> None:
+    """The API's own vhost is deleted under it: its robust connection cannot come back."""
+    from ml_data_api.app import create_app
+    from ml_data_api.settings import DataApiSettings
+
+    vhost = f"ns_test_live_{unique('v')}"
+    await asyncio.to_thread(infra.ensure_vhost, vhost)
+    url = core.amqp_url.rsplit("/", 1)[0] + "/" + vhost
+    session = unique("s")
+    await register(pool, session, "svc")
+    app = create_app(core.model_copy(update={"amqp_url": url}), DataApiSettings(consumers=False))
+    try:
+        with served(app, "ML data API on its own vhost") as base:
+            path = base.replace("http://", "ws://", 1) + f"/sessions/{session}/predictions/live"
+            async with connect(path) as ws:  # the broker is there: the socket stays open
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 0.5)
+            await asyncio.to_thread(infra.delete_vhost, vhost)
+            closed: ConnectionClosed | None = None
+            for _ in range(40):  # until the API has seen its connection go
+                async with connect(path) as ws:
+                    try:
+                        await asyncio.wait_for(ws.recv(), 0.5)
+                    except ConnectionClosed as exc:
+                        closed = exc
+                        break
+                    except TimeoutError:
+                        continue
+    finally:
+        with contextlib.suppress(Exception):  # deleted above unless the test failed first
+            await asyncio.to_thread(infra.delete_vhost, vhost)
+    assert closed is not None, "the socket never noticed the broker had gone"
+    frame = closed.rcvd  # None: dropped without a close frame (no code, no reason)
+    assert frame is not None and frame.code == 1011
+    assert "broker" in frame.reason and "unreachable" in frame.reason and "retry" in frame.reason
+
+
+async def test_a_slow_client_whose_queue_overflows_is_logged_once(
+    core: CoreSettings, pool, ws_base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that stops reading (with a small receive buffer, so that a few MB fill the
+    socket): the API's sends block, the queue reaches its ``QUEUE_MAX`` messages, the
+    broker drops the oldest, and the API says so once."""
+    caplog.set_level(logging.WARNING, logger=live_router.__name__)
+    service, session = unique("svc"), unique("s")
+    await register(pool, session, service)
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    try:
+        ch = await conn.channel(publisher_confirms=False)  # a flood, not a check of each
+        ex = (await topology.declare_exchanges(ch))[topology.PREDICTIONS_EXCHANGE]
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # no autotuning to MBs
+        where = urlparse(ws_base)
+        sock.connect((where.hostname, where.port))
+        sock.setblocking(False)
+        async with connect(
+            f"{ws_base}/sessions/{session}/predictions/live",
+            sock=sock,
+            compression=None,  # deflate would shrink the repetitive JSON 10-fold
+            max_queue=1,
+            close_timeout=1,
+        ) as ws:
+            await until_queues(core, session, 1)
+            # 40 bodies of 1000 predictions (~10 MB of socket messages) block the sends ...
+            seq = 0
+            for _ in range(40):
+                await publish(ex, service, session, [live(seq + i, 0.5) for i in range(1000)])
+                seq += 1000
+            # ... then more single-prediction bodies than the prefetch and the queue hold.
+            for _ in range(live_router.PREFETCH + live_router.QUEUE_MAX + 200):
+                await publish(ex, service, session, [live(seq, 0.5)])
+                seq += 1
+            for _ in range(200):
+                if any("reads too slowly" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(3 * live_router.WATCH_S)  # it does not repeat itself
+            assert await ws.recv() is not None  # the socket still works for the client
+    finally:
+        await conn.close()
+    warned = [r.getMessage() for r in caplog.records if "reads too slowly" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert session in warned[0] and str(live_router.QUEUE_MAX) in warned[0]
+    assert "since_seq" in warned[0]

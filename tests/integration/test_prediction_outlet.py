@@ -1,7 +1,8 @@
 """The LSL prediction outlet against the real RabbitMQ and a real pylsl inlet.
 
-Prediction messages are published on ``eeg.predictions`` with the worker's body shape; an
-inlet resolved by the outlet's source id receives them as an experiment would.
+Prediction messages are published on ``eeg.predictions`` as JSON with the keys the worker
+writes (``neurostream.contract.PredictionMessage``, whose wire format is checked here too);
+an inlet resolved by the outlet's source id receives them as an experiment would.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pylsl
 import pytest
 
 from neurostream import topology
+from neurostream.contract import ContractError, PredictionItem, PredictionMessage
 from neurostream.settings import CoreSettings
 from producer.outlet import CHANNELS, PredictionOutlet, source_id
 from tests.factories import unique
@@ -161,3 +163,122 @@ def test_a_wildcard_session_cannot_name_an_outlet() -> None:
 
     with pytest.raises(ConfigError, match="no '\\*' or '#'"):
         PredictionOutlet("amqp://x", "svc", "#")
+
+
+def test_the_message_model_keeps_the_workers_wire_format_and_times_the_event() -> None:
+    """``PredictionMessage.encode`` writes the keys the worker's hand-built body had; the
+    times it derives are the outlet's stamps (epoch: event; sliding: last sample)."""
+    epoch = item(0, 1_700_000_000.0, "epoch", 256.0, 205, -0.1)
+    slide = item(1, 1_700_000_001.0, "sliding", 256.0, 256, None)
+    msg = PredictionMessage(
+        session_id="s1", predictions=[PredictionItem.model_validate(i) for i in (epoch, slide)]
+    )
+    body = json.loads(msg.encode())
+    assert list(body) == ["session_id", "predictions"]
+    assert [list(p) for p in body["predictions"]] == [list(epoch), list(slide)]
+    assert body["predictions"] == [epoch, slide]  # values round-trip exactly, kinds as text
+    back = PredictionMessage.decode(msg.encode())
+    assert back == msg
+    e, s = back.predictions
+    assert e.event_t == 1_700_000_000.0 + 26 / 256  # round(-25.6) = -26 samples before
+    assert e.last_sample_t == 1_700_000_000.0 + 204 / 256
+    assert s.event_t == s.last_sample_t == 1_700_000_001.0 + 255 / 256
+    # An older worker's body has no fs, n_samples, tmin: it decodes, its times unknown.
+    legacy = {k: v for k, v in epoch.items() if k not in {"fs", "n_samples", "tmin"}}
+    old = PredictionMessage.decode(json.dumps({"session_id": "s1", "predictions": [legacy]}))
+    assert old.predictions[0].event_t is None and old.predictions[0].last_sample_t is None
+    with pytest.raises(ContractError, match="predictions.0.seq"):
+        PredictionMessage.decode(json.dumps({"session_id": "s1", "predictions": [{}]}))
+
+
+async def test_an_older_workers_message_is_stamped_at_t0_with_no_latency(
+    core: CoreSettings, exchange
+) -> None:
+    service, session = unique("svc"), unique("s")
+    offset = time.time() - pylsl.local_clock()
+    outlet = PredictionOutlet(core.amqp_url, service, session, lsl_offset=offset)
+    await outlet.start()
+    try:
+        inlet = await asyncio.to_thread(open_inlet, session)
+        t0 = time.time() - 1.0
+        new = item(3, t0, "epoch", 250.0, 200, -0.1)
+        legacy = {k: v for k, v in new.items() if k not in {"fs", "n_samples", "tmin"}}
+        await publish(exchange, service, session, [legacy])
+        await exchange.publish(aio_pika.Message(b"{not json"), f"{service}.{session}")
+        await publish(exchange, service, session, [item(4, t0, "sliding", 250.0, 250, None)])
+        got = await asyncio.to_thread(pull, inlet, 2)
+    finally:
+        await outlet.close()
+    assert [int(s[0]) for s, _, _ in got] == [3, 4]  # the unreadable body between: dropped
+    assert got[0][1] == pytest.approx(t0 - offset, abs=1e-6)
+    assert math.isnan(got[0][0][5])
+    assert got[1][1] == pytest.approx(t0 + 249 / 250 - offset, abs=1e-6)
+
+
+async def started(core: CoreSettings) -> tuple[PredictionOutlet, str, str]:
+    service, session = unique("svc"), unique("s")
+    outlet = PredictionOutlet(core.amqp_url, service, session)
+    await outlet.start()
+    return outlet, service, session
+
+
+async def until_pushed(outlet: PredictionOutlet, n: int) -> None:
+    for _ in range(500):
+        if outlet.pushed >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"only {outlet.pushed} of {n} predictions were pushed")
+
+
+async def drained(outlet: PredictionOutlet, *args: Any, **kw: Any) -> tuple[bool, int]:
+    """``drain``'s answer and how many predictions had been pushed when it returned."""
+    done = await outlet.drain(*args, **kw)
+    return done, outlet.pushed
+
+
+async def test_drain_waits_for_a_replicas_earlier_seq_behind_the_last_one(
+    core: CoreSettings, exchange
+) -> None:
+    outlet, service, session = await started(core)
+    try:
+        now = time.time()
+        task = asyncio.create_task(drained(outlet, 5, 10.0))
+        # Replica A scores the last window first; replica B's seq 4 comes 0.1 s later.
+        await publish(exchange, service, session, [item(5, now, "sliding", 250.0, 250, None)])
+        await until_pushed(outlet, 1)
+        await asyncio.sleep(0.1)
+        await publish(exchange, service, session, [item(4, now, "sliding", 250.0, 250, None)])
+        done, pushed = await task
+    finally:
+        await outlet.close()
+    assert (done, pushed, outlet.last_seq) == (True, 2, 5)
+
+
+async def test_drain_gives_a_slow_worker_time_before_its_first_push(
+    core: CoreSettings, exchange
+) -> None:
+    outlet, service, session = await started(core)
+    try:
+        task = asyncio.create_task(drained(outlet, 3, 10.0, idle_s=0.3))
+        await asyncio.sleep(0.8)  # the worker takes longer than idle_s for the last windows
+        await publish(exchange, service, session, [item(3, time.time(), "epoch", 250.0, 200, -0.1)])
+        done, pushed = await task
+    finally:
+        await outlet.close()
+    assert (done, pushed) == (True, 1)
+
+
+async def test_drain_ends_idle_after_the_last_push_when_the_last_epochs_were_gated(
+    core: CoreSettings, exchange
+) -> None:
+    outlet, service, session = await started(core)
+    try:
+        task = asyncio.create_task(drained(outlet, 9, 30.0, idle_s=0.3))
+        # seq 8 and 9 were gated: their predictions never come.
+        await publish(exchange, service, session, [item(7, time.time(), "epoch", 250.0, 200, -0.1)])
+        done, pushed = await task
+        assert (done, pushed, outlet.last_seq) == (False, 1, 7)
+        # Nothing pushed and nothing expected (no window was published): done at once.
+        assert await outlet.drain(None, 30.0) is True
+    finally:
+        await outlet.close()
