@@ -10,7 +10,7 @@ marker outlet (type ``Markers``, irregular; int32 codes, or text with
 
 Timing is the file's, on the outlet's own LSL clock: ``--start-at`` is a wall time
 (``time.time()``), which each process turns into its own LSL clock
-(``local_clock() + (start_at - time.time())``), so two processes replaying the EEG and the
+(``start_at - producer.lsl.lsl_offset()``), so two processes replaying the EEG and the
 markers of one file separately agree on when sample 0 is, even when their LSL clocks
 differ (under ``unshare --time --monotonic N --fork`` a process's LSL clock is N s off the
 host's, while CLOCK_REALTIME is shared). Sample ``i`` is stamped ``t_start + i / fs``, a
@@ -150,6 +150,8 @@ def replay(
     """Stream ``rec`` as ``opts`` says until its span ends (or ``stop`` is set)."""
     import pylsl
 
+    from producer.lsl import lsl_offset
+
     stop = stop or threading.Event()
     plan = _outlets(rec, opts)
     outlets = [o for o in (plan.eeg, plan.markers) if o is not None]
@@ -162,7 +164,7 @@ def replay(
         left = deadline - time.monotonic()
         if left > 0 and not outlet.wait_for_consumers(left):
             log.warning("no consumer after %g s: starting anyway", opts.wait_consumers_s)
-    t0 = pylsl.local_clock() + (start_at - time.time())  # sample 0 on this process's clock
+    t0 = start_at - lsl_offset()  # sample 0 on this process's LSL clock
     report = ReplayReport(start_at=start_at, late_s=max(0.0, time.time() - start_at))
     end = t0 + n / fs
     events = plan.events if plan.markers is not None else plan.events[:0]

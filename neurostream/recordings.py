@@ -33,8 +33,11 @@ Formats (``format=`` overrides the extension):
   code) and from a stim channel.
 - ``xdf`` (``.xdf``, ``.xdfz``) through pyxdf (clock sync and dejitter on load): the EEG
   stream (``stream=`` names it; else type EEG, else the most channels) and every marker
-  stream, each marker placed at the EEG sample nearest its timestamp; markers more than
-  one sample outside the EEG stream's time span are not events of this recording.
+  stream (type ``Markers`` or strings, at any rate and with any number of channels, or an
+  irregular single channel: what the LSL source records), each marker (the first
+  non-empty channel of a sample) placed at the EEG sample nearest its timestamp; markers
+  more than one sample outside the EEG stream's time span are not events of this
+  recording.
 
 Events are placed by sample index (the row), never by searching the time column: muse-lsl
 files have timestamps that step backwards dozens of times per run, and that moves no
@@ -66,8 +69,10 @@ __all__ = [
     "estimate_fs",
     "format_of",
     "marker_label",
+    "nearest_sample",
     "parse_event_mapping",
     "read_recording",
+    "sample_label",
     "unit_scale",
 ]
 
@@ -367,6 +372,25 @@ def marker_label(value: object) -> int | str | None:
     if _NUMBER.match(text):
         return marker_label(float(text))
     return text
+
+
+def sample_label(values: Any) -> int | str | None:
+    """A marker sample's label: its first channel that is an event (``marker_label``), or
+    None. A multi-channel marker stream (a trigger box's lines, a program's columns) is
+    read so, by the XDF reader and the LSL source alike."""
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        return marker_label(values)
+    return next((lab for v in values if (lab := marker_label(v)) is not None), None)
+
+
+def nearest_sample(times: np.ndarray, t: float) -> int:
+    """The index of the sample of ``times`` (ascending, not empty) nearest ``t``, the earlier
+    one on a tie: where a marker stamped ``t`` lands. Whether ``t`` is near enough to count
+    is the caller's to judge."""
+    if times.size < 2:
+        return 0
+    i = int(np.clip(np.searchsorted(times, t), 1, times.size - 1))
+    return i - 1 if abs(times[i - 1] - t) <= abs(times[i] - t) else i
 
 
 def _events(
@@ -727,6 +751,19 @@ def _xdf_channels(s: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
+def _xdf_markers(s: dict[str, Any]) -> bool:
+    """A marker stream as the LSL source takes one: typed Markers or strings (a trigger box's
+    regular stream, a multi-channel one too), or an irregular single channel."""
+    return (
+        _xdf_info(s, "type").lower() == "markers"
+        or _xdf_info(s, "channel_format") == "string"
+        or (
+            float(_xdf_info(s, "nominal_srate") or 0) == 0
+            and int(_xdf_info(s, "channel_count") or 0) == 1
+        )
+    )
+
+
 def _read_xdf(file: Path, board: str | int | None, stream: str | None) -> _Contents:
     import pyxdf
 
@@ -772,21 +809,14 @@ def _read_xdf(file: Path, board: str | int | None, stream: str | None) -> _Conte
     period = 1.0 / nominal if nominal > 0 else float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
     labels: list[tuple[int, int | str]] = []
     for s in streams:
-        is_markers = _xdf_info(s, "type").lower() == "markers" or (
-            float(_xdf_info(s, "nominal_srate") or 0) == 0
-            and int(_xdf_info(s, "channel_count") or 0) == 1
-        )
-        if s is eeg_stream or not is_markers or len(s["time_stamps"]) == 0:
+        if s is eeg_stream or not _xdf_markers(s) or len(s["time_stamps"]) == 0:
             continue
         for value, stamp in zip(s["time_series"], s["time_stamps"], strict=True):
-            if not ts[0] - period <= stamp <= ts[-1] + period:
+            if not ts[0] - period <= stamp <= ts[-1] + period:  # one sample out at most
                 continue
-            i = int(np.clip(np.searchsorted(ts, stamp), 1, ts.size - 1)) if ts.size > 1 else 0
-            if ts.size > 1 and abs(ts[i - 1] - stamp) <= abs(ts[i] - stamp):
-                i -= 1
-            lab = marker_label(value[0] if isinstance(value, (list, np.ndarray)) else value)
+            lab = sample_label(value)
             if lab is not None:
-                labels.append((i, lab))
+                labels.append((nearest_sample(ts, float(stamp)), lab))
     events, event_names = _events(labels, ts.size)
 
     def load(idx: list[int]) -> np.ndarray:

@@ -189,6 +189,10 @@ class Source(Protocol):
 
     def read(self) -> Chunk | None: ...
 
+    def flush(self) -> Chunk | None:
+        """At the end, what the source still holds (None: nothing), before ``stop``."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -304,6 +308,11 @@ class BrainFlowSource:
     def read(self) -> Chunk | None:
         return self.layout.chunk(self._shim.get_board_data())
 
+    def flush(self) -> Chunk | None:
+        """What the board buffered since the last read."""
+        chunk = self.read() if self._shim.is_prepared() else None
+        return chunk if chunk is not None and chunk.n else None
+
     def insert_marker(self, value: float) -> None:
         """For a stimulus program driving a real board: the marker lands in the stream."""
         self._shim.insert_marker(value)
@@ -382,6 +391,9 @@ class RecordingSource:
         self._cursor += n
         return chunk
 
+    def flush(self) -> Chunk | None:
+        return None  # a replay holds nothing back
+
     def stop(self) -> None:
         return None
 
@@ -430,6 +442,13 @@ class ChannelPick:
 
     def read(self) -> Chunk | None:
         chunk = self.source.read()
+        if chunk is None:
+            return None
+        return Chunk(chunk.data[self.index], chunk.timestamps, chunk.markers, chunk.gap)
+
+    def flush(self) -> Chunk | None:
+        """What the source still holds back (a live LSL stream's last samples), picked."""
+        chunk = self.source.flush()
         if chunk is None:
             return None
         return Chunk(chunk.data[self.index], chunk.timestamps, chunk.markers, chunk.gap)
@@ -549,6 +568,9 @@ class FileSource:
             return time.time()
         due = self._mono0 + self._cursor / (self.fs * self.speed)
         return time.time() - (time.monotonic() - due)
+
+    def flush(self) -> Chunk | None:
+        return None  # a replay holds nothing back
 
     def stop(self) -> None:
         return None

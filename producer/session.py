@@ -139,6 +139,7 @@ class SessionResult:
 
 
 _WARN_AFTER = 20  # epochs the gate sees before a session is called mostly rejected
+DRAIN_S = 10.0  # the longest the predictions outlet waits for the last predictions
 
 
 def _lsl_line(lsl: dict[str, Any]) -> str:
@@ -427,7 +428,7 @@ async def _session(
             await watch.check()
         result.flushed = await publisher.flush(settings.flush_timeout_s)
         if outlet is not None:
-            await outlet.drain(result.last_seq, settings.flush_timeout_s)
+            await outlet.drain(result.last_seq, DRAIN_S)
     finally:
         await publisher.close(flush_s=0)
         if outlet is not None:
@@ -518,15 +519,18 @@ async def _read(
 ) -> None:
     limit = round(settings.duration_s * src.fs) if settings.duration_s else None
     warned = False
-    while not stop.is_set() and (limit is None or result.samples < limit):
-        chunk = src.read()
+    flushed = False  # stopped or at duration_s: what the source still holds comes last
+    while not flushed:
+        flushed = stop.is_set() or (limit is not None and result.samples >= limit)
+        chunk = src.flush() if flushed else src.read()
         if watch is not None:
             await watch.check()
         if chunk is None:
             break
         if chunk.n == 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.poll_s)
+            if not flushed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.poll_s)
             continue
         if limit is not None:
             chunk = chunk.head(limit - result.samples)

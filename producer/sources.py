@@ -102,6 +102,7 @@ def open_lsl(settings: ProducerSettings) -> LslSource:
         eeg,
         markers,
         text_codes=mapping.text_codes if mapping is not None else None,
+        reserved=mapping.codes if mapping is not None else (),
         marker_delay_s=settings.marker_delay_s,
         lost_after_s=settings.lost_after_s,
         give_up_after_s=settings.give_up_after_s,

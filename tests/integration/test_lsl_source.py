@@ -6,21 +6,31 @@ its EEG from one process, its markers from another whose LSL clock is 5000 s off
 file sample and hand on the file's µV samples bit for bit. Then text markers and the
 event mapping, markers that arrive late or early, the EEG stream lost and back (a gap
 the session sees), a stream that comes back different, and what a person reads when no
-stream matches. No database or broker: the integration marker is for the real LSL
-network these tests open on this machine.
+stream matches. Then the edges: codes for unmapped text that no class or numeric marker
+holds, markers stamped on another clock, what is held back at the end (``flush()``), a
+stream that comes back with another layout while recording, multi-channel and regular
+marker streams, the newest of several matching streams, and a stream pylsl cannot open.
+No database or broker: the integration marker is for the real LSL network these tests
+open on this machine.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pylsl
 import pytest
+import pyxdf
 
 from neurostream.errors import SourceError
 from neurostream.recordings import read_recording
-from producer.lsl import Interruption, LslSource, StreamQuery
+from producer.board import Chunk
+from producer.lsl import MAX_WAITING, Interruption, LslSource, StreamQuery, lsl_offset
+from producer.xdf import XdfWriter
 from tests.factories import unique
 from tests.lsl_support import Pusher, Replays, drain, joined, samples, unshare_refusal
 from tests.recording_files import EEG_NOTEBOOKS
@@ -245,9 +255,19 @@ def test_give_up_ends_the_source() -> None:
         chunks, _ = drain(source, lambda c: samples(c) >= FS / 4, tick=pusher.push)
         pusher.close()
         rest, ended = drain(source, lambda _: False)
+        # given up is final: the same stream back later is not read into this session
+        again = Pusher(name)
+        after: list[Chunk | None] = []
+        deadline = time.monotonic() + 3.0  # a reconnect takes about 1 s (the clock offset)
+        while time.monotonic() < deadline:
+            again.push()
+            after.append(source.read())
+            time.sleep(0.01)
     finally:
         source.stop()
     assert ended and source.interruptions[0].samples_before == samples(chunks + rest)
+    assert len(after) > 100 and all(c is None for c in after)
+    assert len(source.interruptions) == 1  # no second loss: the stream was not taken back
 
 
 @needs_run1
@@ -306,3 +326,261 @@ def test_queries_are_quote_safe_predicates() -> None:
     assert StreamQuery(source_id="""a'b"c""").predicate() == """source_id=concat('a', "'", 'b"c')"""
     assert StreamQuery().predicate() == "true()" and StreamQuery().describe() == "any stream"
     assert StreamQuery(name="Muse", type="EEG").describe() == "name 'Muse', type 'EEG'"
+
+
+def test_unmapped_text_takes_no_code_in_use() -> None:
+    # --events target=2,nontarget=1: numeric classes, so text_codes is empty and the
+    # coordinator reserves 1 and 2; PsychoPy's "fixation" must not become nontarget
+    name = unique("reserved")
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo(f"{name}-m", "Markers", 1, 0, "string", unique("m"))
+    )
+    pusher = Pusher(name)
+    source = LslSource(
+        StreamQuery(name=name), StreamQuery(name=f"{name}-m"), reserved={2, 1}, marker_delay_s=0.2
+    )
+    source.start()
+    assert outlet.wait_for_consumers(5)
+    try:
+        drain(source, lambda c: samples(c) >= FS / 4, tick=pusher.push)
+        now = pylsl.local_clock() - 0.1
+        for k, value in enumerate(["fixation", "1", "9", "cue", "fixation"]):
+            outlet.push_sample([value], now + k * 0.02)
+        chunks, _ = drain(source, lambda c: len(placed(joined(c)[2])) == 5, tick=pusher.push)
+    finally:
+        source.stop()
+    # fixation: above the reserved 2; cue: above the numeric 9 the stream sent
+    assert source.texts == {"fixation": 3, "cue": 10}
+    assert [code for _, code in placed(joined(chunks)[2])] == [3, 1, 9, 10, 3]
+
+
+def test_markers_on_another_clock_are_dropped_as_ahead(caplog: pytest.LogCaptureFixture) -> None:
+    name = unique("ahead")
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo(f"{name}-m", "Markers", 1, 0, "int32", unique("m"))
+    )
+    pusher = Pusher(name)
+    source = LslSource(
+        StreamQuery(name=name), StreamQuery(name=f"{name}-m"), marker_delay_s=0.1, lost_after_s=0.4
+    )
+    source.start()
+    assert outlet.wait_for_consumers(5)
+    try:
+        drain(source, lambda c: samples(c) >= FS / 4, tick=pusher.push)
+        outlet.push_sample([5], time.time())  # PsychoPy's core.getTime(): wall time, not LSL
+        outlet.push_sample([6], pylsl.local_clock())
+        chunks, _ = drain(source, lambda _: source.markers_ahead == 1, tick=pusher.push)
+        counts = source.describe()["markers"]
+        # while the EEG is lost, markers stamped ahead pile up: at most MAX_WAITING wait
+        pusher.paused = True
+        drain(source, lambda _: bool(source.interruptions), tick=pusher.push)
+        for _ in range(MAX_WAITING + 5):
+            outlet.push_sample([7], time.time())
+        drain(source, lambda _: source.markers_received == MAX_WAITING + 7, tick=pusher.push)
+    finally:
+        source.stop()
+    assert [code for _, code in placed(joined(chunks)[2])] == [6]
+    assert counts == {
+        "received": 2, "placed": 1, "late": 0, "outside": 0, "merged": 0, "ahead": 1,
+        "waiting": 0,
+    }  # fmt: skip
+    assert source.markers_ahead == 1 + 5
+    assert source.describe()["markers"]["waiting"] == MAX_WAITING  # type: ignore[index]
+    (warning,) = [r for r in caplog.records if "ahead of the newest EEG sample" in r.message]
+    assert "stamp markers with pylsl.local_clock() (or push them without a timestamp)" in (
+        warning.message
+    )
+    found = re.search(r"stamped ([0-9.]+) s ahead", warning.message)
+    assert found is not None and abs(float(found.group(1)) - lsl_offset()) < 5.0
+
+
+def test_flush_hands_on_what_is_held_back() -> None:
+    name = unique("flush")
+    outlet = pylsl.StreamOutlet(
+        pylsl.StreamInfo(f"{name}-m", "Markers", 1, 0, "int32", unique("m"))
+    )
+    pusher = Pusher(name)
+    source = LslSource(
+        StreamQuery(name=name), StreamQuery(name=f"{name}-m"), marker_delay_s=0.5, lost_after_s=5
+    )
+    source.start()
+    assert outlet.wait_for_consumers(5)
+    try:
+        chunks, _ = drain(source, lambda c: samples(c) >= FS, tick=pusher.push)
+        last = pusher.t0 + (pusher.sent - 1) / FS  # the newest sample sent; no more come
+        outlet.push_sample([4], last)
+        more, _ = drain(source, lambda _: source.markers_placed == 1)  # on a held sample
+        held = source.flush()
+        again = source.flush()
+    finally:
+        source.stop()
+    assert held is not None and again is None
+    handed = samples(chunks + more)
+    assert handed + held.n == pusher.sent  # every sample, the held-back 0.5 s too
+    assert held.n >= round(0.5 * FS)
+    assert placed(held.markers) == [(held.n - 1, 4)]
+    assert abs(held.timestamps[-1] - (last + source.lsl_offset)) < 0.5 / FS
+    data, _, _ = joined([*chunks, *more, held])
+    np.testing.assert_array_equal(data[0], np.arange(pusher.sent, dtype=np.float32))
+
+
+def test_a_stream_back_with_another_layout_is_recorded_as_a_new_stream(tmp_path: Path) -> None:
+    name = unique("layout")
+    eeg_labels = ["C3", "Cz", "C4", "Pz"]
+    pusher = Pusher(name, labels=eeg_labels, types=["EEG"] * 4)
+    ints = pylsl.StreamOutlet(pylsl.StreamInfo(f"{name}-m", "Markers", 1, 0, "int32", unique("m")))
+    xdf = XdfWriter(tmp_path / "run.xdf")
+    xdf.open()
+    source = LslSource(
+        StreamQuery(name=name), StreamQuery(name=f"{name}-m"), text_codes={"target": 2},
+        marker_delay_s=0.1, lost_after_s=0.5, recorder=xdf,
+    )  # fmt: skip
+    source.start()
+    assert ints.wait_for_consumers(5)
+    try:
+        chunks, _ = drain(source, lambda c: samples(c) >= FS / 2, tick=pusher.push)
+        ints.push_sample([5], pylsl.local_clock() - 0.05)
+        chunks += drain(source, lambda _: source.markers_received == 1, tick=pusher.push)[0]
+        pusher.close()
+        del ints  # both outlets gone: the EEG loss is an interruption, the markers are lost
+        chunks += drain(source, lambda _: bool(source.interruptions))[0]
+        # back: an AUX channel more (the same EEG channels), markers as text now
+        wider = Pusher(name, 5, labels=[*eeg_labels, "AUX"], types=["EEG"] * 4 + ["AUX"])
+        texts = pylsl.StreamOutlet(
+            pylsl.StreamInfo(f"{name}-m", "Markers", 1, 0, "string", unique("m"))
+        )
+
+        def reconnected(c: list[Chunk]) -> bool:
+            streams = source.describe()["streams"]
+            return streams["markers"]["channel_format"] == "string"  # type: ignore[index]
+
+        chunks += drain(source, reconnected, tick=wider.push)[0]
+        chunks += drain(source, lambda c: samples(c) >= FS / 2, tick=wider.push)[0]
+        texts.push_sample(["target"], pylsl.local_clock() - 0.05)
+        chunks += drain(source, lambda _: source.markers_received == 2, tick=wider.push)[0]
+        rest = source.flush()
+    finally:
+        source.stop()
+    assert rest is not None
+    handed = samples(chunks) + rest.n
+    streams, _ = pyxdf.load_xdf(str(tmp_path / "run.xdf"), dejitter_timestamps=False)
+    layout = [
+        (s["info"]["name"][0], int(s["info"]["channel_count"][0]), s["info"]["channel_format"][0])
+        for s in streams
+    ]
+    assert sorted(layout) == sorted([
+        (name, 4, "float32"), (f"{name}-m", 1, "int32"),
+        (name, 5, "float32"), (f"{name}-m", 1, "string"),
+    ])  # fmt: skip
+    eeg = [s for s in streams if s["info"]["name"][0] == name]
+    assert sum(len(s["time_stamps"]) for s in eeg) == handed  # recorded is what was handed on
+    markers = {s["info"]["channel_format"][0]: s["time_series"] for s in streams if s not in eeg}
+    assert np.asarray(markers["int32"]).tolist() == [[5]] and markers["string"] == [["target"]]
+    assert [code for _, code in placed(joined([*chunks, rest])[2])] == [5, 2]
+
+
+def test_multichannel_and_regular_marker_streams(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="producer.lsl")
+    name = unique("multi")
+    # PsychoPy-like: three text columns, the event in whichever is filled
+    columns = pylsl.StreamOutlet(
+        pylsl.StreamInfo(f"{name}-m", "Markers", 3, 0, "string", unique("m"))
+    )
+    pusher = Pusher(name)
+    source = LslSource(
+        StreamQuery(name=name), StreamQuery(name=f"{name}-m"), text_codes={"target": 2},
+        marker_delay_s=0.2,
+    )  # fmt: skip
+    source.start()
+    assert columns.wait_for_consumers(5)
+    try:
+        drain(source, lambda c: samples(c) >= FS / 4, tick=pusher.push)
+        now = pylsl.local_clock() - 0.1
+        for k, row in enumerate([["", "target", ""], ["", "", ""], ["0", "", "7"]]):
+            columns.push_sample(row, now + k * 0.02)
+        chunks, _ = drain(source, lambda c: len(placed(joined(c)[2])) == 2, tick=pusher.push)
+    finally:
+        source.stop()
+    assert [code for _, code in placed(joined(chunks)[2])] == [2, 7]
+    assert source.markers_received == 2  # the empty row is no marker
+    streams = source.describe()["streams"]
+    assert streams["markers"]["read_as"] == "the first non-empty of its 3 channels"  # type: ignore[index]
+    notes = [r for r in caplog.records if "first non-empty channel" in r.message]
+    assert len(notes) == 1 and "3 channels" in notes[0].message
+
+    # a trigger box: a regular 256 Hz stream of zeros and codes, jittered timestamps
+    name = unique("trigger")
+    trigger = pylsl.StreamOutlet(
+        pylsl.StreamInfo(f"{name}-t", "Markers", 1, FS, "int16", unique("t"))
+    )
+    pusher = Pusher(name)
+    recorder = Recorded()
+    source = LslSource(
+        StreamQuery(name=name), StreamQuery(name=f"{name}-t"), marker_delay_s=0.2,
+        recorder=recorder,
+    )  # fmt: skip
+    source.start()
+    assert trigger.wait_for_consumers(5)
+    try:
+        drain(source, lambda c: samples(c) >= FS / 4, tick=pusher.push)
+        rng = np.random.default_rng(7)
+        n, t0 = 512, pylsl.local_clock() - 2.0
+        stamps = t0 + np.arange(n) / FS + rng.uniform(-1.5e-3, 1.5e-3, n)
+        for i in range(n):
+            trigger.push_sample([3 if i == 400 else 0], stamps[i])
+        drain(source, lambda _: sum(len(t) for _, t in recorder.rows[2]) == n, tick=pusher.push)
+    finally:
+        source.stop()
+    times = np.concatenate([t for _, t in recorder.rows[2]])
+    # dejittered onto the nominal grid: the pushed steps scatter by ~1.3 ms, these do not
+    assert np.std(np.diff(stamps)) > 1e-3 and np.std(np.diff(times)) < 2e-4
+    assert source.markers_received == 1
+    assert source.describe()["streams"]["markers"]["fs"] == FS  # type: ignore[index]
+
+
+def test_several_matches_the_newest_is_read() -> None:
+    name = unique("many")
+    ids = [unique("older"), unique("old"), unique("newest")]
+    pushers = [Pusher(name, source_id=i) for i in ids]  # created one after the other
+    source = LslSource(StreamQuery(name=name))
+    source.start()
+    source.stop()
+    assert source.describe()["streams"]["eeg"]["source_id"] == ids[-1]  # type: ignore[index]
+    for p in pushers:
+        p.close()
+
+
+def test_a_string_stream_is_refused_with_what_to_do() -> None:
+    name = unique("strings")
+    info = pylsl.StreamInfo(name, "EEG", 1, 100, "string", unique("s"))
+    outlet = pylsl.StreamOutlet(info)
+    with pytest.raises(SourceError, match="carries strings, not EEG samples") as caught:
+        LslSource(StreamQuery(name=name)).start()
+    assert "--marker-name" in (caught.value.hint or "")
+    del outlet
+
+
+def test_a_stream_pylsl_cannot_open_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    # a channel format pylsl has no type for (0, undefined): its StreamInlet raises
+    # TypeError, not one of pylsl's RuntimeErrors; the finder must keep looking
+    name = unique("unopenable")
+    broken = pylsl.StreamOutlet(pylsl.StreamInfo(f"{name}-m", "Markers", 1, 0, 0, unique("b")))
+    pusher = Pusher(name)
+    source = LslSource(StreamQuery(name=name), StreamQuery(name=f"{name}-m"))
+    source.start()
+    try:
+
+        def warned(_: list[Chunk]) -> bool:
+            return any("cannot open the markers stream" in r.message for r in caplog.records)
+
+        drain(source, warned, tick=pusher.push, timeout_s=15)
+        good = pylsl.StreamOutlet(
+            pylsl.StreamInfo(f"{name}-m", "Markers", 1, 0, "int32", unique("g"))
+        )
+        drain(source, lambda _: "markers" in source.describe()["streams"], tick=pusher.push)  # type: ignore[operator]
+    finally:
+        source.stop()
+    (warning,) = [r for r in caplog.records if "cannot open the markers stream" in r.message]
+    assert "TypeError" in warning.message and "still looking" in warning.message
+    assert source.describe()["streams"]["markers"]["channel_format"] == "int32"  # type: ignore[index]
+    del broken, good

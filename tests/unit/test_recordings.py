@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mne
 import numpy as np
+import pylsl
 import pytest
 from brainflow.board_shim import BoardIds, BoardShim
 from brainflow.data_filter import DataFilter
@@ -15,9 +16,12 @@ from neurostream.errors import ConfigError, SourceError
 from neurostream.recordings import (
     estimate_fs,
     format_of,
+    nearest_sample,
     parse_event_mapping,
     read_recording,
+    sample_label,
 )
+from producer.xdf import XdfWriter
 from tests.recording_files import (
     EEG_NOTEBOOKS,
     MUSE_CHANNELS,
@@ -179,6 +183,46 @@ def test_xdf_eeg_and_marker_streams(tmp_path: Path) -> None:
     numeric = write_xdf(tmp_path / "n.xdf", x, ["C3", "Cz", "C4", "AUX1"], fs,
                         [(t0 + 1.0, 5)], t0=t0, marker_format="int32")  # fmt: skip
     assert_events(read_recording(numeric, stream="Muse"), [(250, 5)])
+
+
+def test_xdf_marker_streams_as_the_lsl_source_records_them(tmp_path: Path) -> None:
+    # what a live session leaves (producer.xdf.XdfWriter, the outlets' own StreamInfo XML):
+    # a trigger box at the EEG rate with two lines, a program's two text columns under its
+    # own type, and an irregular three-axis stream that is not a marker stream
+    fs, t0, n = 250.0, 5000.0, 1000
+    eeg = pylsl.StreamInfo("Amp", "EEG", 3, fs, "float32", "amp")
+    channels = eeg.desc().append_child("channels")
+    for label in ("C3", "Cz", "C4"):
+        channels.append_child("channel").append_child_value("label", label)
+    x = eeg_signal(3, n, fs)
+    grid = t0 + np.arange(n) / fs
+    lines = np.zeros((n, 2), dtype=np.int16)
+    lines[100, 1], lines[500, 0] = 4, 3  # the code on whichever line carries it
+    program = [["", "target"], ["fixation", ""], ["", ""]]
+    with XdfWriter(tmp_path / "live.xdf") as xdf:
+        amp = xdf.add_stream(eeg.as_xml())
+        box = xdf.add_stream(pylsl.StreamInfo("Box", "Markers", 2, fs, "int16", "box").as_xml())
+        texts = xdf.add_stream(pylsl.StreamInfo("Task", "Stim", 2, 0, "string", "t").as_xml())
+        axes = xdf.add_stream(pylsl.StreamInfo("Acc", "Accel", 3, 0, "float32", "a").as_xml())
+        xdf.write(amp, x.T.astype(np.float32), grid)
+        xdf.write(box, lines, grid)
+        xdf.write(texts, program, t0 + np.array([300.2, 699.6, 800.0]) / fs)
+        xdf.write(axes, np.ones((2, 3), dtype=np.float32), t0 + np.array([1.0, 2.0]))
+    rec = read_recording(tmp_path / "live.xdf")
+    assert rec.channels == ("C3", "Cz", "C4")
+    names = rec.event_names
+    assert set(names) == {"fixation", "target"} and not {3, 4} & set(names.values())
+    assert_events(rec, [(100, 4), (300, names["target"]), (500, 3), (700, names["fixation"])])
+
+
+def test_nearest_sample_and_sample_label() -> None:
+    times = np.array([0.0, 1.0, 2.0, 4.0])
+    got = [nearest_sample(times, t) for t in (-5.0, 0.4, 0.5, 0.6, 2.9, 3.1, 9.0)]
+    assert got == [0, 0, 0, 1, 2, 3, 3]  # a tie goes to the earlier sample
+    assert nearest_sample(np.array([7.0]), 100.0) == 0
+    assert [sample_label(v) for v in (["", " ", "go"], [0, 0.0, 5], ["0", ""], 3.0)] == [
+        "go", 5, None, 3,
+    ]  # fmt: skip
 
 
 # --- real recordings (../shared/data) ------------------------------------------------------
