@@ -366,8 +366,17 @@ def produce(
     paradigm: Annotated[
         str | None,
         typer.Option(
-            help="auto (default: simulated oddball on the synthetic board only) | oddball | none"
+            help="auto (default: simulated oddball on the synthetic board only) | oddball | "
+            "speller (a simulated row/column P300 speller, synthetic board only) | none"
         ),
+    ] = None,
+    speller_rows: Annotated[int | None, typer.Option(help="The speller grid's rows (6).")] = None,
+    speller_cols: Annotated[int | None, typer.Option(help="Its columns (6).")] = None,
+    repetitions: Annotated[
+        int | None, typer.Option(help="Speller: flashes of every row and column per trial (10).")
+    ] = None,
+    speller_text: Annotated[
+        str | None, typer.Option(help="Speller: the symbols to spell, in order (default random).")
     ] = None,
     events: Annotated[
         str | None,
@@ -485,6 +494,10 @@ def produce(
             speed=speed,
             loop=loop,
             paradigm=paradigm,
+            speller_rows=speller_rows,
+            speller_cols=speller_cols,
+            speller_repetitions=repetitions,
+            speller_text=speller_text,
             events=events,
             epoch_tmin=tmin,
             epoch_tmax=tmax,

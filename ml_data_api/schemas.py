@@ -224,3 +224,43 @@ class SessionDetail(SessionOut):
     accuracy: float | None = Field(description=_ACCURACY)
     accuracy_chance: float | None = Field(description=_CHANCE)
     by_model_version: list[ModelPerformance]
+
+
+# --- decisions of trial-based paradigms ---------------------------------------------------
+
+
+class TrialOut(BaseModel):
+    session_id: str
+    trial: int
+    targets: list[int] = Field(description="Target stimulus codes (a speller's row and column).")
+    symbol: str | None
+    source: str
+    created_at: datetime
+
+
+class DecisionOut(BaseModel):
+    session_id: str
+    trial: int
+    rule: str = Field(description="The stopping rule that made it: fixed-10, posterior-0.95-max10.")
+    service: str
+    symbol_index: int
+    symbol: str
+    codes: list[int] = Field(description="Stimulus codes of the chosen symbol (row, column).")
+    posterior: float = Field(description="Posterior of the chosen symbol when it was decided.")
+    repetitions: int = Field(description="Complete repetitions the decision used.")
+    epochs: int = Field(description="Flashes the decision used, gated ones included.")
+    model_version_ids: list[int]
+    evidence: dict[str, float] = Field(
+        description="Summed log-likelihood ratio of target per stimulus code."
+    )
+    last_event_at: datetime | None = Field(description="The last flash used (wall time).")
+    last_sample_at: datetime | None = Field(description="Its epoch's last sample (wall time).")
+    decided_at: datetime
+    latency_s: float | None = Field(
+        description="decided_at - last_sample_at: acquisition to decision, as stored."
+    )
+    targets: list[int] | None = Field(description="The trial's truth; null until collected.")
+    true_symbol: str | None
+    correct: bool | None = Field(
+        description="Whether codes are the trial's targets; null without its truth."
+    )

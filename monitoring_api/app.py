@@ -1,4 +1,4 @@
-"""The monitoring app factory: drift, performance, quality, alerts, dashboard.
+"""The monitoring app factory: drift, performance, BCI decisions, quality, alerts, dashboard.
 
 The lifespan opens the process's PostgreSQL pool (migrating the schema), an HTTP client for
 webhooks and the evaluator on both; its loop runs unless ``evaluator`` is off, and it
@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from monitoring_api.evaluator import Evaluator
-from monitoring_api.routers import alerts, drift, overview, performance, quality
+from monitoring_api.routers import alerts, bci, drift, overview, performance, quality
 from monitoring_api.settings import MonitoringSettings
 from neurostream.api import service_app
 from neurostream.db import open_pool
@@ -51,10 +51,11 @@ def create_app(core: CoreSettings, settings: MonitoringSettings) -> FastAPI:
         core,
         lifespan=lifespan,
         description="Data drift (per feature / channel, MMD, Evidently reports), prediction "
-        "drift, performance (measured and estimated), data quality, alerts with webhooks and a "
+        "drift, performance (measured and estimated), a speller's decision accuracy and "
+        "ITR, data quality, alerts with webhooks and a "
         "live dashboard at /dashboard. Write endpoints need `Authorization: Bearer <token>`.",
     )
     app.state.settings = settings
-    for module in (drift, performance, quality, alerts, overview):
+    for module in (drift, performance, bci, quality, alerts, overview):
         app.include_router(module.router)
     return app

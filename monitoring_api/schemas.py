@@ -221,3 +221,68 @@ class AlertOut(BaseModel):
     cleared_at: datetime | None
     cleared_value: float | None
     webhook_status: str | None
+
+
+# --- BCI decisions ------------------------------------------------------------------------
+
+
+class BciMetrics(BaseModel):
+    """What one stopping rule achieved over a set of decisions (a speller's symbols)."""
+
+    rule: str = Field(description="The stopping rule, e.g. 'fixed-10', 'posterior-0.95-max10'")
+    n_symbols: int = Field(description="Symbols on the speller's grid (Wolpaw's N)")
+    chance: float = Field(description="1 / n_symbols: a random pick's accuracy")
+    decisions: int
+    with_truth: int = Field(description="Decisions whose trial has a stored truth")
+    correct: int = Field(
+        description="Decisions whose codes equal the trial's target codes (as a set), "
+        "or whose symbol is the trial's symbol"
+    )
+    accuracy: float | None = Field(description="correct / with_truth; null without truth")
+    mean_repetitions: float = Field(description="Repetitions the rule waited for, on average")
+    seconds_per_selection: float | None = Field(
+        description="What the bits/min divide by; ``timing`` says where it comes from"
+    )
+    timing: Literal["paradigm", "measured", "mixed"] | None = Field(
+        description="'paradigm': mean_repetitions x codes x soa_s + trial_pause_s (what a "
+        "speller stopping at this rule would take); 'measured': the span between the first "
+        "and last decision / (decisions - 1); 'mixed' on an overall row over both"
+    )
+    bits_per_selection: float | None = Field(
+        description="Wolpaw bits per selection at this accuracy over n_symbols (0 at chance)"
+    )
+    bits_per_min: float | None = Field(description="Wolpaw information transfer rate")
+
+
+class BciSessionRule(BciMetrics):
+    session_id: str
+    service: str
+    model_version_id: int | None = Field(
+        description="The version that decided: per decision the most frequent id in its "
+        "model_version_ids (ties: the one listed last); null when none is stored"
+    )
+    model_version: str | None = Field(description="'<model>:<version>' when registered")
+    seconds_paradigm: float | None = Field(
+        description="From the session's paradigm (null when it states no soa_s)"
+    )
+    seconds_measured: float | None = Field(description="Null with fewer than 2 decisions")
+    first_decided_at: datetime
+    last_decided_at: datetime
+
+
+class BciRuleOverall(BciMetrics):
+    sessions: int
+    model_version_ids: list[int] = Field(description="Versions that decided, ascending")
+
+
+class BciOut(BaseModel):
+    service: str | None
+    session_id: str | None
+    timing: Literal["auto", "paradigm", "measured"] = Field(
+        description="As asked; 'auto' takes the paradigm's time where the session states it"
+    )
+    rows: list[BciSessionRule] = Field(description="Per session, model version and rule")
+    overall: list[BciRuleOverall] = Field(
+        description="Per rule over the rows (and per n_symbols if sessions differ in it)"
+    )
+    notes: list[str] = Field(description="What was left out and why")

@@ -5,9 +5,11 @@ bytes (C order) with its metadata in AMQP headers; ``message_id`` is
 ``<session_id>:<seq>``. ``decode`` validates everything a worker relies on and raises
 ``ContractError`` with a reason, which the worker forwards to the dead-letter queue.
 
-The prediction message (``PredictionMessage`` of ``PredictionItem``s, at the end) is the
-way back: what a worker publishes on ``eeg.predictions`` and the LSL outlet and the live
-WebSocket read, with the times a closed loop needs (``event_t``, ``last_sample_t``).
+The prediction message (``PredictionMessage`` of ``PredictionItem``s) is the way back:
+what a worker publishes on ``eeg.predictions`` and the LSL outlet and the live WebSocket
+read, with the times a closed loop needs (``event_t``, ``last_sample_t``). Trial-based
+paradigms (a P300 speller) add two more, at the end: ``TrialTruth``, a trial's truth on
+``eeg.labels``, and ``DecisionMessage``, a decider's symbol on ``eeg.decisions``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -59,6 +61,9 @@ class WindowHeader(BaseModel):
     tmin: float | None = None
     baseline: tuple[float, float] | None = None
     filtered: str | None = Field(None, max_length=64)
+    # The trial (one decision: a speller's symbol selection) an epoch belongs to, 0-based
+    # within the session; None for paradigms without trials, and from older producers.
+    trial: int | None = Field(None, ge=0)
 
     @field_validator("t0", "fs")
     @classmethod
@@ -127,11 +132,13 @@ def make_window(
     marker: int | None = None,
     geometry: EpochGeometry | None = None,
     filtered: str | None = None,
+    trial: int | None = None,
 ) -> Window:
     """Build a valid window from an array (used by the producer and test factories).
 
     ``geometry`` (epochs) sets the ``tmin``/``baseline``/``filtered`` headers; ``filtered``
-    alone marks a sliding window cut from a filtered stream."""
+    alone marks a sliding window cut from a filtered stream; ``trial`` places an epoch in
+    a trial-based paradigm's trial."""
     arr = np.ascontiguousarray(data, dtype=DTYPE)
     if arr.ndim != 2 or arr.shape[0] != len(channels):
         raise ContractError(
@@ -151,6 +158,7 @@ def make_window(
         tmin=geometry.tmin if geometry is not None else None,
         baseline=geometry.baseline if geometry is not None else None,
         filtered=geometry.filtered if geometry is not None else filtered,
+        trial=trial,
     )
     return Window(header=header, data=arr)
 
@@ -179,6 +187,8 @@ def encode(window: Window, *, sent_at: float | None = None) -> tuple[bytes, dict
         headers["baseline"] = [repr(float(t)) for t in h.baseline]
     if h.filtered is not None:
         headers["filtered"] = h.filtered
+    if h.trial is not None:
+        headers["trial"] = int(h.trial)
     body = np.ascontiguousarray(window.data, dtype=DTYPE).tobytes(order="C")
     return body, headers
 
@@ -262,11 +272,24 @@ def decode(
 # (``producer.outlet``) and the live WebSocket (``ml_data_api.routers.live``) read:
 #
 #     {"session_id": ..., "predictions": [{"seq", "model_version_id", "predicted", "score",
-#      "marker", "t0", "kind", "fs", "n_samples", "tmin"}, ...]}
+#      "marker", "t0", "kind", "fs", "n_samples", "tmin", "trial"}, ...],
+#      "gated": [{"seq", "trial", "marker", "reason"}, ...]}
 #
-# ``fs``, ``n_samples`` and ``tmin`` came later: a body from an older worker lacks them and
-# still decodes; only the times derived from them (``event_t``, ``last_sample_t``) are None.
+# ``fs``, ``n_samples``, ``tmin``, ``trial`` and ``gated`` came later: a body from an older
+# worker lacks them and still decodes; only the times derived from them (``event_t``,
+# ``last_sample_t``) are None, and ``gated`` is empty.
 PREDICTIONS_CONTENT_TYPE = "application/json"
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _decode_json(model: type[_M], body: bytes | str, what: str) -> _M:
+    """Validate a JSON body; anything unreadable raises ``ContractError`` with the reason."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ContractError(f"invalid {what} '{field}': {first['msg']}", field=field) from None
 
 
 class PredictionItem(BaseModel):
@@ -284,6 +307,7 @@ class PredictionItem(BaseModel):
     fs: float | None = Field(None, gt=0)
     n_samples: int | None = Field(None, ge=1)
     tmin: float | None = None  # an epoch's start around its event (s)
+    trial: int | None = None  # the window header's trial (trial-based paradigms)
 
     @field_validator("t0")
     @classmethod
@@ -313,6 +337,20 @@ class PredictionItem(BaseModel):
         return self.last_sample_t
 
 
+class GatedItem(BaseModel):
+    """An epoch the serving version's artifact gate kept from being scored.
+
+    Published so a decider counting a trial's flashes knows the flash was seen: it adds no
+    evidence, but a repetition is complete without it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    seq: int = Field(ge=0)
+    trial: int | None = None
+    marker: int | None = None
+    reason: str
+
+
 class PredictionMessage(BaseModel):
     """One session's predictions of a worker's batch, as published on ``eeg.predictions``."""
 
@@ -320,6 +358,7 @@ class PredictionMessage(BaseModel):
 
     session_id: str = Field(min_length=1, max_length=128)
     predictions: list[PredictionItem]
+    gated: list[GatedItem] = Field(default_factory=list)
 
     def encode(self) -> bytes:
         """The JSON body (the keys above; absent times as ``null``)."""
@@ -328,11 +367,78 @@ class PredictionMessage(BaseModel):
     @classmethod
     def decode(cls, body: bytes | str) -> PredictionMessage:
         """Validate a body; anything unreadable raises ``ContractError`` with the reason."""
-        try:
-            return cls.model_validate_json(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "body"
-            raise ContractError(
-                f"invalid prediction message '{field}': {first['msg']}", field=field
-            ) from None
+        return _decode_json(cls, body, "prediction message")
+
+
+# --- Trials and decisions ---------------------------------------------------------------
+#
+# A trial-based paradigm (a row/column P300 speller) makes one decision per trial from many
+# epochs. Its truth is a set of stimulus codes (the target symbol's row and column), not
+# one class per epoch: the producer publishes a ``TrialTruth`` once per trial on
+# ``eeg.labels`` with the routing key ``trial.<service>.<session_id>`` (``trial_key``) and
+# the header ``x-neurostream-kind: trial`` (``KIND_HEADER``/``TRIAL_KIND``), beside the
+# per-epoch target/non-target labels. A decider publishes a ``DecisionMessage`` on
+# ``eeg.decisions`` with the key ``<service>.<session_id>``.
+KIND_HEADER = "x-neurostream-kind"
+TRIAL_KIND = "trial"
+_SESSION_ID = r"^[A-Za-z0-9_.\-]+$"
+
+
+def trial_key(service: str, session_id: str) -> str:
+    """The ``eeg.labels`` routing key of a session's trial truths."""
+    return f"{TRIAL_KIND}.{service}.{session_id}"
+
+
+class TrialTruth(BaseModel):
+    """The truth of one trial: the stimulus codes that were targets, and the symbol."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    session_id: str = Field(min_length=1, max_length=128, pattern=_SESSION_ID)
+    trial: int = Field(ge=0)
+    targets: list[int] = Field(min_length=1)
+    symbol: str | None = Field(None, max_length=64)
+    source: str = Field("paradigm", min_length=1, max_length=64)
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, body: bytes | str) -> TrialTruth:
+        """Validate a body; anything unreadable raises ``ContractError`` with the reason."""
+        return _decode_json(cls, body, "trial truth")
+
+
+class DecisionMessage(BaseModel):
+    """One decision of a trial under one stopping rule, with the evidence that made it.
+
+    ``codes`` are the stimulus codes of the chosen symbol (row, column); ``evidence`` the
+    summed log-likelihood ratio per stimulus code (str keys: JSON); ``last_event_t`` and
+    ``last_sample_t`` the wall times of the last flash used and of its epoch's last sample,
+    so a subscriber measures acquisition-to-decision time against ``decided_at``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    session_id: str = Field(min_length=1, max_length=128, pattern=_SESSION_ID)
+    service: str = Field(min_length=1, max_length=128)
+    trial: int = Field(ge=0)
+    rule: str = Field(min_length=1, max_length=64)
+    symbol_index: int = Field(ge=0)
+    symbol: str
+    codes: list[int]
+    posterior: float = Field(ge=0, le=1)
+    repetitions: int = Field(ge=0)
+    epochs: int = Field(ge=0)
+    model_version_ids: list[int]
+    last_event_t: float | None = None
+    last_sample_t: float | None = None
+    decided_at: float
+    evidence: dict[str, float]
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, body: bytes | str) -> DecisionMessage:
+        """Validate a body; anything unreadable raises ``ContractError`` with the reason."""
+        return _decode_json(cls, body, "decision message")

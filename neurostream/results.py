@@ -17,13 +17,13 @@ from psycopg import AsyncConnection
 
 _INSERT_PREDICTIONS = """
 INSERT INTO predictions (session_id, seq, model_version_id, window_ts, service, role, kind,
-                         marker, predicted, score, proba, sent_at, worker_id)
+                         marker, predicted, score, proba, sent_at, worker_id, trial)
 SELECT s, q, m, to_timestamp(t0), %(service)s, r, k, mk, p, sc, pr::real[],
-       to_timestamp(sa), %(worker_id)s
+       to_timestamp(sa), %(worker_id)s, tr
 FROM unnest(%(session_id)b::text[], %(seq)b::int[], %(model)b::int[], %(t0)b::float8[],
             %(role)b::text[], %(kind)b::text[], %(marker)b::int[], %(predicted)b::int[],
-            %(score)b::float8[], %(proba)b::text[], %(sent_at)b::float8[])
-     AS u(s, q, m, t0, r, k, mk, p, sc, pr, sa)
+            %(score)b::float8[], %(proba)b::text[], %(sent_at)b::float8[], %(trial)b::int[])
+     AS u(s, q, m, t0, r, k, mk, p, sc, pr, sa, tr)
 ON CONFLICT DO NOTHING
 """
 
@@ -66,6 +66,7 @@ class PredictionRow:
     fs: float | None = None
     n_samples: int | None = None
     tmin: float | None = None
+    trial: int | None = None  # stored: a trial-based paradigm's trial (the window header's)
 
 
 @dataclass(slots=True)
@@ -81,6 +82,7 @@ class GatedRow:
     marker: int | None
     reason: str
     channels: Sequence[str]  # the channels at fault
+    trial: int | None = None  # not stored: published so a decider counts the flash
 
 
 @dataclass(slots=True)
@@ -124,6 +126,7 @@ async def write_predictions(
             "score": [r.score for r in rows],
             "proba": [_pg_array(r.proba) for r in rows],
             "sent_at": [r.sent_at for r in rows],
+            "trial": [r.trial for r in rows],
         },
     )
     return cur.rowcount

@@ -5,9 +5,12 @@
   publish rejected windows to ``eeg.dead`` themselves (so they carry a reason header);
   the quorum queue's delivery limit dead-letters a window that keeps killing workers.
 - ``eeg.predictions`` (topic, key ``<service>.<session_id>``): results for closed loops.
+- ``eeg.decisions`` (topic, key ``<service>.<session_id>``): a trial-based paradigm's
+  decisions (a speller's symbols, ``contract.DecisionMessage``), made from the predictions.
 - ``models.events`` (topic, key = service): model assignment changes; each worker
   binds its own exclusive queue so every replica hears every event.
-- ``eeg.labels`` (topic, key = session_id): ground-truth label events.
+- ``eeg.labels`` (topic, key = session_id): ground-truth label events; a trial's truth
+  (``contract.TrialTruth``) has the key ``trial.<service>.<session_id>``.
 - ``data.windows``: the ML data API's window archive, bound to ``eeg.windows`` with ``#``
   (every window of every service), bounded (``x-max-length``, ``drop-head``).
 - Record-only sessions (calibration data, no model yet) publish windows with the key
@@ -25,6 +28,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 WINDOWS_EXCHANGE = "eeg.windows"
 DEAD_EXCHANGE = "eeg.dead"
 PREDICTIONS_EXCHANGE = "eeg.predictions"
+DECISIONS_EXCHANGE = "eeg.decisions"
 MODEL_EVENTS_EXCHANGE = "models.events"
 LABELS_EXCHANGE = "eeg.labels"
 # A window redelivered this many times (its worker died on it each time) is dead-lettered.
@@ -60,6 +64,7 @@ async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExcha
         WINDOWS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
         DEAD_EXCHANGE: aio_pika.ExchangeType.DIRECT,
         PREDICTIONS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
+        DECISIONS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
         MODEL_EVENTS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
         LABELS_EXCHANGE: aio_pika.ExchangeType.TOPIC,
     }

@@ -6,7 +6,9 @@ source's float32 samples and markers, ``session.Cutter``: the same ``Windower``,
 geometry, unmapped-code rule and seq numbering), so an epoch trained on offline is the
 window a live replay of the same file serves, bit for bit, at the same seq.
 ``simulate_epochs`` builds the first model of a fresh install from a simulated oddball
-session on the synthetic board, through the same ``Cutter`` (paradigm, stream filter).
+session on the synthetic board, through the same ``Cutter`` (paradigm, stream filter);
+``simulate_speller`` cuts a simulated speller session the same way, with each epoch's
+stimulus code and trial, to score a model's decisions offline.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from neurostream.geometry import EpochGeometry
 from neurostream.labelling import EventMapping
 from neurostream.recordings import Recording
 from producer.board import FileSource, RecordingSource, Source, record
-from producer.session import Cutter, make_paradigm
+from producer.session import Cutter, Paradigm, make_paradigm, make_speller
 from producer.settings import ProducerSettings
 
 
@@ -40,6 +42,7 @@ class LabelledEpochs:
     # tmin/tmax, baseline and stream filter of the epochs, as their windows carry them:
     # what erp@2 reads (``train_model(geometry=)``)
     geometry: EpochGeometry | None = None
+    trials: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: none
 
 
 def epochs_from_recording(
@@ -103,12 +106,31 @@ def simulate_epochs(settings: ProducerSettings, source: Source, seconds: float) 
     """Cut labelled epochs from ``seconds`` of ``source`` with the settings' paradigm."""
     if make_paradigm(settings, source.fs, tuple(source.channels)) is None:
         raise ValueError("training data needs the oddball paradigm (paradigm='oddball')")
+    return _simulate(settings, source, seconds, "oddball")
+
+
+def simulate_speller(settings: ProducerSettings, source: Source, trials: int) -> LabelledEpochs:
+    """The epochs of ``trials`` trials of the simulated speller (the settings' ``speller_*``),
+    with their target/non-target labels, stimulus codes (``codes``) and ``trials``."""
+    speller = make_speller(settings, source.fs, tuple(source.channels))
+    # the last flash's epoch ends before the next trial's first flash: the pause covers it
+    seconds = speller.onset(trials, 0) / source.fs
+    return _simulate(settings, source, seconds, "speller")
+
+
+def _simulate(
+    settings: ProducerSettings, source: Source, seconds: float, paradigm: Paradigm
+) -> LabelledEpochs:
     # The live session's own path (paradigm, stream filter, windower) without sliding windows.
     settings = ProducerSettings(**(settings.model_dump() | {"sliding": False}))
-    cutter = Cutter(settings, source.fs, tuple(source.channels), paradigm="oddball")
+    cutter = Cutter(settings, source.fs, tuple(source.channels), paradigm=paradigm)
     limit = round(seconds * source.fs)
     xs: list[np.ndarray] = []
     ys: list[int] = []
+    codes: list[int] = []
+    seqs: list[int] = []
+    trials: list[int] = []
+    t0s: list[float] = []
     samples = 0
     source.start()
     try:
@@ -125,6 +147,10 @@ def simulate_epochs(settings: ProducerSettings, source: Source, seconds: float) 
                 if label is not None:
                     xs.append(w.data)
                     ys.append(label)
+                    codes.append(w.header.marker or 0)
+                    seqs.append(w.header.seq)
+                    trials.append(-1 if w.header.trial is None else w.header.trial)
+                    t0s.append(w.header.t0)
     finally:
         source.stop()
     if not xs:
@@ -134,7 +160,11 @@ def simulate_epochs(settings: ProducerSettings, source: Source, seconds: float) 
         np.asarray(ys, np.int64),
         source.fs,
         tuple(source.channels),
+        codes=np.asarray(codes, np.int64),
+        seqs=np.asarray(seqs, np.int64),
+        t0=np.asarray(t0s, np.float64),
         geometry=cutter.geometry,
+        trials=np.asarray(trials, np.int64),
     )
 
 

@@ -1,12 +1,13 @@
-"""Predictions back to the application as an LSL stream, stamped on the LSL clock.
+"""Results back to the application as LSL streams, stamped on the LSL clock.
 
-worker -> ``eeg.predictions`` (key ``<service>.<session_id>``) -> ``PredictionOutlet`` ->
-LSL outlet -> the experiment (PsychoPy, Unity, any ``StreamInlet``). The outlet binds an
-exclusive auto-delete queue to the session's key before the session's first window is
-published, so nothing is missed; a prediction is pushed the moment its message arrives.
+worker -> ``eeg.predictions`` -> ``PredictionOutlet`` -> LSL outlet -> the experiment
+(PsychoPy, Unity, any ``StreamInlet``); decider -> ``eeg.decisions`` -> ``DecisionOutlet``
+-> a second LSL outlet. Both (``ResultOutlet``) bind an exclusive auto-delete queue to the
+session's key ``<service>.<session_id>`` before the session's first window is published,
+so nothing is missed, and push a result the moment its message arrives.
 
-The stream (type ``Predictions``, irregular rate, ``double64``, source id
-``neurostream-<session_id>-predictions``) has one sample per prediction, pushed in ``seq``
+Predictions (type ``Predictions``, irregular rate, ``double64``, source id
+``neurostream-<session_id>-predictions``): one sample per prediction, pushed in ``seq``
 order within a message, with six channels (labels in ``desc/channels``):
 
     seq, score, predicted, marker (NaN when none), model_version_id, latency_s
@@ -24,8 +25,21 @@ is *about*, on the LSL clock, so a program matches it to its own timestamps:
 Both are ``PredictionItem.event_t`` of ``neurostream.contract``, the message's one schema,
 which the live WebSocket sends as ``event_t``: the two doors name the same instant.
 
-Windows carry wall-clock times (``t0``); ``lsl = wall - lsl_offset``, where ``lsl_offset``
-is the producer's (``wall = lsl + lsl_offset``) when given, else measured once at start as
+Decisions (type ``Decisions``, irregular rate, ``double64``, source id
+``neurostream-<session_id>-decisions``): one sample per ``DecisionMessage`` (a trial's
+symbol under one stopping rule; with several rules a trial has one sample per rule, or
+give ``rule`` to push only one rule's), each (trial, rule) once, with six channels:
+
+    trial, symbol_index, row_code, col_code, posterior, repetitions
+
+``row_code``/``col_code`` are the chosen symbol's stimulus codes (``codes``; NaN when the
+decision names fewer), ``symbol_index`` indexes the speller's row-major symbols. The
+timestamp is the decision's last flash (``last_event_t``: the event of the last epoch it
+used), on the LSL clock, so the stimulus program matches the decision to the flash it
+pushed; the epoch's last sample when the event is not known, else the decision's time.
+
+Results carry wall-clock times; ``lsl = wall - lsl_offset``, where ``lsl_offset`` is the
+producer's (``wall = lsl + lsl_offset``) when given, else measured once at start as
 ``time.time() - pylsl.local_clock()``.
 """
 
@@ -35,7 +49,9 @@ import asyncio
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from typing import ClassVar
 
 import aio_pika
 import pylsl
@@ -47,25 +63,43 @@ from aio_pika.abc import (
 )
 
 from neurostream import topology
-from neurostream.contract import ContractError, PredictionItem, PredictionMessage
+from neurostream.contract import (
+    ContractError,
+    DecisionMessage,
+    PredictionItem,
+    PredictionMessage,
+)
 from neurostream.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
 CHANNELS = ("seq", "score", "predicted", "marker", "model_version_id", "latency_s")
 STREAM_TYPE = "Predictions"
-# How long drain() waits for quiet once the session's last seq was pushed: replicas' earlier
-# seqs arrive within a batch's time of it.
+DECISION_CHANNELS = ("trial", "symbol_index", "row_code", "col_code", "posterior", "repetitions")
+DECISION_STREAM_TYPE = "Decisions"
+# How long drain() waits for quiet once the session's last seq (trial) was pushed: replicas'
+# earlier seqs, and a trial's decisions under the other rules, arrive within a batch's time.
 SETTLE_S = 0.2
 
 
 def source_id(session_id: str) -> str:
-    """The outlet's LSL source id: what a program resolves the session's predictions by."""
+    """The predictions outlet's LSL source id: what a program resolves them by."""
     return f"neurostream-{session_id}-predictions"
 
 
-class PredictionOutlet:
-    """Consumes one session's predictions from eeg.predictions and pushes them to an LSL outlet."""
+def decision_source_id(session_id: str) -> str:
+    """The decisions outlet's LSL source id."""
+    return f"neurostream-{session_id}-decisions"
+
+
+class ResultOutlet(ABC):
+    """One session's results from a topic exchange to an LSL outlet: the lifecycle both
+    outlets share (``start``, ``drain``, ``close``); a subclass reads and pushes its kind."""
+
+    exchange: ClassVar[str]
+    stream_type: ClassVar[str]
+    channels: ClassVar[tuple[str, ...]]
+    timestamps: ClassVar[str]  # what a sample's timestamp is, for the stream's desc
 
     def __init__(
         self,
@@ -73,12 +107,13 @@ class PredictionOutlet:
         service: str,
         session_id: str,
         *,
-        name: str = "neurostream-predictions",
+        name: str,
+        source: str,
         lsl_offset: float | None = None,
         connection: AbstractRobustConnection | None = None,
     ) -> None:
         if not session_id or {"*", "#"} & set(session_id + service):
-            # A wildcard here would bind other sessions' predictions to this outlet.
+            # A wildcard here would bind other sessions' results to this outlet.
             raise ConfigError(
                 f"service {service!r} / session {session_id!r} cannot name an outlet; "
                 "use the session's own id (no '*' or '#')",
@@ -89,14 +124,14 @@ class PredictionOutlet:
         self.service = service
         self.session_id = session_id
         self.name = name
-        self.source_id = source_id(session_id)
+        self.source_id = source
         self.routing_key = f"{service}.{session_id}"
         self.lsl_offset: float | None = lsl_offset
         self.connection: AbstractRobustConnection | None = connection
         self.info: pylsl.StreamInfo | None = None
         self.outlet: pylsl.StreamOutlet | None = None
         self.pushed = 0
-        self.last_seq: int | None = None
+        self.last: int | None = None  # the highest seq (trial) pushed: what drain waits for
         self._owns_connection = connection is None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -108,8 +143,8 @@ class PredictionOutlet:
             self.lsl_offset = time.time() - pylsl.local_clock()
         info = pylsl.StreamInfo(
             self.name,
-            STREAM_TYPE,
-            len(CHANNELS),
+            self.stream_type,
+            len(self.channels),
             pylsl.IRREGULAR_RATE,
             pylsl.cf_double64,
             self.source_id,
@@ -117,11 +152,11 @@ class PredictionOutlet:
         desc = info.desc()
         desc.append_child_value("session_id", self.session_id)
         desc.append_child_value("service", self.service)
-        desc.append_child_value(
-            "timestamps", "epoch: its event; sliding window: its last sample (LSL clock)"
-        )
+        desc.append_child_value("timestamps", self.timestamps)
+        for key, value in self._extras().items():
+            desc.append_child_value(key, value)
         chans = desc.append_child("channels")
-        for label in CHANNELS:
+        for label in self.channels:
             chans.append_child("channel").append_child_value("label", label)
         self.info = info
         self.outlet = pylsl.StreamOutlet(info)
@@ -131,11 +166,11 @@ class PredictionOutlet:
             except Exception as exc:
                 raise BrokerUnavailable.at(self.amqp_url, exc) from exc
         self._channel = await self.connection.channel()
-        # Predictions are small and pushed at once; 64 in flight keeps the loop fed.
+        # Results are small and pushed at once; 64 in flight keeps the loop fed.
         await self._channel.set_qos(prefetch_count=64)
         ex = await topology.declare_exchanges(self._channel)
         self._queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
-        await self._queue.bind(ex[topology.PREDICTIONS_EXCHANGE], routing_key=self.routing_key)
+        await self._queue.bind(ex[self.exchange], routing_key=self.routing_key)
         self._consumer_tag = await self._queue.consume(self._on_message)
 
     async def close(self) -> None:
@@ -154,18 +189,19 @@ class PredictionOutlet:
             self.connection = None
         self.outlet = None  # pylsl destroys the outlet when the object goes
 
-    async def drain(self, last_seq: int | None, timeout_s: float, *, idle_s: float = 2.0) -> bool:
-        """Wait, after the last window was confirmed, for the session's last predictions.
+    async def drain(self, last: int | None, timeout_s: float, *, idle_s: float = 2.0) -> bool:
+        """Wait, after the last window was confirmed, for the session's last results.
 
-        True once the prediction for ``last_seq`` (or a later one) went out and nothing more
-        came for ``SETTLE_S``: with worker replicas an earlier seq may still be in flight
-        behind it. False when nothing more came for ``idle_s`` since the last push (the last
-        epochs may have been gated: no prediction comes for them), or at ``timeout_s``
-        without it. The idle clock starts at the first push after the call, not at the
-        call: a worker slower than ``idle_s`` to score the last windows is waited for, up
-        to ``timeout_s``.
+        True once the result for ``last`` (a seq, a trial; or a later one) went out and
+        nothing more came for ``SETTLE_S``: with worker replicas an earlier seq may still
+        be in flight behind it, and a trial's other rules decide within the same message's
+        time. False when nothing more came for ``idle_s`` since the last push (the last
+        epochs may have been gated, a last trial left incomplete: nothing comes for
+        them), or at ``timeout_s`` without it. The idle clock starts at the first push
+        after the call, not at the call: a worker slower than ``idle_s`` to score the last
+        windows is waited for, up to ``timeout_s``.
         """
-        if last_seq is None:
+        if last is None:
             return True
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -174,7 +210,7 @@ class PredictionOutlet:
             now = loop.time()
             if self.pushed != seen:
                 seen, last_push = self.pushed, now
-            reached = self.last_seq is not None and self.last_seq >= last_seq
+            reached = self.last is not None and self.last >= last
             quiet = now - (start if last_push is None else last_push)
             if reached and quiet >= SETTLE_S:
                 return True
@@ -183,6 +219,65 @@ class PredictionOutlet:
             if not reached and last_push is not None and quiet >= idle_s:
                 return False
             await asyncio.sleep(0.02)
+
+    def _extras(self) -> dict[str, str]:
+        """More of the stream's description, before its channels."""
+        return {}
+
+    def _pushed(self, key: int) -> None:
+        self.last = key if self.last is None else max(self.last, key)
+        self.pushed += 1
+
+    @abstractmethod
+    def _receive(self, body: bytes) -> None:
+        """Decode one message and push what is this session's; ``ContractError`` if unreadable."""
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        async with message.process(ignore_processed=True):
+            try:
+                self._receive(message.body)
+            except ContractError as exc:
+                # A malformed message is dropped: the result is in PostgreSQL anyway.
+                log.warning(
+                    "session %s: unreadable %s message: %s",
+                    self.session_id,
+                    self.stream_type.lower(),
+                    exc,
+                )
+
+
+class PredictionOutlet(ResultOutlet):
+    """Consumes one session's predictions from eeg.predictions and pushes them to an LSL outlet."""
+
+    exchange = topology.PREDICTIONS_EXCHANGE
+    stream_type = STREAM_TYPE
+    channels = CHANNELS
+    timestamps = "epoch: its event; sliding window: its last sample (LSL clock)"
+
+    def __init__(
+        self,
+        amqp_url: str,
+        service: str,
+        session_id: str,
+        *,
+        name: str = "neurostream-predictions",
+        lsl_offset: float | None = None,
+        connection: AbstractRobustConnection | None = None,
+    ) -> None:
+        super().__init__(
+            amqp_url,
+            service,
+            session_id,
+            name=name,
+            source=source_id(session_id),
+            lsl_offset=lsl_offset,
+            connection=connection,
+        )
+
+    @property
+    def last_seq(self) -> int | None:
+        """The highest seq pushed."""
+        return self.last
 
     def push(self, items: Iterable[PredictionItem]) -> int:
         """Push a message's predictions in seq order; returns how many were pushed."""
@@ -202,18 +297,83 @@ class PredictionOutlet:
             ]
             # An older worker's message lacks the geometry: its window's first sample.
             self.outlet.push_sample(sample, (item.t0 if event is None else event) - self.lsl_offset)
-            self.last_seq = item.seq if self.last_seq is None else max(self.last_seq, item.seq)
+            self._pushed(item.seq)
             n += 1
-        self.pushed += n
         return n
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        async with message.process(ignore_processed=True):
-            try:
-                body = PredictionMessage.decode(message.body)
-            except ContractError as exc:
-                # A malformed message is dropped: the prediction is in PostgreSQL anyway.
-                log.warning("session %s: unreadable prediction message: %s", self.session_id, exc)
-                return
-            if body.session_id == self.session_id:
-                self.push(body.predictions)
+    def _receive(self, body: bytes) -> None:
+        message = PredictionMessage.decode(body)
+        if message.session_id == self.session_id:
+            self.push(message.predictions)
+
+
+class DecisionOutlet(ResultOutlet):
+    """Consumes one session's decisions from eeg.decisions and pushes them to an LSL outlet.
+
+    ``rule`` (a stopping rule's name, ``fixed-10``) pushes only that rule's decisions, for
+    a stimulus program that acts on one; None pushes every rule's."""
+
+    exchange = topology.DECISIONS_EXCHANGE
+    stream_type = DECISION_STREAM_TYPE
+    channels = DECISION_CHANNELS
+    timestamps = "the decision's last flash: the event of the last epoch it used (LSL clock)"
+
+    def __init__(
+        self,
+        amqp_url: str,
+        service: str,
+        session_id: str,
+        *,
+        name: str = "neurostream-decisions",
+        rule: str | None = None,
+        lsl_offset: float | None = None,
+        connection: AbstractRobustConnection | None = None,
+    ) -> None:
+        super().__init__(
+            amqp_url,
+            service,
+            session_id,
+            name=name,
+            source=decision_source_id(session_id),
+            lsl_offset=lsl_offset,
+            connection=connection,
+        )
+        self.rule = rule
+        self.sent: set[tuple[int, str]] = set()  # (trial, rule) pushed: a redelivery is not
+
+    @property
+    def last_trial(self) -> int | None:
+        """The highest trial a decision was pushed for."""
+        return self.last
+
+    def push(self, decision: DecisionMessage) -> bool:
+        """Push one decision; False when it is another rule's or was already pushed."""
+        assert self.outlet is not None and self.lsl_offset is not None
+        if self.rule is not None and decision.rule != self.rule:
+            return False
+        if (decision.trial, decision.rule) in self.sent:
+            return False
+        codes = [float(c) for c in decision.codes[:2]]
+        codes += [math.nan] * (2 - len(codes))
+        sample = [
+            float(decision.trial),
+            float(decision.symbol_index),
+            *codes,
+            decision.posterior,
+            float(decision.repetitions),
+        ]
+        at = decision.last_event_t
+        if at is None:
+            at = decision.decided_at if decision.last_sample_t is None else decision.last_sample_t
+        self.outlet.push_sample(sample, at - self.lsl_offset)
+        self.sent.add((decision.trial, decision.rule))
+        self._pushed(decision.trial)
+        return True
+
+    def _extras(self) -> dict[str, str]:
+        return {"rule": self.rule or "every rule: one sample per rule"}
+
+    def _receive(self, body: bytes) -> None:
+        decision = DecisionMessage.decode(body)
+        if decision.session_id == self.session_id:
+            self.push(decision)

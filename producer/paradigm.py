@@ -5,12 +5,13 @@ Stimuli come every ``soa_s``; each is a target with probability ``target_prob``
 peak (~300 ms latency) is added, weighted per channel towards centro-parietal sites,
 plus optional white noise. The schedule is a function of the absolute sample index, so
 the output does not depend on how the stream is chunked, and the paradigm knows the
-ground truth of every epoch it caused.
+ground truth of every epoch it caused. ``P300`` is that peak and noise, shared with the
+row/column speller (``producer.speller``), so both simulate the same brain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,54 @@ def channel_weights(channels: Sequence[str], weights: Mapping[str, float]) -> np
     return w if w.any() else np.ones(len(channels), dtype=np.float32)
 
 
+class P300:
+    """The simulated response: a Gaussian peak after each target onset, plus white noise.
+
+    Stateless over the schedule (onsets are absolute sample indices, so a peak that
+    straddles two chunks is added piecewise); the noise generator is the only state, drawn
+    sample-major so it does not depend on chunk boundaries either."""
+
+    def __init__(
+        self,
+        fs: float,
+        channels: Sequence[str],
+        *,
+        amplitude_uv: float,
+        latency_s: float,
+        width_s: float,
+        weights: Mapping[str, float] | None,
+        noise_uv: float,
+        noise_rng: np.random.Generator,
+    ) -> None:
+        self.noise_uv = noise_uv
+        self.weights = channel_weights(channels, weights or {"Pz": 1.0})
+        t = np.arange(round((latency_s + 4 * width_s) * fs)) / fs
+        self.waveform = (amplitude_uv * np.exp(-0.5 * ((t - latency_s) / width_s) ** 2)).astype(
+            np.float32
+        )
+        self._noise_rng = noise_rng
+
+    @property
+    def span(self) -> int:
+        """Samples a peak lasts after its onset: onsets this far back still reach a chunk."""
+        return len(self.waveform)
+
+    def add(self, out: np.ndarray, start: int, onsets: Iterable[int]) -> None:
+        """Add a peak at each target onset (absolute indices) to ``out`` (starts at ``start``)."""
+        n, span = out.shape[1], self.span
+        for onset in onsets:
+            a, b = max(onset, start), min(onset + span, start + n)
+            if a >= b:
+                continue
+            wave = self.waveform[a - onset : b - onset]
+            out[:, a - start : b - start] += self.weights[:, None] * wave[None, :]
+
+    def add_noise(self, out: np.ndarray) -> None:
+        if self.noise_uv > 0:
+            n_ch, n = out.shape
+            out += self.noise_uv * self._noise_rng.standard_normal((n, n_ch), np.float32).T
+
+
 class OddballParadigm:
     """Schedules stimuli and injects the P300 the board itself cannot produce."""
 
@@ -65,15 +114,18 @@ class OddballParadigm:
         self.soa = soa_s * fs  # samples, possibly fractional
         self.first = round(first_onset_s * fs)
         self.target_prob = target_prob
-        self.noise_uv = noise_uv
-        self.weights = channel_weights(channels, weights or {"Pz": 1.0})
-        t = np.arange(round((latency_s + 4 * width_s) * fs)) / fs
-        self.waveform = (amplitude_uv * np.exp(-0.5 * ((t - latency_s) / width_s) ** 2)).astype(
-            np.float32
-        )
         seeds = np.random.SeedSequence(seed).spawn(2)
         self._target_rng = np.random.default_rng(seeds[0])
-        self._noise_rng = np.random.default_rng(seeds[1])
+        self.p300 = P300(
+            fs,
+            channels,
+            amplitude_uv=amplitude_uv,
+            latency_s=latency_s,
+            width_s=width_s,
+            weights=weights,
+            noise_uv=noise_uv,
+            noise_rng=np.random.default_rng(seeds[1]),
+        )
         self._targets: list[bool] = []
 
     def onset(self, k: int) -> int:
@@ -96,19 +148,13 @@ class OddballParadigm:
 
     def apply(self, data: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
         """Return (samples with P300s and noise, marker row) for a chunk starting at ``start``."""
-        n_ch, n = data.shape
+        n = data.shape[1]
         out = np.array(data, dtype=np.float32, copy=True)
         markers = np.zeros(n, dtype=np.float64)
-        span = len(self.waveform)
-        for stim in self.stimuli(start - span + 1, start + n):
+        stims = self.stimuli(start - self.p300.span + 1, start + n)
+        for stim in stims:
             if stim.index >= start:
                 markers[stim.index - start] = stim.marker
-            if stim.marker != TARGET:
-                continue
-            a, b = max(stim.index, start), min(stim.index + span, start + n)
-            wave = self.waveform[a - stim.index : b - stim.index]
-            out[:, a - start : b - start] += self.weights[:, None] * wave[None, :]
-        if self.noise_uv > 0:
-            # Drawn sample-major so the noise does not depend on chunk boundaries.
-            out += self.noise_uv * self._noise_rng.standard_normal((n, n_ch), np.float32).T
+        self.p300.add(out, start, (s.index for s in stims if s.marker == TARGET))
+        self.p300.add_noise(out)
         return out, markers

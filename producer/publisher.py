@@ -137,6 +137,21 @@ class WindowPublisher:
         )
         await self._enqueue(topology.LABELS_EXCHANGE, session_id, message, is_window=False)
 
+    async def publish_trial(self, truth: contract.TrialTruth) -> None:
+        """A trial's truth (a speller's target row and column codes) on ``eeg.labels``,
+        keyed ``trial.<service>.<session_id>`` and marked by ``x-neurostream-kind: trial``
+        so the label collector tells it from an epoch's label."""
+        message = aio_pika.Message(
+            truth.encode(),
+            headers={contract.KIND_HEADER: contract.TRIAL_KIND},
+            message_id=f"{truth.session_id}:trial:{truth.trial}",
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=time.time(),
+        )
+        key = contract.trial_key(self.service, truth.session_id)
+        await self._enqueue(topology.LABELS_EXCHANGE, key, message, is_window=False)
+
     async def flush(self, wait_s: float | None = None) -> bool:
         """Wait until everything queued is confirmed; False if ``wait_s`` ran out."""
         self._check_pump()

@@ -2,13 +2,15 @@
 
 ``run_session`` is the producer's loop: it registers the session in PostgreSQL, reads
 chunks from the source, hands them to a ``Cutter`` and publishes every window (and, for
-epochs with known ground truth, a label event on ``eeg.labels``). On ``stop`` (SIGTERM),
+epochs with known ground truth, a label event on ``eeg.labels``; a speller's trial truth
+once per trial, with its first epoch). On ``stop`` (SIGTERM),
 at ``duration_s`` or at the end of a file it stops reading, waits for the broker to
 confirm what was cut, and closes the session row.
 
 ``Cutter`` is the one path from samples to windows, shared with ``producer.offline`` (the
 epochs ``neurostream train`` fits on), so a model sees offline exactly what it is served
-live: the simulated oddball paradigm (synthetic board only, ``resolve_paradigm``), the
+live: the simulated oddball paradigm or P300 speller (synthetic board only,
+``resolve_paradigm``), the
 demo's channel shift, the event mapping (a recording's unmapped codes cut no epoch and
 are counted), the causal stream filter (``neurostream.streamfilter``, state kept for the
 session, restarted after a gap), then the ``Windower``.
@@ -28,21 +30,23 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from neurostream.contract import Window, WindowKind
+from neurostream.contract import TrialTruth, Window, WindowKind
 from neurostream.db import open_pool
+from neurostream.decisions import SpellerLayout
 from neurostream.errors import ConfigError
 from neurostream.gate import GateReport, Tally
 from neurostream.labelling import EventMapping
 from neurostream.settings import CoreSettings
 from neurostream.streamfilter import StreamFilter
 from producer.board import Chunk, FileSource, Source
-from producer.lsl import LslSource
-from producer.outlet import PredictionOutlet
+from producer.lsl import LslSource, lsl_offset
+from producer.outlet import DecisionOutlet, PredictionOutlet
 from producer.paradigm import OddballParadigm, label_for
 from producer.publisher import WindowPublisher
 from producer.settings import ProducerSettings
 from producer.shift import ChannelShift
 from producer.sources import lsl_of, open_source
+from producer.speller import SpellerParadigm
 from producer.windowing import Windower
 
 log = logging.getLogger(__name__)
@@ -57,12 +61,13 @@ class SessionResult:
     source: str = ""  # the source's name: a board, or file:<format>
     file: str | None = None
     speed: float | None = None  # of a file replay
-    paradigm: str = "none"  # as resolved: oddball | none
+    paradigm: str = "none"  # as resolved: oddball | speller | none
     record_only: bool = False
     windows_published: int = 0
     windows_confirmed: int = 0
     labels_confirmed: int = 0
     epochs: int = 0
+    trials: int = 0  # a speller's trials begun (their truth published): the last one + 1
     samples: int = 0
     truth: dict[int, int] = field(default_factory=dict)  # seq -> label
     codes: dict[int, int] = field(default_factory=dict)  # epochs per raw marker code
@@ -81,6 +86,7 @@ class SessionResult:
     interruptions: list[dict[str, object]] = field(default_factory=list)  # LSL stream losses
     lsl: dict[str, Any] | None = None  # the LSL source's streams, clock offsets, marker counts
     predictions_pushed: int | None = None  # on the LSL predictions outlet (None: none opened)
+    decisions_pushed: int | None = None  # on the LSL decisions outlet (a speller's)
 
     def summary(self) -> list[str]:
         """What ``neurostream produce`` prints at the end: a few lines for a person."""
@@ -94,6 +100,8 @@ class SessionResult:
             f"  {self.windows_confirmed}/{self.windows_published} windows confirmed, "
             f"{self.epochs} epochs, {self.labels_confirmed} labels confirmed",
         ]
+        if self.trials:
+            lines.append(f"  {self.trials} speller trials (one symbol each), truth published")
         if self.codes:
             lines.append("  epochs per code: " + _counts(self.codes))
         if self.classes:
@@ -130,6 +138,8 @@ class SessionResult:
             lines.append("  " + _lsl_line(self.lsl))
         if self.predictions_pushed is not None:
             lines.append(f"  {self.predictions_pushed} predictions pushed on the LSL outlet")
+        if self.decisions_pushed is not None:
+            lines.append(f"  {self.decisions_pushed} decisions pushed on the LSL outlet")
         if self.gate is not None and self.gate.epochs:
             loud = "WARNING: " if self.gate.most or self.gate.bad else ""
             lines.append(f"  {loud}{self.gate.summary()}")
@@ -139,7 +149,7 @@ class SessionResult:
 
 
 _WARN_AFTER = 20  # epochs the gate sees before a session is called mostly rejected
-DRAIN_S = 10.0  # the longest the predictions outlet waits for the last predictions
+DRAIN_S = 10.0  # the longest an LSL results outlet waits for the last results
 
 
 def _lsl_line(lsl: dict[str, Any]) -> str:
@@ -161,30 +171,33 @@ def _counts(counts: dict[Any, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in counts.items())
 
 
-def resolve_paradigm(settings: ProducerSettings, source: Source) -> Literal["oddball", "none"]:
-    """The paradigm a session runs: the simulated oddball only ever on the synthetic board.
+Paradigm = Literal["oddball", "speller", "none"]
+
+
+def resolve_paradigm(settings: ProducerSettings, source: Source) -> Paradigm:
+    """The paradigm a session runs: a simulated one only ever on the synthetic board.
 
     ``auto`` is the oddball on the synthetic board (when no ``events`` are given) and no
-    paradigm on any real source; ``oddball`` on a real source is refused.
+    paradigm on any real source; ``oddball`` or ``speller`` on a real source is refused.
     """
     if settings.paradigm == "none":
         return "none"
-    if settings.paradigm == "oddball":
+    if settings.paradigm in ("oddball", "speller"):
         if not source.simulated:
             raise ConfigError(
-                f"the simulated oddball paradigm adds fake stimuli and P300s to the synthetic "
-                f"board only; {source.name} is real EEG",
+                f"the simulated {settings.paradigm} paradigm adds fake stimuli and P300s to "
+                f"the synthetic board only; {source.name} is real EEG",
                 field="paradigm",
                 hint="drop --paradigm (a real source has none); to label a recording's own "
                 "markers pass --events, e.g. --events target=2,nontarget=1",
             )
         if settings.events.strip():
             raise ConfigError(
-                "--events labels a recording's own markers; the simulated oddball paradigm "
-                "labels its own stimuli: pass one of them",
+                f"--events labels a recording's own markers; the simulated {settings.paradigm} "
+                "paradigm labels its own stimuli: pass one of them",
                 field="events",
             )
-        return "oddball"
+        return settings.paradigm
     return "oddball" if source.simulated and not settings.events.strip() else "none"
 
 
@@ -208,6 +221,28 @@ def make_paradigm(
     )
 
 
+def make_speller(
+    settings: ProducerSettings, fs: float, channels: tuple[str, ...]
+) -> SpellerParadigm:
+    """The simulated row/column speller, with the oddball's P300 and noise settings."""
+    return SpellerParadigm(
+        fs,
+        channels,
+        SpellerLayout.grid(settings.speller_rows, settings.speller_cols),
+        repetitions=settings.speller_repetitions,
+        soa_s=settings.speller_soa_s or settings.soa_s,
+        trial_pause_s=settings.speller_pause_s,
+        amplitude_uv=settings.p300_amplitude_uv,
+        latency_s=settings.p300_latency_s,
+        width_s=settings.p300_width_s,
+        weights=settings.p300_channels,
+        noise_uv=settings.extra_noise_uv,
+        first_onset_s=max(0.5, -settings.epoch_tmin),
+        seed=settings.seed,
+        text=settings.speller_text or None,
+    )
+
+
 def make_shift(
     settings: ProducerSettings, fs: float, channels: tuple[str, ...]
 ) -> ChannelShift | None:
@@ -227,8 +262,9 @@ def make_shift(
 class Cutter:
     """Chunks in, windows out: the one path from samples to windows, live and offline.
 
-    In order: the oddball paradigm (when ``paradigm`` is ``oddball``) adds stimuli and
-    P300s, the demo's channel shift (when configured), the event mapping keeps only the
+    In order: the oddball paradigm (when ``paradigm`` is ``oddball``) or the speller
+    (``speller``: flashes whose epochs carry their trial) adds stimuli and P300s, the
+    demo's channel shift (when configured), the event mapping keeps only the
     markers it names (the others are counted in ``unmapped`` and cut no epoch), then the
     ``Windower`` cuts sliding windows (``settings.sliding``) and epochs
     ``[onset + tmin, onset + tmax)`` numbered gap-free from 0. Before the windower, the
@@ -245,13 +281,14 @@ class Cutter:
         fs: float,
         channels: tuple[str, ...],
         *,
-        paradigm: Literal["oddball", "none"],
+        paradigm: Paradigm,
         mapping: EventMapping | None = None,
     ) -> None:
         self.fs = float(fs)
         self.channels = tuple(channels)
         self.mapping = mapping
         self.paradigm = make_paradigm(settings, fs, channels) if paradigm == "oddball" else None
+        self.speller = make_speller(settings, fs, channels) if paradigm == "speller" else None
         self.shift = make_shift(settings, fs, channels)
         spec = settings.stream_filter
         self.filter = StreamFilter.of(spec, fs, len(self.channels)) if spec else None
@@ -278,8 +315,11 @@ class Cutter:
     def push(self, chunk: Chunk) -> list[Window]:
         """The windows ``chunk`` (the next samples of the stream) completed."""
         data, markers = chunk.data, chunk.markers
+        trials: np.ndarray | None = None
         if self.paradigm is not None:
             data, markers = self.paradigm.apply(data, self.samples)
+        elif self.speller is not None:
+            data, markers, trials = self.speller.apply(data, self.samples)
         if self.shift is not None:
             data = self.shift.apply(data, self.samples)
         if self._mapped_codes is not None:
@@ -299,7 +339,9 @@ class Cutter:
             part = data[:, a:b]
             if self.filter is not None:
                 part = self.filter.process(part)
-            windows += self.windower.push(part, ts[a:b], markers[a:b])
+            windows += self.windower.push(
+                part, ts[a:b], markers[a:b], trials[a:b] if trials is not None else None
+            )
         self._last_t = float(ts[-1])
         return windows
 
@@ -333,6 +375,9 @@ class Cutter:
             return None
         if self.paradigm is not None:
             return label_for(marker)
+        if self.speller is not None:
+            trial = window.header.trial
+            return None if trial is None else self.speller.label_of(marker, trial)
         if self.mapping is not None:
             return self.mapping.class_of(marker)
         return None
@@ -404,22 +449,21 @@ async def _session(
         store=mapping is not None,
     )
     lsl = lsl_of(src)
-    outlet = (
-        PredictionOutlet(
-            core.amqp_url,
-            settings.service,
-            settings.session_id,
-            name=settings.results_lsl_name,
-            # the source's own offset, so a prediction is stamped on the clock its window was
-            lsl_offset=lsl.lsl_offset if lsl is not None else None,
-        )
-        if settings.results_lsl and not settings.record_only
-        else None
-    )
+    outlet: PredictionOutlet | None = None
+    decisions: DecisionOutlet | None = None
+    if settings.results_lsl and not settings.record_only:
+        # One offset for both outlets, the source's own when it reads LSL, so a result is
+        # stamped on the clock its window was.
+        offset = lsl.lsl_offset if lsl is not None else lsl_offset()
+        args = (core.amqp_url, settings.service, settings.session_id)
+        outlet = PredictionOutlet(*args, name=settings.results_lsl_name, lsl_offset=offset)
+        if paradigm == "speller":
+            decisions = DecisionOutlet(*args, lsl_offset=offset)
     try:
         await publisher.start()
-        if outlet is not None:
-            await outlet.start()
+        for opened in (outlet, decisions):
+            if opened is not None:
+                await opened.start()
         await _register(pool, settings, src, paradigm, mapping)
         watch = _Interruptions(pool, settings.session_id, lsl, result)
         try:
@@ -429,11 +473,16 @@ async def _session(
         result.flushed = await publisher.flush(settings.flush_timeout_s)
         if outlet is not None:
             await outlet.drain(result.last_seq, DRAIN_S)
+        if decisions is not None:
+            await decisions.drain(result.trials - 1 if result.trials else None, DRAIN_S)
     finally:
         await publisher.close(flush_s=0)
         if outlet is not None:
             result.predictions_pushed = outlet.pushed
             await outlet.close()
+        if decisions is not None:
+            result.decisions_pushed = decisions.pushed
+            await decisions.close()
         result.windows_published = publisher.windows_published
         result.windows_confirmed = publisher.windows_confirmed
         result.labels_confirmed = publisher.labels_confirmed
@@ -470,7 +519,8 @@ async def _stream(
     result: SessionResult,
     watch: _Interruptions | None = None,
 ) -> None:
-    label_source = "paradigm" if cutter.paradigm is not None else "recording"
+    simulated = cutter.paradigm is not None or cutter.speller is not None
+    label_source = "paradigm" if simulated else "recording"
     codes: Counter[int] = Counter()
     classes: Counter[str] = Counter()
     gate = settings.gate
@@ -556,6 +606,19 @@ async def _read(
                             tally.rejected,
                             tally.epochs,
                         )
+                trial = window.header.trial
+                if cutter.speller is not None and trial is not None and trial >= result.trials:
+                    targets, symbol = cutter.speller.truth(trial)
+                    await publisher.publish_trial(
+                        TrialTruth(
+                            session_id=settings.session_id,
+                            trial=trial,
+                            targets=targets,
+                            symbol=symbol,
+                            source=label_source,
+                        )
+                    )
+                    result.trials = trial + 1
                 label = cutter.label_of(window)
                 if label is not None:
                     result.truth[seq] = label
@@ -611,6 +674,17 @@ async def _register(
             include={
                 "soa_s",
                 "target_prob",
+                "p300_amplitude_uv",
+                "p300_latency_s",
+                "p300_width_s",
+                "extra_noise_uv",
+                "seed",
+            }
+        )
+    if kind == "speller":
+        speller = make_speller(settings, src.fs, tuple(src.channels))
+        paradigm |= speller.describe() | settings.model_dump(
+            include={
                 "p300_amplitude_uv",
                 "p300_latency_s",
                 "p300_width_s",

@@ -3,9 +3,9 @@
 Everything the producer needs beyond ``CoreSettings`` (where the broker and the store are):
 which source to read (a board, or a recording file replayed at ``speed``, once unless
 ``loop``), how to cut windows, how a recording's event codes become labels (``events``),
-the simulated oddball paradigm (the synthetic board only), and how hard to hold on to
-windows while the broker is away. Env prefix ``NEUROSTREAM_PRODUCER_``; every setting a
-user needs is also a flag of ``neurostream produce``.
+the simulated oddball paradigm or row/column speller (the synthetic board only), and how
+hard to hold on to windows while the broker is away. Env prefix ``NEUROSTREAM_PRODUCER_``;
+every setting a user needs is also a flag of ``neurostream produce``.
 """
 
 from __future__ import annotations
@@ -184,14 +184,33 @@ class ProducerSettings(BaseSettings):
     flat_uv: float | None = Field(
         DEFAULT_FLAT_UV, gt=0, description="The gate's flat channel: std below this (µV)."
     )
-    paradigm: Literal["auto", "oddball", "none"] = Field(
+    paradigm: Literal["auto", "oddball", "speller", "none"] = Field(
         "auto",
-        description="The simulated oddball (P300) paradigm: 'auto' = on the synthetic board "
-        "only (without `events`), never on a real source; 'oddball' on a real source is "
+        description="The simulated P300 paradigm: 'oddball', or 'speller' (a row/column P300 "
+        "speller: trials of flashes, one symbol each); 'auto' = the oddball on the synthetic "
+        "board only (without `events`), never on a real source; either on a real source is "
         "refused.",
     )
     soa_s: float = Field(0.25, gt=0)
     target_prob: float = Field(1 / 6, gt=0, lt=1)
+    speller_rows: int = Field(6, ge=1, le=16, description="The speller grid's rows.")
+    speller_cols: int = Field(6, ge=1, le=16, description="Its columns.")
+    speller_repetitions: int = Field(
+        10, ge=1, le=100, description="Rounds of row and column flashes per trial (symbol)."
+    )
+    speller_text: str = Field(
+        "",
+        description="Symbols the simulated user spells, one per trial, cycled; empty: a "
+        "seeded random symbol each trial.",
+    )
+    speller_soa_s: float | None = Field(
+        None,
+        gt=0,
+        description="Time between two flashes; None: the oddball's `soa_s`, so a model trained "
+        "on the oddball simulation meets the timing it learnt (a neighbouring flash's P300 "
+        "falls elsewhere in an epoch at another SOA, and such a model's scores go wrong).",
+    )
+    speller_pause_s: float = Field(1.5, ge=0, description="Rest between two trials.")
     p300_amplitude_uv: float = Field(6.0, ge=0)
     p300_latency_s: float = Field(0.3, gt=0)
     p300_width_s: float = Field(0.06, gt=0, description="Standard deviation of the peak.")

@@ -6,7 +6,8 @@ window that became complete: sliding windows every ``step_s`` and one epoch
 sample, so the sequence numbers (gap-free from 0) do not depend on how the stream was
 chunked. ``gap()`` says the stream broke before the next sample: windows that would span
 the break are dropped and counted, never stitched across it. Epochs carry the session's
-``EpochGeometry`` in their headers (sliding windows its filter label).
+``EpochGeometry`` in their headers (sliding windows its filter label), and the trial of
+their marker when the stream has trials (a speller's ``trials`` row beside the markers).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Windower:
         if self._off1 <= self._off0:
             raise ValueError("tmax must be greater than tmin")
         self._next_slide = 0
-        self._pending: list[tuple[int, int, int]] = []  # (start, end, marker) of epochs
+        # (start, end, marker, trial or -1) of epochs not yet complete
+        self._pending: list[tuple[int, int, int, int]] = []
         self._seq = 0
         self._total = 0
         self._skipped = 0
@@ -103,9 +105,15 @@ class Windower:
             self._next_slide = at
 
     def push(
-        self, data: np.ndarray, timestamps: np.ndarray, markers: np.ndarray | None = None
+        self,
+        data: np.ndarray,
+        timestamps: np.ndarray,
+        markers: np.ndarray | None = None,
+        trials: np.ndarray | None = None,
     ) -> list[Window]:
-        """Add ``data`` [n_channels, n] and return the windows it completed."""
+        """Add ``data`` [n_channels, n] and return the windows it completed.
+
+        ``trials`` (beside ``markers``) gives each marker's trial, -1 for none."""
         n = int(data.shape[1])
         if data.shape[0] != len(self.channels) or timestamps.shape[0] != n:
             raise ValueError(
@@ -126,25 +134,30 @@ class Windower:
                 if start < self._gap_at:  # its baseline lies before the latest gap
                     self.epochs_dropped_gap += 1
                     continue
-                self._pending.append((start, end, int(markers[i])))
+                trial = int(trials[i]) if trials is not None else -1
+                self._pending.append((start, end, int(markers[i]), trial))
         return self._emit()
 
     def _emit(self) -> list[Window]:
-        due: list[tuple[int, int, int, int | None]] = []  # (end, kind rank, start, marker)
+        # (end, kind rank, start, marker, trial)
+        due: list[tuple[int, int, int, int | None, int]] = []
         while self.sliding and self._next_slide + self._win <= self._total:
-            due.append((self._next_slide + self._win, 0, self._next_slide, None))
+            due.append((self._next_slide + self._win, 0, self._next_slide, None, -1))
             self._next_slide += self._step
-        keep: list[tuple[int, int, int]] = []
-        for start, end, code in self._pending:
+        keep: list[tuple[int, int, int, int]] = []
+        for start, end, code, trial in self._pending:
             if end <= self._total:
-                due.append((end, 1, start, code))
+                due.append((end, 1, start, code, trial))
             else:
-                keep.append((start, end, code))
+                keep.append((start, end, code, trial))
         self._pending = keep
         due.sort(key=lambda d: (d[0], d[1], d[2]))
-        return [self._window(start, end, marker) for end, _, start, marker in due]
+        return [
+            self._window(start, end, marker, None if trial < 0 else trial)
+            for end, _, start, marker, trial in due
+        ]
 
-    def _window(self, start: int, end: int, marker: int | None) -> Window:
+    def _window(self, start: int, end: int, marker: int | None, trial: int | None) -> Window:
         a, b = start - self._buf_start, end - self._buf_start
         window = make_window(
             self._buf[:, a:b].copy(),
@@ -157,6 +170,7 @@ class Windower:
             marker=marker,
             geometry=self.geometry if marker is not None else None,
             filtered=self.geometry.filtered if self.geometry is not None else None,
+            trial=trial,
         )
         self._seq += 1
         return window
@@ -166,7 +180,7 @@ class Windower:
         keep = self._total + min(self._off0, 0) if self.epochs else self._total
         if self.sliding:
             keep = min(keep, self._next_slide)
-        for start, _, _ in self._pending:
+        for start, *_ in self._pending:
             keep = min(keep, start)
         return max(keep, self._buf_start)
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import httpx
     from fastapi import FastAPI
 
+    from neurostream.contract import DecisionMessage
     from neurostream.settings import CoreSettings
 
 FS = 250.0
@@ -95,3 +96,32 @@ def served(app: Any, what: str) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def decision_message(
+    session_id: str, trial: int, rule: str = "fixed-10", **kw: Any
+) -> DecisionMessage:
+    """A ``DecisionMessage`` as the decider publishes it: symbol 8 ("I", row code 2, column
+    code 9 of the default 6x6 grid) unless ``kw`` says otherwise; the last flash 0.8 s
+    before the decision, its epoch's last sample 0.7 s after that flash."""
+    from neurostream.contract import DecisionMessage
+
+    event = kw.pop("last_event_t", 1_700_000_000.0 + 10.0 * trial)
+    fields: dict[str, Any] = {
+        "session_id": session_id,
+        "service": "svc",
+        "trial": trial,
+        "rule": rule,
+        "symbol_index": 8,
+        "symbol": "I",
+        "codes": [2, 9],
+        "posterior": 0.97,
+        "repetitions": 10,
+        "epochs": 120,
+        "model_version_ids": [3],
+        "last_event_t": event,
+        "last_sample_t": None if event is None else event + 0.7,
+        "decided_at": (1_700_000_000.0 + 10.0 * trial if event is None else event) + 0.8,
+        "evidence": {"2": 4.5, "9": 3.25, "1": -1.5},
+    }
+    return DecisionMessage(**(fields | kw))

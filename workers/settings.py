@@ -8,8 +8,11 @@ import socket
 import uuid
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from neurostream.decisions import parse_rules
+from neurostream.errors import ConfigError
 
 
 def _default_event_loop() -> Literal["uvloop", "asyncio"]:
@@ -54,3 +57,30 @@ class WorkerSettings(BaseSettings):
         description="How long close() (SIGTERM) waits for the windows already received to be "
         "written and acked; what is left then is redelivered to another replica.",
     )
+    decide: bool = Field(
+        True,
+        description="Run a decider beside the worker: trial-based paradigms (a P300 speller) "
+        "get one decision per trial and stopping rule on eeg.decisions. Every replica may run "
+        "one; the queue decide.<service> has a single active consumer.",
+    )
+    decision_rules: str = Field(
+        "fixed:10,posterior:0.99999:10",
+        description="Stopping rules, comma-separated: fixed:<repetitions> and "
+        "posterior:<threshold>[:<max repetitions>]; each makes its own decision per trial. "
+        "The threshold is strict because it reads the classifier's probabilities as if they "
+        "were calibrated, and an LDA's are overconfident: on the simulated 6x6 speller "
+        "(60 trials) 0.999 gave 0.95 accuracy at 2.3 repetitions, 0.99999 1.00 at 3.0, "
+        "as five fixed repetitions did.",
+    )
+    decide_prefetch: int = Field(
+        256, ge=1, description="Unacked prediction messages held by the decider."
+    )
+
+    @field_validator("decision_rules")
+    @classmethod
+    def _rules_parse(cls, v: str) -> str:
+        try:
+            parse_rules(v)
+        except ConfigError as exc:  # pydantic reports ValueErrors under the field's name
+            raise ValueError(f"{exc}; {exc.hint}" if exc.hint else str(exc)) from None
+        return v

@@ -43,6 +43,7 @@ from neurostream.batching import drain, next_batch
 from neurostream.contract import (
     PREDICTIONS_CONTENT_TYPE,
     ContractError,
+    GatedItem,
     PredictionItem,
     PredictionMessage,
     Window,
@@ -426,8 +427,8 @@ class Worker:
         await self._dead_letter(rejects)
         await deliveries.ack_through(batch)
         self._account(rows, rejects, good, received, gated)
-        if self.settings.publish_predictions and rows:
-            await self._publish(rows)
+        if self.settings.publish_predictions and (rows or gated):
+            await self._publish(rows, gated)
 
     async def _write(
         self, rows: list[PredictionRow], rejects: list[_Reject], gated: list[GatedRow]
@@ -525,9 +526,16 @@ class Worker:
         for t in received:
             processing.observe(done - t)
 
-    async def _publish(self, rows: list[PredictionRow]) -> None:
-        """Each session's serving predictions as one ``PredictionMessage`` (closed loops)."""
+    async def _publish(self, rows: list[PredictionRow], gated: Sequence[GatedRow] = ()) -> None:
+        """Each session's serving predictions as one ``PredictionMessage`` (closed loops),
+        with the serving version's gated epochs (a decider counts them as seen flashes)."""
         by_session: dict[str, list[PredictionItem]] = defaultdict(list)
+        gated_by_session: dict[str, list[GatedItem]] = defaultdict(list)
+        for g in gated:
+            if g.role == "serving":
+                gated_by_session[g.session_id].append(
+                    GatedItem(seq=g.seq, trial=g.trial, marker=g.marker, reason=g.reason)
+                )
         for r in rows:
             if r.role == "serving":
                 by_session[r.session_id].append(
@@ -542,14 +550,20 @@ class Worker:
                         fs=r.fs,
                         n_samples=r.n_samples,
                         tmin=r.tmin,
+                        trial=r.trial,
                     )
                 )
         assert self._predictions is not None
         try:
-            for session_id, items in by_session.items():
+            for session_id in dict.fromkeys([*by_session, *gated_by_session]):
+                message = PredictionMessage(
+                    session_id=session_id,
+                    predictions=by_session.get(session_id, []),
+                    gated=gated_by_session.get(session_id, []),
+                )
                 await self._predictions.publish(
                     aio_pika.Message(
-                        body=PredictionMessage(session_id=session_id, predictions=items).encode(),
+                        body=message.encode(),
                         content_type=PREDICTIONS_CONTENT_TYPE,
                     ),
                     routing_key=f"{self.service}.{session_id}",
@@ -605,6 +619,7 @@ def _predict_rows(
                             marker=h.marker,
                             reason=verdict.reason(i) or "",
                             channels=verdict.offenders(i),
+                            trial=h.trial,
                         )
                     )
                 keep = ~rejected
@@ -638,6 +653,7 @@ def _predict_rows(
                         fs=h.fs,
                         n_samples=h.n_samples,
                         tmin=h.tmin,
+                        trial=h.trial,
                     )
                 )
     return rows, gated

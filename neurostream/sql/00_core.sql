@@ -105,6 +105,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     PRIMARY KEY (session_id, seq, model_version_id, window_ts)
 );
 CREATE INDEX IF NOT EXISTS predictions_service_time ON predictions (service, predicted_at DESC);
+-- The trial (a speller's symbol selection) of a trial-based paradigm's epoch; NULL otherwise.
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS trial integer;
 
 -- Epochs the artifact gate of a model version kept from being scored (peak-to-peak, flat
 -- channel): one row per window and version, keyed like predictions so a redelivery is a

@@ -1,8 +1,10 @@
-"""The live-predictions WebSocket of the ML data API, served by uvicorn, against the real
-RabbitMQ and PostgreSQL; and one real worker feeding it and the LSL outlet together.
+"""The live WebSockets of the ML data API (predictions, decisions), served by uvicorn,
+against the real RabbitMQ and PostgreSQL; one real worker feeding the predictions socket
+and the LSL outlet together, and decisions reaching the decisions socket and outlet.
 
 Stored predictions are written as a worker writes them (``write_predictions``); live ones
-are published on ``eeg.predictions`` with the worker's body shape. The client is the
+are published on ``eeg.predictions`` with the worker's body shape. Decisions are stored in
+``decisions`` and published on ``eeg.decisions`` as the decider does. The client is the
 ``websockets`` library, as a Python front end would use it.
 """
 
@@ -33,6 +35,7 @@ from ml_data_api.archiver import window_params
 from ml_data_api.routers import live as live_router
 from neurostream import infra, registry, topology
 from neurostream.contract import (
+    DecisionMessage,
     PredictionItem,
     PredictionMessage,
     WindowKind,
@@ -43,8 +46,8 @@ from neurostream.geometry import EpochGeometry
 from neurostream.models.training import train_model
 from neurostream.results import PredictionRow, write_predictions
 from neurostream.settings import CoreSettings
-from producer.outlet import PredictionOutlet, source_id
-from tests.factories import FS, served, synthetic_p300, unique
+from producer.outlet import DecisionOutlet, PredictionOutlet, decision_source_id, source_id
+from tests.factories import FS, decision_message, served, synthetic_p300, unique
 from workers.settings import WorkerSettings
 from workers.worker import Worker
 
@@ -446,3 +449,204 @@ async def test_a_slow_client_whose_queue_overflows_is_logged_once(
     assert len(warned) == 1, warned
     assert session in warned[0] and str(live_router.QUEUE_MAX) in warned[0]
     assert "since_seq" in warned[0]
+
+
+# --- decisions -----------------------------------------------------------------------------
+
+
+async def store_decisions(pool: Any, decisions: list[DecisionMessage]) -> None:
+    """Rows of ``decisions`` as the decider writes them before it publishes."""
+    async with pool.connection() as conn:
+        for d in decisions:
+            await conn.execute(
+                "INSERT INTO decisions (session_id, trial, rule, service, symbol_index, symbol, "
+                "codes, posterior, repetitions, epochs, model_version_ids, evidence, "
+                "last_event_at, last_sample_at, decided_at, worker_id) VALUES (%s, %s, %s, %s, "
+                "%s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), "
+                "to_timestamp(%s), 'decider-1')",
+                [
+                    d.session_id,
+                    d.trial,
+                    d.rule,
+                    d.service,
+                    d.symbol_index,
+                    d.symbol,
+                    d.codes,
+                    d.posterior,
+                    d.repetitions,
+                    d.epochs,
+                    d.model_version_ids,
+                    Jsonb(d.evidence),
+                    d.last_event_t,
+                    d.last_sample_t,
+                    d.decided_at,
+                ],
+            )
+
+
+async def decisions_exchange(core: CoreSettings) -> tuple[Any, Any]:
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    ch = await conn.channel(publisher_confirms=True)
+    return conn, (await topology.declare_exchanges(ch))[topology.DECISIONS_EXCHANGE]
+
+
+async def publish_decision(ex: Any, service: str, d: DecisionMessage) -> None:
+    await ex.publish(aio_pika.Message(d.encode()), f"{service}.{d.session_id}")
+
+
+async def test_stored_decisions_are_replayed_after_since_trial_then_live_ones_follow(
+    core: CoreSettings, pool, ws_base: str
+) -> None:
+    service, session, other = unique("svc"), unique("s"), unique("s")
+    await register(pool, session, service)
+    posterior = "posterior-0.95-max10"
+    stored = [
+        decision_message(session, 0, service=service),
+        decision_message(session, 1, service=service),
+        decision_message(session, 2, posterior, service=service, repetitions=4, posterior=0.96),
+        decision_message(session, 2, service=service, symbol_index=35, symbol="_", codes=[6, 12]),
+    ]
+    await store_decisions(pool, stored)
+    conn, ex = await decisions_exchange(core)
+    try:
+        async with connect(f"{ws_base}/sessions/{session}/decisions/live?since_trial=0") as ws:
+            replayed = await receive(ws, 3)
+            # Bound before the replay: these all arrive; what was replayed is not sent again.
+            await publish_decision(ex, service, stored[3])
+            await publish_decision(ex, service, decision_message(other, 3))  # another session's
+            await publish_decision(ex, service, decision_message(session, 1, posterior))  # stale
+            await ex.publish(aio_pika.Message(b"{not json"), f"{service}.{session}")
+            await publish_decision(ex, service, decision_message(session, 3, posterior))
+            await publish_decision(ex, unique("svc"), decision_message(session, 3))
+            await publish_decision(ex, service, decision_message(session, 3))  # redelivered
+            await publish_decision(ex, service, decision_message(session, 4))
+            followed = await receive(ws, 3)
+    finally:
+        await conn.close()
+    assert [(m["trial"], m["rule"]) for m in replayed] == [
+        (1, "fixed-10"),
+        (2, "fixed-10"),
+        (2, posterior),
+    ]
+    # A stored row is the decider's message again (its real posterior, read as float8).
+    assert replayed[0] == json.loads(stored[1].encode()) | {"posterior": pytest.approx(0.97)}
+    assert replayed[1]["symbol"] == "_" and replayed[1]["codes"] == [6, 12]
+    assert replayed[2]["repetitions"] == 4
+    assert replayed[2]["last_event_t"] == pytest.approx(stored[2].last_event_t, abs=1e-5)
+    assert replayed[2]["last_sample_t"] == pytest.approx(stored[2].last_sample_t, abs=1e-5)
+    assert replayed[2]["evidence"] == {"2": 4.5, "9": 3.25, "1": -1.5}
+    assert [(m["trial"], m["rule"]) for m in followed] == [
+        (3, posterior),
+        (3, "fixed-10"),
+        (4, "fixed-10"),
+    ]
+    assert {m["session_id"] for m in followed} == {session}
+
+
+async def test_without_since_trial_only_live_decisions_come(
+    core: CoreSettings, pool, ws_base: str
+) -> None:
+    service, session = unique("svc"), unique("s")
+    await register(pool, session, service)
+    await store_decisions(pool, [decision_message(session, 0, service=service)])
+    conn, ex = await decisions_exchange(core)
+    try:
+        async with connect(f"{ws_base}/sessions/{session}/decisions/live") as ws:
+            await until_queues(core, session, 1)
+            assert any(".decisions." in q for q in live_queues(core, session))
+            await publish_decision(ex, service, decision_message(session, 1))
+            (got,) = await receive(ws, 1)
+    finally:
+        await conn.close()
+    assert (got["trial"], got["symbol"]) == (1, "I")
+    await until_queues(core, session, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "reason"),
+    [
+        ("/sessions/{missing}/decisions/live", 4404, "does not exist"),
+        ("/sessions/{known}/decisions/live?since_trial=x", 1008, "since_trial"),
+        ("/sessions/{known}/decisions/live?since_trial=-2", 1008, "since_trial"),
+    ],
+)
+async def test_a_decisions_socket_is_refused_with_a_code_and_a_reason(
+    pool, ws_base: str, path: str, code: int, reason: str
+) -> None:
+    known, missing = unique("s"), unique("s")
+    await register(pool, known, "svc")
+    async with connect(ws_base + path.format(known=known, missing=missing)) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 20)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == code and reason in closed.value.rcvd.reason
+
+
+async def test_a_deciders_decisions_reach_the_lsl_outlet_and_the_socket_in_order(
+    core: CoreSettings, pool, ws_base: str
+) -> None:
+    """Ten trials of a speller, two rules each, published as the decider publishes them (the
+    dynamic rule first, after fewer repetitions): the same ten pairs, in trial order, reach
+    a pylsl inlet and a WebSocket, each stamped at its last flash."""
+    service, session = unique("svc"), unique("s")
+    await register(pool, session, service)
+    offset = time.time() - pylsl.local_clock()
+    outlet = DecisionOutlet(core.amqp_url, service, session, lsl_offset=offset)
+    await outlet.start()
+    conn, ex = await decisions_exchange(core)
+    now = time.time()
+    sent = []
+    for trial in range(10):
+        dynamic = 2 + trial % 5
+        for rule, reps in (("posterior-0.95-max10", dynamic), ("fixed-10", 10)):
+            sent.append(
+                decision_message(
+                    session,
+                    trial,
+                    rule,
+                    service=service,
+                    symbol_index=trial,
+                    symbol="ABCDEFGHIJ"[trial],
+                    codes=[1 + trial // 6, 7 + trial % 6],
+                    repetitions=reps,
+                    last_event_t=now - 30 + trial * 2.5 + reps * 0.2,
+                )
+            )
+    try:
+        found = await asyncio.to_thread(
+            pylsl.resolve_byprop, "source_id", decision_source_id(session), 1, 10
+        )
+        inlet = pylsl.StreamInlet(found[0], processing_flags=0)
+        await asyncio.to_thread(inlet.open_stream, 10)
+        async with connect(f"{ws_base}/sessions/{session}/decisions/live") as ws:
+            await until_queues(core, session, 1)
+            for d in sent:
+                await store_decisions(pool, [d])  # stored, then published, as the decider
+                await publish_decision(ex, service, d)
+            over_ws = await receive(ws, len(sent))
+        over_lsl = [await asyncio.to_thread(inlet.pull_sample, 10) for _ in sent]
+    finally:
+        await outlet.close()
+        await conn.close()
+    want = [(d.trial, d.repetitions) for d in sent]
+    assert [(m["trial"], m["repetitions"]) for m in over_ws] == want
+    assert [(int(s[0]), int(s[5])) for s, _ in over_lsl] == want
+    assert [s[1:4] for s, _ in over_lsl] == [
+        [float(d.symbol_index), *map(float, d.codes)] for d in sent
+    ]
+    assert [m["codes"] for m in over_ws] == [d.codes for d in sent]
+    assert [ts for _, ts in over_lsl] == pytest.approx(
+        [d.last_event_t - offset for d in sent if d.last_event_t is not None], abs=1e-6
+    )
+    assert [m["last_event_t"] for m in over_ws] == pytest.approx(
+        [ts + offset for _, ts in over_lsl], abs=1e-6
+    )
+    # Reconnecting after trial 7 replays what the store holds of trials 8 and 9.
+    async with connect(f"{ws_base}/sessions/{session}/decisions/live?since_trial=7") as ws:
+        again = await receive(ws, 4)
+    assert [(m["trial"], m["rule"]) for m in again] == [
+        (8, "fixed-10"),
+        (8, "posterior-0.95-max10"),
+        (9, "fixed-10"),
+        (9, "posterior-0.95-max10"),
+    ]

@@ -27,7 +27,7 @@ from ml_data_api.app import create_app
 from ml_data_api.export import read_parquet_arrays
 from ml_data_api.settings import DataApiSettings
 from neurostream import datasets, topology
-from neurostream.contract import encode, make_window
+from neurostream.contract import KIND_HEADER, TRIAL_KIND, TrialTruth, encode, make_window, trial_key
 from neurostream.errors import NotFound
 from neurostream.models.training import dataset_hash
 from neurostream.settings import CoreSettings
@@ -529,3 +529,87 @@ async def test_sessions(api: httpx.AsyncClient, broker: Broker) -> None:
     assert r.status_code == 404 and "session_id" in r.json()["detail"]
     health = await api.get("/health")
     assert health.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+# --- trials and decisions of a speller session ---------------------------------------------
+
+
+async def publish_truth(broker: Broker, service: str, body: TrialTruth | bytes) -> None:
+    raw = body.encode() if isinstance(body, TrialTruth) else body
+    session = body.session_id if isinstance(body, TrialTruth) else "x"
+    message = aio_pika.Message(raw, headers={KIND_HEADER: TRIAL_KIND})
+    await broker.labels.publish(message, routing_key=trial_key(service, session))
+
+
+async def _decide(api: httpx.AsyncClient, sid: str, service: str, trial: int, codes: list[int]):
+    """A decision row as the decider writes it (rule fixed-10, decided 0.25 s after the
+    last flash's epoch ended)."""
+    await sql(
+        api,
+        "INSERT INTO decisions (session_id, trial, rule, service, symbol_index, symbol, codes, "
+        "posterior, repetitions, epochs, model_version_ids, evidence, last_event_at, "
+        "last_sample_at, decided_at, worker_id) VALUES (%s, %s, 'fixed-10', %s, 0, 'A', %s, "
+        "0.97, 10, 120, '{7}', %s, to_timestamp(%s), to_timestamp(%s), to_timestamp(%s), 'w')",
+        [sid, trial, service, codes, json.dumps({"1": 2.5, "7": 3.0}), T0, T0 + 0.7, T0 + 0.95],
+    )
+
+
+async def test_trial_truths_are_collected_and_decisions_scored_against_them(
+    api: httpx.AsyncClient, broker: Broker
+) -> None:
+    sid, service = _id("spell"), _id("svc")
+    await sql(
+        api,
+        "INSERT INTO sessions (session_id, service, board, fs, channels, paradigm) "
+        "VALUES (%s, %s, 'synthetic', 250.0, '[]', %s)",
+        [sid, service, json.dumps({"kind": "speller"})],
+    )
+    skipped = api.app.state.consumers.collector.skipped  # type: ignore[attr-defined]
+    await publish_truth(broker, service, b'{"session_id": "x", "trial": 0, "targets": []}')
+    await publish_truth(broker, service, TrialTruth(session_id=sid, trial=0, targets=[1, 8]))
+    await publish_truth(
+        broker, service, TrialTruth(session_id=sid, trial=1, targets=[2, 9], symbol="O")
+    )
+    # An epoch's label on the same exchange still goes to ``labels``.
+    await publish_label(broker, {"session_id": sid, "seq": 3, "label": 1}, sid)
+    await _decide(api, sid, service, 0, [1, 8])  # right
+    await _decide(api, sid, service, 1, [3, 9])  # wrong: row 3, not row 2
+    await _decide(api, sid, service, 2, [1, 7])  # no truth yet
+
+    async def collected() -> bool:
+        rows = await sql(api, "SELECT count(*) FROM trials WHERE session_id = %s", [sid])
+        labels = await sql(api, "SELECT label FROM labels WHERE session_id = %s", [sid])
+        return rows == [(2,)] and labels == [(1,)]
+
+    await eventually(collected)
+    assert api.app.state.consumers.collector.skipped == skipped + 1  # type: ignore[attr-defined]
+    trials = (await api.get(f"/sessions/{sid}/trials")).json()
+    assert [(t["trial"], t["targets"], t["symbol"], t["source"]) for t in trials] == [
+        (0, [1, 8], None, "paradigm"),
+        (1, [2, 9], "O", "paradigm"),
+    ]
+    decisions = (await api.get(f"/sessions/{sid}/decisions")).json()
+    assert [(d["trial"], d["codes"], d["targets"], d["correct"]) for d in decisions] == [
+        (0, [1, 8], [1, 8], True),
+        (1, [3, 9], [2, 9], False),
+        (2, [1, 7], None, None),
+    ]
+    first = decisions[0]
+    assert first["rule"] == "fixed-10" and first["evidence"] == {"1": 2.5, "7": 3.0}
+    assert (first["repetitions"], first["epochs"], first["model_version_ids"]) == (10, 120, [7])
+    assert first["latency_s"] == pytest.approx(0.25, abs=1e-3)
+    assert first["posterior"] == pytest.approx(0.97, rel=1e-6)
+    # A corrected truth replaces the old one: the same decision is now right.
+    await publish_truth(broker, service, TrialTruth(session_id=sid, trial=1, targets=[9, 3]))
+
+    async def corrected() -> bool:
+        rows = (await api.get(f"/sessions/{sid}/decisions", params={"rule": "fixed-10"})).json()
+        return [d["correct"] for d in rows] == [True, True, None]
+
+    await eventually(corrected)
+    assert (await api.get(f"/sessions/{sid}/decisions", params={"rule": "other"})).json() == []
+    for path in ("decisions", "trials"):
+        r = await api.get(f"/sessions/no-such-session/{path}")
+        assert r.status_code == 404 and "session_id" in r.json()["detail"]
+        r = await api.get(f"/sessions/{sid}/{path}", params={"limit": 101})
+        assert r.status_code == 422 and "limit" in r.json()["detail"]

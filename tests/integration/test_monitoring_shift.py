@@ -250,6 +250,7 @@ return {
     tr.children[1].textContent]),
   firing: rows("#alerts tr").map((tr) => [tr.dataset.rule, tr.className]),
   performancePaths: rows("#chart-performance path").length,
+  bciHidden: document.getElementById("bci-section").hidden,
 };
 """
 
@@ -298,6 +299,7 @@ async def _dashboard_shows(page: Any, url: str, service: str, pool: Any, rule: s
     assert channels["Fz"][0] == ""
     assert got["firing"] == [[rule, "firing"]]
     assert got["auc"] not in ("", "–") and got["performancePaths"] >= 2
+    assert got["bciHidden"] is True  # no speller decisions: no BCI panel
     for section in ("performance", "alerts"):  # visible in the first 1400x900 screen
         assert 0 <= got["top"][section] < 900, got["top"]
     print(

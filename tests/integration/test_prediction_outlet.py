@@ -174,9 +174,10 @@ def test_the_message_model_keeps_the_workers_wire_format_and_times_the_event() -
         session_id="s1", predictions=[PredictionItem.model_validate(i) for i in (epoch, slide)]
     )
     body = json.loads(msg.encode())
-    assert list(body) == ["session_id", "predictions"]
-    assert [list(p) for p in body["predictions"]] == [list(epoch), list(slide)]
-    assert body["predictions"] == [epoch, slide]  # values round-trip exactly, kinds as text
+    # the worker's keys, then what trial-based paradigms added (gated flashes, trials)
+    assert list(body) == ["session_id", "predictions", "gated"] and body["gated"] == []
+    assert [list(p) for p in body["predictions"]] == [[*epoch, "trial"], [*slide, "trial"]]
+    assert body["predictions"] == [epoch | {"trial": None}, slide | {"trial": None}]
     back = PredictionMessage.decode(msg.encode())
     assert back == msg
     e, s = back.predictions

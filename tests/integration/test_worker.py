@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from neurostream import registry, topology
-from neurostream.contract import Window, encode, make_window
+from neurostream.contract import GatedItem, PredictionMessage, Window, encode, make_window
 from neurostream.db import open_pool
 from neurostream.events import publish_model_event
 from neurostream.gate import Gate
@@ -720,6 +720,69 @@ async def test_gated_epochs_are_stored_with_their_reason_and_not_scored_once_eac
             )
         ).fetchone()
     assert beat == 5
+
+
+async def test_trials_and_gated_epochs_are_published_and_the_trial_stored(
+    core, pool, channel, workers
+) -> None:
+    """A speller's epochs carry their trial: the worker stores it with each prediction and
+    publishes it, and publishes the serving version's gated epochs (seq, trial, marker,
+    reason) in the same message, so a decider counts every flash of a repetition."""
+    x, y = synthetic_p300(channels=CHANNELS, seed=1)
+    trained = train_model("sklearn-lda", x, y, FS, gate=Gate())
+    name, model = unique("svc"), unique("trials")
+    async with pool.connection() as conn:
+        await registry.register_trained(conn, model, trained, code_version="test")
+        await registry.create_service(conn, name)
+        await registry.assign(conn, name, model, "1")
+    q = await channel.declare_queue(exclusive=True)
+    await q.bind(topology.PREDICTIONS_EXCHANGE, routing_key=f"{name}.#")
+    await start_worker(core, name, workers)
+    session = unique("s")
+    # one repetition of a 6x6 speller's 12 codes in trial 2, the flash of code 5 blinked
+    data, _ = synthetic_p300(n=12, channels=CHANNELS, seed=7)
+    data[4, 1, 40:60] += 300.0
+    windows = [
+        make_window(
+            data[i],
+            session_id=session,
+            seq=i,
+            t0=1.7e9 + i * 0.175,
+            fs=FS,
+            channels=[f"c{j}" for j in range(CHANNELS)],
+            kind="epoch",
+            marker=i + 1,
+            trial=2,
+        )  # fmt: skip
+        for i in range(12)
+    ]
+    await publish(channel, name, windows)
+    predicted: dict[int, tuple[int | None, int | None]] = {}
+    gated: list[GatedItem] = []
+    deadline = time.monotonic() + 10
+    while len(predicted) + len(gated) < 12 and time.monotonic() < deadline:
+        msg = await q.get(no_ack=True, fail=False)
+        if msg is None:
+            await asyncio.sleep(0.05)
+            continue
+        message = PredictionMessage.decode(msg.body)
+        assert message.session_id == session
+        predicted |= {p.seq: (p.trial, p.marker) for p in message.predictions}
+        gated += message.gated
+    assert predicted == {i: (2, i + 1) for i in range(12) if i != 4}
+    assert [(g.seq, g.trial, g.marker) for g in gated] == [(4, 2, 5)]
+    assert gated[0].reason.startswith("peak-to-peak ") and gated[0].reason.endswith(
+        "on c1 > 100 µV"
+    )
+    assert await wait_for(pool, COUNT, [session], 11) == 11
+    async with pool.connection() as conn:
+        trials = await (
+            await conn.execute(
+                "SELECT array_agg(DISTINCT trial) FROM predictions WHERE session_id = %s",
+                [session],
+            )
+        ).fetchone()
+    assert trials[0] == [2]
 
 
 # -- erp@2: epochs from the filtered stream only -------------------------------------------

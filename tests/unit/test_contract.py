@@ -10,11 +10,17 @@ import pytest
 from neurostream.contract import (
     SCHEMA_VERSION,
     ContractError,
+    DecisionMessage,
+    GatedItem,
+    PredictionItem,
+    PredictionMessage,
+    TrialTruth,
     WindowKind,
     decode,
     encode,
     make_window,
     message_id,
+    trial_key,
 )
 from neurostream.geometry import EpochGeometry
 from tests.conftest import window_factory
@@ -155,3 +161,84 @@ def test_a_bad_geometry_header_is_a_contract_error(change: dict, needle: str) ->
     body, headers = encode(w)
     with pytest.raises(ContractError, match=needle):
         decode(body, {**headers, **change})
+
+
+def test_trial_travels_in_an_optional_header() -> None:
+    w = make_window(
+        np.zeros((2, 10)), session_id="t", seq=5, t0=1.0, fs=250.0, channels=["a", "b"],
+        kind="epoch", marker=7, trial=3,
+    )  # fmt: skip
+    body, headers = encode(w)
+    assert headers["trial"] == 3
+    assert decode(body, headers).header.trial == 3
+    # an older producer: no header, no trial; a non-trial window sends none
+    old = {k: v for k, v in headers.items() if k != "trial"}
+    assert decode(body, old).header.trial is None
+    assert "trial" not in encode(window_factory(seq=1))[1]
+    with pytest.raises(ContractError, match="trial"):
+        decode(body, {**headers, "trial": -1})
+
+
+def test_a_prediction_message_carries_trials_and_gated_epochs() -> None:
+    message = PredictionMessage(
+        session_id="s",
+        predictions=[
+            PredictionItem(
+                seq=4,
+                model_version_id=2,
+                predicted=1,
+                score=0.8,
+                marker=3,
+                t0=10.0,
+                kind=WindowKind.EPOCH,
+                trial=1,
+            )  # fmt: skip
+        ],
+        gated=[GatedItem(seq=5, trial=1, marker=9, reason="peak-to-peak 400 uV on Pz")],
+    )
+    back = PredictionMessage.decode(message.encode())
+    assert back == message
+    assert back.predictions[0].trial == 1 and back.gated[0].marker == 9
+    # a body from a worker before trials: no "trial", no "gated"
+    old = PredictionMessage.decode(
+        b'{"session_id": "s", "predictions": [{"seq": 1, "model_version_id": 2, '
+        b'"predicted": 0, "score": 0.1, "t0": 1.0, "kind": "epoch"}]}'
+    )
+    assert old.gated == [] and old.predictions[0].trial is None
+
+
+def test_trial_truth_and_decision_round_trip() -> None:
+    truth = TrialTruth(session_id="s-1", trial=2, targets=[3, 10], symbol="P")
+    assert TrialTruth.decode(truth.encode()) == truth and truth.source == "paradigm"
+    assert trial_key("p300", "s-1") == "trial.p300.s-1"
+    decision = DecisionMessage(
+        session_id="s-1", service="p300", trial=2, rule="fixed-10", symbol_index=15,
+        symbol="P", codes=[3, 10], posterior=0.97, repetitions=10, epochs=120,
+        model_version_ids=[4], last_event_t=1_700_000_000.123456, last_sample_t=None,
+        decided_at=1_700_000_000.5, evidence={"3": 12.5, "10": 9.25},
+    )  # fmt: skip
+    back = DecisionMessage.decode(decision.encode())
+    assert back == decision and back.last_event_t == 1_700_000_000.123456
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b'{"session_id": "s", "trial": 0, "targets": []}', "targets"),
+        (b'{"session_id": "s", "trial": -1, "targets": [1, 7]}', "trial"),
+        (b"not json", "body"),
+    ],
+)
+def test_a_bad_trial_truth_is_a_contract_error(body: bytes, needle: str) -> None:
+    with pytest.raises(ContractError, match=f"invalid trial truth '{needle}"):
+        TrialTruth.decode(body)
+
+
+def test_a_decision_posterior_outside_zero_one_is_refused() -> None:
+    with pytest.raises(ContractError, match="posterior"):
+        DecisionMessage.decode(
+            b'{"session_id": "s", "service": "p", "trial": 0, "rule": "fixed-1", '
+            b'"symbol_index": 0, "symbol": "A", "codes": [1, 7], "posterior": 1.5, '
+            b'"repetitions": 1, "epochs": 12, "model_version_ids": [1], '
+            b'"decided_at": 1.0, "evidence": {}}'
+        )
