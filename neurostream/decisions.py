@@ -163,12 +163,82 @@ def log_likelihood_ratio(score: float, prior: float) -> float:
     return _logit(min(max(float(score), SCORE_CLIP), 1 - SCORE_CLIP)) - _logit(prior)
 
 
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Platt scaling of a classifier's target probability, fitted on scores it did not train on.
+
+    The posterior rule reads a flash's probability as calibrated: ``P(target | epoch)``.
+    An LDA's probabilities are not (they crowd towards 0 and 1), so a trial's posterior
+    passes a threshold too early. Fitting ``P(target) = sigmoid(slope * logit(p) +
+    intercept)`` on held-out scores (a hold-out split, or cross-validation's out-of-fold
+    scores) gives calibrated odds; dividing out the odds of ``prior`` (the target share of
+    those scores) leaves the flash's likelihood ratio. Stored in a model version's
+    ``metrics["calibration"]``.
+    """
+
+    slope: float
+    intercept: float
+    prior: float  # target share of the scores it was fitted on
+    n: int  # how many
+
+    MIN_PER_CLASS = 10  # fewer held-out scores of a class: no calibration
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, targets: np.ndarray) -> Calibration | None:
+        """From held-out target probabilities and whether each was a target; None when a
+        class has fewer than ``MIN_PER_CLASS`` of them."""
+        from sklearn.linear_model import LogisticRegression
+
+        s = np.asarray(scores, dtype=np.float64)
+        t = np.asarray(targets, dtype=bool)
+        keep = np.isfinite(s)
+        s, t = s[keep], t[keep]
+        if min(int(t.sum()), int((~t).sum())) < cls.MIN_PER_CLASS:
+            return None
+        x = np.log(
+            np.clip(s, SCORE_CLIP, 1 - SCORE_CLIP) / (1 - np.clip(s, SCORE_CLIP, 1 - SCORE_CLIP))
+        )
+        fit = LogisticRegression(C=1e6).fit(x[:, None], t)
+        return cls(float(fit.coef_[0, 0]), float(fit.intercept_[0]), float(t.mean()), int(t.size))
+
+    @classmethod
+    def of(cls, metrics: Mapping[str, Any] | None) -> Calibration | None:
+        """From a model version's metrics (None: it has none)."""
+        found = (metrics or {}).get("calibration")
+        if not isinstance(found, Mapping):
+            return None
+        try:
+            return cls(
+                float(found["slope"]),
+                float(found["intercept"]),
+                float(found["prior"]),
+                int(found["n"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": "platt",
+            "slope": self.slope,
+            "intercept": self.intercept,
+            "prior": self.prior,
+            "n": self.n,
+        }
+
+    def llr(self, score: float) -> float:
+        """The flash's log-likelihood ratio: calibrated log-odds less the prior's."""
+        p = min(max(float(score), SCORE_CLIP), 1 - SCORE_CLIP)
+        return self.slope * _logit(p) + self.intercept - _logit(self.prior)
+
+
 @dataclass
 class TrialEvidence:
     """The evidence of one trial so far: summed log-likelihood ratios and flashes per code."""
 
     layout: SpellerLayout
     prior: float
+    calibration: Calibration | None = None  # the serving version's (None: read p as is)
     _llr: dict[int, float] = field(init=False, repr=False)
     _flashes: dict[int, int] = field(init=False, repr=False)
     _seen: set[int] = field(init=False, repr=False)
@@ -181,11 +251,19 @@ class TrialEvidence:
         self._flashes = dict.fromkeys(self.layout.codes, 0)
         self._seen = set()
 
-    def add(self, code: int, score: float | None, *, seq: int | None = None) -> bool:
+    def add(
+        self,
+        code: int,
+        score: float | None,
+        *,
+        seq: int | None = None,
+        calibration: Calibration | None = None,
+    ) -> bool:
         """Count a flash of ``code``; ``score`` None is a gated flash (seen, no evidence).
 
-        With ``seq`` a redelivered flash is counted once. Returns whether it counted (False
-        for a repeat, or a code the layout does not have)."""
+        With ``seq`` a redelivered flash is counted once. ``calibration`` (that flash's
+        model version's; default the trial's) turns the score into its likelihood ratio.
+        Returns whether it counted (False for a repeat, or a code the layout lacks)."""
         if code not in self._flashes or (seq is not None and seq in self._seen):
             return False
         if seq is not None:
@@ -193,7 +271,12 @@ class TrialEvidence:
         self._flashes[code] += 1
         self._epochs += 1
         if score is not None:
-            self._llr[code] += log_likelihood_ratio(score, self.prior)
+            calibrated = calibration or self.calibration
+            self._llr[code] += (
+                calibrated.llr(score)
+                if calibrated is not None
+                else log_likelihood_ratio(score, self.prior)
+            )
         return True
 
     @property

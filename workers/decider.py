@@ -52,7 +52,13 @@ from neurostream import topology
 from neurostream.batching import drain, next_batch
 from neurostream.contract import ContractError, DecisionMessage, PredictionMessage
 from neurostream.db import open_pool
-from neurostream.decisions import SpellerLayout, StoppingRule, TrialEvidence, parse_rules
+from neurostream.decisions import (
+    Calibration,
+    SpellerLayout,
+    StoppingRule,
+    TrialEvidence,
+    parse_rules,
+)
 from neurostream.errors import BrokerUnavailable
 from neurostream.lifecycle import StopSignals, signal_name
 from neurostream.settings import CoreSettings
@@ -172,6 +178,8 @@ class Decider:
         self._owns_connection = connection is None
         # Per session: its layout, or None when it is not a speller session.
         self._layouts: OrderedDict[str, SpellerLayout | None] = OrderedDict()
+        # Each model version's Platt calibration (its metrics), None when it has none.
+        self._calibrations: dict[int, Calibration | None] = {}
         self._trials: OrderedDict[tuple[str, int], _Trial] = OrderedDict()
         self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
@@ -395,9 +403,29 @@ class Decider:
                 self._remember(key, state)
             else:
                 self._trials.move_to_end(key)
+            versions = {f.model_version_id for f in flashes if f.model_version_id is not None}
+            await self._load_calibrations(versions)
             for flash in sorted(flashes, key=lambda f: f.seq):
                 out += self._feed(session, trial, layout, state, flash)
         return out
+
+    async def _load_calibrations(self, versions: set[int]) -> None:
+        """The calibrations of versions not met yet (one query; a version is immutable)."""
+        missing = sorted(versions - self._calibrations.keys())
+        if not missing:
+            return
+
+        async def load() -> list[tuple[int, Any]]:
+            assert self.pool is not None
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT id, metrics FROM model_versions WHERE id = ANY(%s)", [missing]
+                )
+                return list(await cur.fetchall())
+
+        found = dict(await self._retrying(load))
+        for version in missing:
+            self._calibrations[version] = Calibration.of(found.get(version))
 
     def _feed(
         self, session: str, trial: int, layout: SpellerLayout, state: _Trial, flash: _Flash
@@ -405,7 +433,12 @@ class Decider:
         """Add one flash; the decisions of the rules that fire on it (at a full repetition)."""
         evidence = state.evidence
         before = evidence.repetitions
-        if not evidence.add(flash.code, flash.score, seq=flash.seq):
+        calibration = (
+            self._calibrations.get(flash.model_version_id)
+            if flash.model_version_id is not None
+            else None
+        )
+        if not evidence.add(flash.code, flash.score, seq=flash.seq, calibration=calibration):
             return []  # a redelivery, or replayed already
         if flash.model_version_id is not None:
             state.versions.add(flash.model_version_id)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from neurostream import scoring
+from neurostream.decisions import Calibration
 from neurostream.errors import ArtifactError, ConfigError
 from neurostream.features import get_pipeline
 from neurostream.gate import Gate
@@ -172,6 +173,16 @@ def stream_params(
     return params
 
 
+def calibrate(proba: np.ndarray, y: np.ndarray, classes: Sequence[int]) -> Calibration | None:
+    """Platt scaling of a binary classifier's positive (larger) class from held-out
+    probabilities (``neurostream.decisions.Calibration``); None for more classes, or too
+    few held-out scores of one."""
+    if len(classes) != 2 or not len(y):
+        return None
+    positive = list(classes).index(max(classes))
+    return Calibration.fit(np.asarray(proba)[:, positive], np.asarray(y) == max(classes))
+
+
 def train_model(
     family: str,
     windows: np.ndarray,
@@ -285,6 +296,9 @@ def train_model(
     )
     proba = clf.predict_proba(X_test) if len(y_test) else np.zeros((0, len(clf.classes)))
     metrics = scoring.score(y_test, proba, classes=clf.classes)
+    calibration = calibrate(proba, y_test, clf.classes)
+    if calibration is not None:
+        metrics["calibration"] = calibration.describe()
     artifact = artifacts.dump(clf, family)
     return TrainedModel(
         family=family,

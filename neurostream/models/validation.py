@@ -34,7 +34,7 @@ from neurostream.errors import ConfigError
 from neurostream.features import get_pipeline
 from neurostream.geometry import EpochGeometry
 from neurostream.models.families import check_family
-from neurostream.models.training import fit_classifier, stream_params
+from neurostream.models.training import calibrate, fit_classifier, stream_params
 
 LEAVE_ONE_RUN_OUT: Final = "leave-one-run-out"
 STRATIFIED_KFOLD: Final = "stratified-kfold"
@@ -130,6 +130,7 @@ class CrossValidation:
     pooled: dict[str, Any]
     proba: np.ndarray = field(repr=False)  # out-of-fold [n, k], columns like ``classes``
     seed: int = 0
+    labels: np.ndarray | None = field(default=None, repr=False)  # the epochs' classes
 
     def mean_sd(self, metric: str) -> tuple[float | None, float | None]:
         """Mean and sample sd of ``metric`` over the folds where it is defined."""
@@ -215,7 +216,7 @@ def cross_validate(
             }
         )
     pooled = scoring.score(labels, proba, classes=classes)
-    return CrossValidation(scheme, classes, rows, pooled, proba, seed)
+    return CrossValidation(scheme, classes, rows, pooled, proba, seed, labels)
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ class Validation:
     def metrics(self) -> dict[str, Any]:
         """A model version's ``metrics``: the headline's fold means first, then both schemes."""
         head = self.headline.summary()
-        return {
+        metrics: dict[str, Any] = {
             "roc_auc": head["roc_auc"],
             "balanced_accuracy": head["balanced_accuracy"],
             "validation": self.headline.scheme,
@@ -238,6 +239,12 @@ class Validation:
             "cv": head,
             "cv_kfold": self.kfold.summary(),
         }
+        cv = self.headline
+        if cv.labels is not None:  # the out-of-fold scores: what the refitted model will see
+            calibration = calibrate(cv.proba, cv.labels, cv.classes)
+            if calibration is not None:
+                metrics["calibration"] = calibration.describe()
+        return metrics
 
 
 def validate_runs(

@@ -9,6 +9,7 @@ pure ``TrialEvidence`` (flashes in seq order, rules asked after each full repeti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -22,12 +23,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from neurostream import topology
+from neurostream import registry, topology
 from neurostream.contract import DecisionMessage, GatedItem, PredictionItem, PredictionMessage
-from neurostream.decisions import SpellerLayout, TrialEvidence, parse_rules
+from neurostream.decisions import Calibration, SpellerLayout, TrialEvidence, parse_rules
+from neurostream.models.training import train_model
 from neurostream.results import PredictionRow, write_predictions
 from neurostream.settings import CoreSettings
-from tests.factories import unique
+from tests.factories import FS as FS_TRAIN
+from tests.factories import synthetic_p300, unique
 from workers.__main__ import serve
 from workers.decider import Decider, decide_dead_queue, declare_decider
 from workers.settings import WorkerSettings
@@ -37,7 +40,7 @@ pytestmark = pytest.mark.integration
 LAYOUT = SpellerLayout.grid(6, 6)
 RULES = "fixed:10,posterior:0.9:10"
 REPETITIONS = 10
-VERSION = 7
+VERSION = 2_000_000_007  # no such version: its flashes are read uncalibrated
 FS, N_SAMPLES, TMIN, SOA = 250.0, 200, -0.1, 0.175
 T0 = 1_700_000_000.0
 PER_MESSAGE = 4  # flashes per prediction message (a worker's micro-batch)
@@ -49,6 +52,7 @@ class Flash:
     trial: int
     code: int
     score: float | None  # None: gated
+    version: int = VERSION
 
     @property
     def event_t(self) -> float:
@@ -58,7 +62,7 @@ class Flash:
         assert self.score is not None
         return PredictionItem(
             seq=self.seq,
-            model_version_id=VERSION,
+            model_version_id=self.version,
             predicted=int(self.score > 0.5),
             score=self.score,
             marker=self.code,
@@ -101,12 +105,14 @@ class Expected:
     last_seq: int
 
 
-def expected_decisions(flashes: Sequence[Flash]) -> dict[tuple[int, str], Expected]:
+def expected_decisions(
+    flashes: Sequence[Flash], calibration: Calibration | None = None
+) -> dict[tuple[int, str], Expected]:
     """What the decider must decide: each rule at the first full repetition it fires on."""
     out: dict[tuple[int, str], Expected] = {}
     rules = parse_rules(RULES)
     for trial in sorted({f.trial for f in flashes}):
-        ev = TrialEvidence(LAYOUT, LAYOUT.target_prior)
+        ev = TrialEvidence(LAYOUT, LAYOUT.target_prior, calibration=calibration)
         for f in sorted((f for f in flashes if f.trial == trial), key=lambda f: f.seq):
             before = ev.repetitions
             # At the precision predictions.score stores, as the decider adds it.
@@ -207,7 +213,7 @@ async def feed(
             PredictionRow(
                 session_id=session,
                 seq=f.seq,
-                model_version_id=VERSION,
+                model_version_id=f.version,
                 t0=f.item().t0,
                 role="serving",
                 kind="epoch",
@@ -229,7 +235,7 @@ async def feed(
                     "INSERT INTO gated (session_id, seq, model_version_id, window_ts, service, "
                     "kind, marker, reason, channels, worker_id) VALUES "
                     "(%s, %s, %s, to_timestamp(%s), %s, 'epoch', %s, 'ptp', '{Pz}', 'w')",
-                    [session, f.seq, VERSION, f.event_t, service, f.code],
+                    [session, f.seq, f.version, f.event_t, service, f.code],
                 )
         message = PredictionMessage(
             session_id=session,
@@ -279,7 +285,7 @@ def assert_matches(
     assert d["evidence"].keys() == want.evidence.keys()
     for code, llr in want.evidence.items():
         assert d["evidence"][code] == llr  # exactly: a rebuilt trial adds the same floats
-    assert list(d["model_version_ids"]) == [VERSION]
+    assert list(d["model_version_ids"]) == [flashes[0].version]
     last = flashes[want.last_seq]
     if last.score is None:  # a gated flash carries no times
         assert d["last_event_t"] is None and d["last_sample_t"] is None
@@ -479,9 +485,42 @@ async def test_the_worker_process_runs_a_decider_beside_the_worker_until_sigterm
     assert [p.seq for m in waiting for p in m.predictions] == list(range(8))
 
 
+async def test_flashes_are_read_through_their_versions_calibration(
+    core, pool, channel, deciders
+) -> None:
+    """A version's Platt calibration (its metrics) turns each score into its likelihood
+    ratio: the decisions are the calibrated reference's, not the raw one's."""
+    x, y = synthetic_p300(channels=4, seed=2)
+    trained = train_model("sklearn-lda", x, y, FS_TRAIN)
+    calibration = Calibration(slope=0.4, intercept=-0.9, prior=1 / 6, n=200)
+    trained = dataclasses.replace(
+        trained, metrics=trained.metrics | {"calibration": calibration.describe()}
+    )
+    service = unique("spell")
+    async with pool.connection() as conn:
+        version = await registry.register_trained(
+            conn, unique("calibrated"), trained, code_version="test"
+        )
+    version_id = int(version["id"])
+    decider = await start_decider(core, service, deciders)
+    session = await register(pool, service)
+    flashes = [
+        dataclasses.replace(f, version=version_id) for f in speller_trials(["K", "4"], seed=6)
+    ]
+    want = expected_decisions(flashes, calibration)
+    raw = expected_decisions(flashes)
+    assert want != raw  # calibration changes the evidence (and when the posterior stops)
+    sent = await feed(pool, channel, service, session, flashes)
+    await until(lambda: decider.counters.messages == sent and decider.counters.decisions == 4)
+    rows = await stored(pool, session)
+    assert rows.keys() == want.keys()
+    for key, w in want.items():
+        assert_matches(rows[key], w, flashes)
+
+
 def test_bad_stopping_rules_are_refused_with_the_setting_named() -> None:
     assert WorkerSettings().decide and WorkerSettings().decision_rules == (
-        "fixed:10,posterior:0.99999:10"
+        "fixed:10,posterior:0.99:10"
     )
     for bad in ("fixed:0", "posterior:1.5:10", "sometimes", "fixed:10,fixed:10"):
         with pytest.raises(ValidationError, match="decision_rules") as err:

@@ -9,6 +9,7 @@ import pytest
 
 from neurostream.decisions import (
     SCORE_CLIP,
+    Calibration,
     FixedRepetitions,
     PosteriorThreshold,
     SpellerLayout,
@@ -191,3 +192,54 @@ def test_itr_in_bits_per_minute() -> None:
         itr_bits_per_min(36, 0.9, 0.0)
     # 10 repetitions of 12 flashes every 175 ms, then a 1.5 s pause: 22.5 s
     assert seconds_per_selection(LAYOUT, 10, 0.175, 1.5) == pytest.approx(22.5)
+
+
+def test_platt_calibration_undoes_an_overconfident_classifier() -> None:
+    """Scores whose log-odds are twice too sure are fitted back to slope ~1/2, and a
+    calibrated flash's LLR is the calibrated log-odds less the prior's."""
+    rng = np.random.default_rng(0)
+    truth = rng.random(4000) < 1 / 6
+    # two unit-variance Gaussians at -1 and +1: the true log-odds is 2x plus the prior's
+    x = np.where(truth, 1.0, -1.0) + rng.normal(0, 1.0, truth.size)
+    true_logit = 2 * x + np.log(1 / 5)
+    calibrated_p = 1 / (1 + np.exp(-true_logit))
+    overconfident = 1 / (1 + np.exp(-2 * true_logit))
+    cal = Calibration.fit(overconfident, truth)
+    assert cal is not None and cal.slope == pytest.approx(1 / 2, rel=0.1)
+    assert cal.prior == pytest.approx(truth.mean()) and cal.n == truth.size
+    p = 0.9
+    assert cal.llr(p) == pytest.approx(
+        cal.slope * math.log(p / (1 - p)) + cal.intercept - math.log(cal.prior / (1 - cal.prior))
+    )
+    # the calibrated probabilities: no longer crowded at 0 and 1
+    refit = Calibration.fit(calibrated_p, truth)
+    assert refit is not None and refit.slope == pytest.approx(1.0, rel=0.1)
+    assert Calibration.of({"calibration": cal.describe()}) == cal
+    assert Calibration.of({}) is None and Calibration.of({"calibration": {"slope": 1}}) is None
+    assert Calibration.fit(np.full(50, 0.3), np.zeros(50, bool)) is None  # one class
+
+
+def test_calibrated_evidence_sums_the_calibrated_ratios() -> None:
+    layout = SpellerLayout.grid()
+    cal = Calibration(slope=0.5, intercept=-1.0, prior=1 / 6, n=100)
+    raw = TrialEvidence(layout, layout.target_prior)
+    calibrated = TrialEvidence(layout, layout.target_prior, calibration=cal)
+    for ev in (raw, calibrated):
+        ev.add(3, 0.99)
+        ev.add(3, 0.2)
+    assert calibrated.evidence()["3"] == pytest.approx(cal.llr(0.99) + cal.llr(0.2))
+    assert raw.evidence()["3"] == pytest.approx(
+        log_likelihood_ratio(0.99, 1 / 6) + log_likelihood_ratio(0.2, 1 / 6)
+    )
+    assert abs(calibrated.evidence()["3"]) < abs(raw.evidence()["3"])
+
+
+def test_training_stores_the_calibration_of_its_held_out_scores() -> None:
+    from neurostream.models.training import train_model
+    from tests.factories import FS, synthetic_p300
+
+    x, y = synthetic_p300(n=400, channels=4, seed=3)
+    trained = train_model("sklearn-lda", x, y, FS)
+    cal = Calibration.of(trained.metrics)
+    assert cal is not None and cal.n == 80 and 0 < cal.slope
+    assert trained.metrics["calibration"]["method"] == "platt"
