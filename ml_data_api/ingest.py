@@ -26,13 +26,13 @@ from ml_data_api.collector import LabelCollector
 from ml_data_api.settings import DataApiSettings
 from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
-from neurostream.lifecycle import StopSignals, signal_name
+from neurostream.lifecycle import Lifecycle, signal_name
 from neurostream.settings import CoreSettings
 
 log = logging.getLogger(__name__)
 
 
-class Ingest:
+class Ingest(Lifecycle):
     """The label collector and the window archiver, started and closed together."""
 
     def __init__(
@@ -43,6 +43,7 @@ class Ingest:
         pool: AsyncConnectionPool | None = None,
         connection: AbstractRobustConnection | None = None,
     ) -> None:
+        super().__init__()
         self.core = core
         self.settings = settings
         self.pool: AsyncConnectionPool | None = pool
@@ -59,9 +60,7 @@ class Ingest:
         self._owns_pool = pool is None
         self._owns_connection = connection is None
         self._channels: list[AbstractChannel] = []
-        self._stopping = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
-        self._signals = StopSignals(self.handle_signal)
 
     async def start(self) -> None:
         """Connect (unless given a pool/connection) and start both consumers."""
@@ -77,30 +76,10 @@ class Ingest:
             self._channels.append(channel)
             await consumer.start(channel, self.pool)
 
-    async def run(self) -> None:
-        """Start, consume until ``request_stop()``, then ``close()`` (also when start fails)."""
-        try:
-            await self.start()
-            await self._stopping.wait()
-        finally:
-            await self.close()
-
-    def request_stop(self) -> None:
-        """Ask ``run()`` to finish (sync, so safe from a signal handler)."""
-        self._stopping.set()
-
     def handle_signal(self, signum: int) -> None:
         """What SIGTERM/SIGINT do: stop after the messages already received."""
         log.info("ingest got %s; settling in-flight batches", signal_name(signum))
         self.request_stop()
-
-    def install_signal_handlers(self) -> bool:
-        """``handle_signal`` on SIGTERM/SIGINT; once, and only from the main thread."""
-        return self._signals.install()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     async def close(self, wait_s: float | None = None) -> None:
         """Settle what both consumers received (within ``wait_s``, default

@@ -8,10 +8,13 @@ one trial into a ``TrialEvidence`` and asks its ``StoppingRule``s, after each co
 repetition, whether to decide.
 
 The evidence is the Bayesian accumulation BciPy and timeflux_bci use: a flash's score
-``p`` becomes a log-likelihood ratio ``logit(p) - logit(prior)`` (the classifier's
-posterior odds divided by its prior odds, ``prior`` being the target share it was trained
-on), a symbol's log-posterior is the sum of the ratios of its row's and its column's
-flashes under a uniform symbol prior, normalised over the symbols. Wolpaw's information
+``p`` becomes a log-likelihood ratio, its posterior odds divided by its prior odds, and a
+symbol's log-posterior is the sum of the ratios of its row's and its column's flashes
+under a uniform symbol prior, normalised over the symbols. The posterior odds are read
+through the model version's ``Calibration`` (Platt scaling of held-out scores, made at
+training) when it has one, else taken as they come (``logit(p) - logit(prior)``, ``prior``
+the target share it was trained on); an uncalibrated LDA is overconfident, and its
+trials would stop too early. Wolpaw's information
 transfer rate (Wolpaw et al. 2002) turns a decision accuracy into bits per selection and,
 with the time a selection takes, bits per minute.
 """

@@ -6,6 +6,9 @@ the retraining runner) has the same public lifecycle, after arq's ``Worker``: a 
 (a plain method, so tests call it directly instead of sending signals), and an async
 ``close()`` that drains in-flight work within a bound and closes what the loop opened.
 
+``Lifecycle`` is that shell, once: ``run()`` = ``start()``, wait for ``request_stop()``,
+``close()``; the subclass writes ``start``, ``close`` and its own ``handle_signal`` line.
+
 ``StopSignals`` is the guard around the event loop's signal API: it installs only in the
 main thread (``loop.add_signal_handler`` raises elsewhere, and a loop embedded in another
 program, e.g. under uvicorn, must not take over its handlers), only once, and removes the
@@ -18,11 +21,12 @@ import asyncio
 import logging
 import signal
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STOP_SIGNALS", "StopSignals", "signal_name"]
+__all__ = ["STOP_SIGNALS", "Lifecycle", "StopSignals", "signal_name"]
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 
@@ -77,3 +81,48 @@ class StopSignals:
             return
         for signum in self._signals:
             loop.remove_signal_handler(signum)
+
+
+class Lifecycle(ABC):
+    """A loop's public lifecycle: ``run()`` until ``request_stop()``, then ``close()``.
+
+    The stop is an event set from sync code (a signal handler, a test) and awaited by
+    ``run()``; the subclass's ``close()`` sets it too and removes ``_signals``.
+    """
+
+    def __init__(self) -> None:
+        self._stopping = asyncio.Event()
+        self._signals = StopSignals(self.handle_signal)
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and start consuming."""
+
+    @abstractmethod
+    async def close(self, wait_s: float | None = None) -> None:
+        """Settle in-flight work within ``wait_s``, then close what ``start`` opened."""
+
+    async def run(self) -> None:
+        """Start, work until ``request_stop()``, then ``close()`` (also when start fails)."""
+        try:
+            await self.start()
+            await self._stopping.wait()
+        finally:
+            await self.close()
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to finish (sync, so safe from a signal handler)."""
+        self._stopping.set()
+
+    def handle_signal(self, signum: int) -> None:
+        """What SIGTERM/SIGINT do: ``request_stop()`` (subclasses log what stops)."""
+        log.info("%s got %s; stopping", type(self).__name__, signal_name(signum))
+        self.request_stop()
+
+    def install_signal_handlers(self) -> bool:
+        """``handle_signal`` on SIGTERM/SIGINT; once, and only from the main thread."""
+        return self._signals.install()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()

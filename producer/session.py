@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import psycopg
@@ -211,6 +211,23 @@ def make_paradigm(
         channels,
         soa_s=settings.soa_s,
         target_prob=settings.target_prob,
+        **_simulated_p300(settings),
+    )
+
+
+class _SimulatedP300(TypedDict):
+    amplitude_uv: float
+    latency_s: float
+    width_s: float
+    weights: dict[str, float]
+    noise_uv: float
+    first_onset_s: float
+    seed: int
+
+
+def _simulated_p300(settings: ProducerSettings) -> _SimulatedP300:
+    """The P300, noise and first onset both simulated paradigms take from the settings."""
+    return _SimulatedP300(
         amplitude_uv=settings.p300_amplitude_uv,
         latency_s=settings.p300_latency_s,
         width_s=settings.p300_width_s,
@@ -232,13 +249,7 @@ def make_speller(
         repetitions=settings.speller_repetitions,
         soa_s=settings.speller_soa_s or settings.soa_s,
         trial_pause_s=settings.speller_pause_s,
-        amplitude_uv=settings.p300_amplitude_uv,
-        latency_s=settings.p300_latency_s,
-        width_s=settings.p300_width_s,
-        weights=settings.p300_channels,
-        noise_uv=settings.extra_noise_uv,
-        first_onset_s=max(0.5, -settings.epoch_tmin),
-        seed=settings.seed,
+        **_simulated_p300(settings),
         text=settings.speller_text or None,
     )
 

@@ -6,12 +6,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aio_pika
 import numpy as np
 import psycopg
 import pytest
 from psycopg import sql
 
-from neurostream import infra
+from neurostream import infra, topology
 from neurostream.contract import Window, make_window
 from neurostream.settings import CoreSettings
 from tests.lsl_support import Replays
@@ -74,6 +75,16 @@ def token(core: CoreSettings) -> str:
     """The write token of the test session's services."""
     assert core.api_token is not None
     return core.api_token.get_secret_value()
+
+
+@pytest.fixture
+async def channel(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    """A confirmed channel on the test vhost with the topology's exchanges declared."""
+    conn = await aio_pika.connect_robust(core.amqp_url)
+    ch = await conn.channel(publisher_confirms=True)
+    await topology.declare_exchanges(ch)
+    yield ch
+    await conn.close()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ and kills every one it started, by process group, when closed. ``Pusher`` is an 
 the test's own process that pushes synthetic samples on time whenever the reading loop
 asks it to (``drain`` calls it), so a test controls exactly when a stream goes silent or
 away. Names and source ids are unique per test, so tests never see each other's streams.
+``open_inlet`` and ``channel_labels`` read an outlet as an experiment would.
 """
 
 from __future__ import annotations
@@ -206,3 +207,22 @@ def joined(chunks: Sequence[Chunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def samples(chunks: Sequence[Chunk]) -> int:
     return sum(c.n for c in chunks)
+
+
+def open_inlet(source_id: str) -> pylsl.StreamInlet:
+    """The one stream with ``source_id``, opened, its timestamps as pushed (blocking)."""
+    found = pylsl.resolve_byprop("source_id", source_id, 1, 10)
+    assert len(found) == 1, f"no outlet with source id {source_id} is visible on the network"
+    inlet = pylsl.StreamInlet(found[0], processing_flags=0)
+    inlet.open_stream(10)
+    return inlet
+
+
+def channel_labels(info: pylsl.StreamInfo) -> list[str]:
+    """The channel labels a stream's description declares, in order."""
+    out = []
+    ch = info.desc().child("channels").child("channel")
+    while not ch.empty():
+        out.append(ch.child_value("label"))
+        ch = ch.next_sibling()
+    return out

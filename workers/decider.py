@@ -60,7 +60,7 @@ from neurostream.decisions import (
     parse_rules,
 )
 from neurostream.errors import BrokerUnavailable
-from neurostream.lifecycle import StopSignals, signal_name
+from neurostream.lifecycle import Lifecycle, signal_name
 from neurostream.settings import CoreSettings
 from workers import deliveries
 from workers.settings import WorkerSettings
@@ -150,7 +150,7 @@ class _GiveUp(Exception):
     """A database call still failing while stopping: the batch goes back to the queue."""
 
 
-class Decider:
+class Decider(Lifecycle):
     """The decider of one service: ``run()`` until ``request_stop()``, then ``close()``.
 
     ``pool`` and ``connection`` may be injected (the worker process, tests); the decider
@@ -167,6 +167,7 @@ class Decider:
         pool: AsyncConnectionPool | None = None,
         connection: AbstractRobustConnection | None = None,
     ) -> None:
+        super().__init__()
         self.core = core
         self.settings = settings
         self.service: str = settings.service
@@ -182,9 +183,7 @@ class Decider:
         self._calibrations: dict[int, Calibration | None] = {}
         self._trials: OrderedDict[tuple[str, int], _Trial] = OrderedDict()
         self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-        self._stopping = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
-        self._signals = StopSignals(self.handle_signal)
         self._process: asyncio.Task[None] | None = None
         self._channel: AbstractRobustChannel | None = None
         self._out_channel: AbstractRobustChannel | None = None
@@ -222,30 +221,10 @@ class Decider:
             ", ".join(r.name for r in self.rules),
         )
 
-    async def run(self) -> None:
-        """Start, decide until ``request_stop()``, then ``close()`` (also when start fails)."""
-        try:
-            await self.start()
-            await self._stopping.wait()
-        finally:
-            await self.close()
-
-    def request_stop(self) -> None:
-        """Ask ``run()`` to finish (sync, so safe from a signal handler)."""
-        self._stopping.set()
-
     def handle_signal(self, signum: int) -> None:
         """What SIGTERM/SIGINT do when the decider runs alone."""
         log.info("decider %s got %s; stopping", self.settings.worker_id, signal_name(signum))
         self.request_stop()
-
-    def install_signal_handlers(self) -> bool:
-        """``handle_signal`` on SIGTERM/SIGINT; once, and only from the main thread."""
-        return self._signals.install()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     @property
     def open_trials(self) -> int:

@@ -53,7 +53,7 @@ from neurostream.contract import (
 from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
 from neurostream.geometry import EpochGeometry
-from neurostream.lifecycle import StopSignals, signal_name
+from neurostream.lifecycle import Lifecycle, signal_name
 from neurostream.models.artifacts import ArtifactPolicy
 from neurostream.results import (
     GatedRow,
@@ -91,7 +91,7 @@ class _Reject:
     seq: int | None
 
 
-class Worker:
+class Worker(Lifecycle):
     """One replica serving ``svc.<service>``: ``run()`` until ``request_stop()``, then ``close()``.
 
     ``pool`` and ``connection`` may be injected (tests, an embedding process); the worker
@@ -107,6 +107,7 @@ class Worker:
         pool: AsyncConnectionPool | None = None,
         connection: AbstractRobustConnection | None = None,
     ) -> None:
+        super().__init__()
         self.core = core
         self.settings = settings
         self.service: str = settings.service
@@ -119,9 +120,7 @@ class Worker:
         self._owns_connection = connection is None
         # Deliveries with the time they arrived (perf_counter), for the processing metric.
         self._inbox: asyncio.Queue[tuple[float, DeliveredMessage]] = asyncio.Queue()
-        self._stopping = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
-        self._signals = StopSignals(self.handle_signal)
         self._process: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -166,18 +165,6 @@ class Worker:
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         log.info("worker %s serving %s", self.settings.worker_id, self.service)
 
-    async def run(self) -> None:
-        """Start, serve until ``request_stop()``, then ``close()`` (also when start fails)."""
-        try:
-            await self.start()
-            await self._stopping.wait()
-        finally:
-            await self.close()
-
-    def request_stop(self) -> None:
-        """Ask ``run()`` to finish (sync, so safe from a signal handler)."""
-        self._stopping.set()
-
     def handle_signal(self, signum: int) -> None:
         """What SIGTERM/SIGINT do: stop after the windows already received."""
         log.info(
@@ -186,14 +173,6 @@ class Worker:
             signal_name(signum),
         )
         self.request_stop()
-
-    def install_signal_handlers(self) -> bool:
-        """``handle_signal`` on SIGTERM/SIGINT; once, and only from the main thread."""
-        return self._signals.install()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     @property
     def pending(self) -> int:

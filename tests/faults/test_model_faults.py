@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import aio_pika
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -30,15 +28,6 @@ from workers.settings import WorkerSettings
 from workers.worker import Worker
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-async def channel(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    conn = await aio_pika.connect_robust(core.amqp_url)
-    ch = await conn.channel(publisher_confirms=True)
-    await topology.declare_exchanges(ch)
-    yield ch
-    await conn.close()
 
 
 def raises_on_real_windows(lda4) -> bytes:

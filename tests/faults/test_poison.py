@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import aio_pika
 import numpy as np
@@ -86,15 +86,6 @@ KINDS = {
     "truncated": "needs",
     "huge": "exceeds",
 }
-
-
-@pytest.fixture
-async def channel(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    conn = await aio_pika.connect_robust(core.amqp_url)
-    ch = await conn.channel(publisher_confirms=True)
-    await topology.declare_exchanges(ch)
-    yield ch
-    await conn.close()
 
 
 async def publish(channel, service: str, items: Sequence[Window | tuple[bytes, dict]]) -> None:

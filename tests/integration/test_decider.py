@@ -141,15 +141,6 @@ def expected_decisions(
 
 
 @pytest.fixture
-async def channel(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    conn = await aio_pika.connect_robust(core.amqp_url)
-    ch = await conn.channel(publisher_confirms=True)
-    await topology.declare_exchanges(ch)
-    yield ch
-    await conn.close()
-
-
-@pytest.fixture
 async def deciders() -> AsyncIterator[list[Decider]]:
     started: list[Decider] = []
     yield started
@@ -274,6 +265,24 @@ async def stored(pool: Any, session: str) -> dict[tuple[int, str], dict[str, Any
     return {(r[0], r[1]): dict(zip(names, r, strict=True)) for r in rows}
 
 
+async def assert_decided(
+    pool: Any,
+    session: str,
+    want: dict[tuple[int, str], Expected],
+    flashes: Sequence[Flash],
+    sub: Decisions | None = None,
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """``decisions`` holds ``want`` for the session (and ``sub`` got each exactly once)."""
+    rows = await stored(pool, session)
+    assert rows.keys() == want.keys()
+    for key, w in want.items():
+        assert_matches(rows[key], w, flashes)
+        if sub is not None:
+            (published,) = sub.of(session)[key]
+            assert_matches(published, w, flashes)
+    return rows
+
+
 def assert_matches(
     got: DecisionMessage | dict[str, Any], want: Expected, flashes: Sequence[Flash]
 ) -> None:
@@ -319,13 +328,9 @@ async def test_a_decision_per_trial_and_rule_stored_with_its_evidence_and_publis
     sent += await feed(pool, channel, service, other, speller_trials(["A"], seed=4)[:24])
     await until(lambda: decider.counters.messages == sent and len(sub.of(session)) == 6)
 
-    rows = await stored(pool, session)
-    assert rows.keys() == want.keys()
-    for key, w in want.items():
-        assert_matches(rows[key], w, flashes)
-        (published,) = sub.of(session)[key]
-        assert_matches(published, w, flashes)
-        assert published.service == service and rows[key]["service"] == service
+    rows = await assert_decided(pool, session, want, flashes, sub)
+    assert {r["service"] for r in rows.values()} == {service}
+    assert {p.service for (p,) in sub.of(session).values()} == {service}
     assert decider.counters.decisions == 6 and decider.counters.ignored == 6  # other's messages
     assert sub.of(other) == {} and await stored(pool, other) == {}
 
@@ -381,11 +386,7 @@ async def test_malformed_messages_are_dead_lettered_with_a_reason(
     assert "trial -1 outside" in reasons["bad-3"]
     assert decider.counters.rejected == 4
     # The decider lived on: the good trial is decided as if the bad messages never came.
-    rows = await stored(pool, session)
-    want = expected_decisions(good)
-    assert rows.keys() == want.keys()
-    for key, w in want.items():
-        assert_matches(rows[key], w, good)
+    await assert_decided(pool, session, expected_decisions(good), good)
 
 
 async def test_a_restarted_decider_decides_as_if_it_had_not_stopped(
@@ -410,12 +411,7 @@ async def test_a_restarted_decider_decides_as_if_it_had_not_stopped(
     rest = await feed(pool, channel, service, session, flashes[cut:])
     await until(lambda: second.counters.messages == rest and len(sub.of(session)) == 2)
     assert second.counters.rebuilt == 1
-    rows = await stored(pool, session)
-    assert rows.keys() == want.keys()
-    for key, w in want.items():
-        assert_matches(rows[key], w, flashes)
-        (published,) = sub.of(session)[key]  # the stored one is not published again
-        assert_matches(published, w, flashes)
+    await assert_decided(pool, session, want, flashes, sub)  # stored ones not published again
     assert first.counters.decisions == 1 and second.counters.decisions == 1
 
 
@@ -443,12 +439,7 @@ async def test_two_deciders_on_one_service_decide_each_trial_once(
     await active.close()
     rest = await feed(pool, channel, service, session, flashes[cut:])
     await until(lambda: standby.counters.messages == rest and len(sub.of(session)) == 4)
-    rows = await stored(pool, session)
-    assert rows.keys() == want.keys()
-    for key, w in want.items():
-        assert_matches(rows[key], w, flashes)
-        (published,) = sub.of(session)[key]
-        assert_matches(published, w, flashes)
+    await assert_decided(pool, session, want, flashes, sub)
     assert active.counters.decisions == 2 and standby.counters.decisions == 2
 
 
@@ -512,10 +503,7 @@ async def test_flashes_are_read_through_their_versions_calibration(
     assert want != raw  # calibration changes the evidence (and when the posterior stops)
     sent = await feed(pool, channel, service, session, flashes)
     await until(lambda: decider.counters.messages == sent and decider.counters.decisions == 4)
-    rows = await stored(pool, session)
-    assert rows.keys() == want.keys()
-    for key, w in want.items():
-        assert_matches(rows[key], w, flashes)
+    await assert_decided(pool, session, want, flashes)
 
 
 def test_bad_stopping_rules_are_refused_with_the_setting_named() -> None:

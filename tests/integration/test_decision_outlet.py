@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -28,17 +27,14 @@ from producer.outlet import (
     decision_source_id,
 )
 from tests.factories import decision_message, unique
+from tests.lsl_support import channel_labels, open_inlet
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def exchange(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
-    conn = await aio_pika.connect_robust(core.amqp_url)
-    ch = await conn.channel(publisher_confirms=True)
-    ex = await topology.declare_exchanges(ch)
-    yield ex[topology.DECISIONS_EXCHANGE]
-    await conn.close()
+async def exchange(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
+    return await channel.get_exchange(topology.DECISIONS_EXCHANGE)
 
 
 async def publish(ex: Any, service: str, decision: DecisionMessage) -> None:
@@ -47,14 +43,6 @@ async def publish(ex: Any, service: str, decision: DecisionMessage) -> None:
         aio_pika.Message(decision.encode(), content_type="application/json"),
         f"{service}.{decision.session_id}",
     )
-
-
-def open_inlet(session: str) -> pylsl.StreamInlet:
-    found = pylsl.resolve_byprop("source_id", decision_source_id(session), 1, 10)
-    assert len(found) == 1, "the decisions outlet is not visible on the network"
-    inlet = pylsl.StreamInlet(found[0], processing_flags=0)  # timestamps as pushed
-    inlet.open_stream(10)
-    return inlet
 
 
 def pull(inlet: pylsl.StreamInlet, n: int) -> list[tuple[list[float], float]]:
@@ -66,15 +54,6 @@ def pull(inlet: pylsl.StreamInlet, n: int) -> list[tuple[list[float], float]]:
     return out
 
 
-def labels(info: pylsl.StreamInfo) -> list[str]:
-    out = []
-    ch = info.desc().child("channels").child("channel")
-    while not ch.empty():
-        out.append(ch.child_value("label"))
-        ch = ch.next_sibling()
-    return out
-
-
 async def test_decisions_reach_an_inlet_once_each_in_order_at_their_last_flash(
     core: CoreSettings, exchange
 ) -> None:
@@ -83,9 +62,9 @@ async def test_decisions_reach_an_inlet_once_each_in_order_at_their_last_flash(
     outlet = DecisionOutlet(core.amqp_url, service, session, lsl_offset=offset)
     await outlet.start()
     try:
-        inlet = await asyncio.to_thread(open_inlet, session)
+        inlet = await asyncio.to_thread(open_inlet, decision_source_id(session))
         info = inlet.info()
-        assert labels(info) == list(DECISION_CHANNELS)
+        assert channel_labels(info) == list(DECISION_CHANNELS)
         assert (info.type(), info.channel_count(), info.nominal_srate()) == ("Decisions", 6, 0)
         assert info.desc().child_value("session_id") == session
         assert info.desc().child_value("rule") == "every rule: one sample per rule"
@@ -139,7 +118,7 @@ async def test_a_rule_given_pushes_only_that_rules_decisions(core: CoreSettings,
     outlet = DecisionOutlet(core.amqp_url, service, session, rule="fixed-10", lsl_offset=offset)
     await outlet.start()
     try:
-        inlet = await asyncio.to_thread(open_inlet, session)
+        inlet = await asyncio.to_thread(open_inlet, decision_source_id(session))
         assert inlet.info().desc().child_value("rule") == "fixed-10"
         for trial in range(3):
             await publish(exchange, service, decision_message(session, trial, "posterior-0.9"))

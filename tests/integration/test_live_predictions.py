@@ -17,7 +17,6 @@ import logging
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -62,12 +61,8 @@ def ws_base(data_api: str) -> str:
 
 
 @pytest.fixture
-async def exchange(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
-    conn = await aio_pika.connect_robust(core.amqp_url)
-    ch = await conn.channel(publisher_confirms=True)
-    ex = await topology.declare_exchanges(ch)
-    yield ex[topology.PREDICTIONS_EXCHANGE]
-    await conn.close()
+async def exchange(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
+    return await channel.get_exchange(topology.PREDICTIONS_EXCHANGE)
 
 
 async def register(pool: Any, session: str, service: str) -> None:
@@ -205,6 +200,9 @@ async def test_without_since_seq_only_live_predictions_come_and_leaving_drops_th
         ("/sessions/{missing}/predictions/live", 4404, "does not exist"),
         ("/sessions/{known}/predictions/live?since_seq=x", 1008, "since_seq"),
         ("/sessions/{known}/predictions/live?since_seq=-2", 1008, "since_seq"),
+        ("/sessions/{missing}/decisions/live", 4404, "does not exist"),
+        ("/sessions/{known}/decisions/live?since_trial=x", 1008, "since_trial"),
+        ("/sessions/{known}/decisions/live?since_trial=-2", 1008, "since_trial"),
     ],
 )
 async def test_a_socket_is_refused_with_a_code_and_a_reason(
@@ -560,26 +558,6 @@ async def test_without_since_trial_only_live_decisions_come(
         await conn.close()
     assert (got["trial"], got["symbol"]) == (1, "I")
     await until_queues(core, session, 0)
-
-
-@pytest.mark.parametrize(
-    ("path", "code", "reason"),
-    [
-        ("/sessions/{missing}/decisions/live", 4404, "does not exist"),
-        ("/sessions/{known}/decisions/live?since_trial=x", 1008, "since_trial"),
-        ("/sessions/{known}/decisions/live?since_trial=-2", 1008, "since_trial"),
-    ],
-)
-async def test_a_decisions_socket_is_refused_with_a_code_and_a_reason(
-    pool, ws_base: str, path: str, code: int, reason: str
-) -> None:
-    known, missing = unique("s"), unique("s")
-    await register(pool, known, "svc")
-    async with connect(ws_base + path.format(known=known, missing=missing)) as ws:
-        with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 20)
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == code and reason in closed.value.rcvd.reason
 
 
 async def test_a_deciders_decisions_reach_the_lsl_outlet_and_the_socket_in_order(

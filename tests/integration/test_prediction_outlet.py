@@ -11,7 +11,6 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -23,17 +22,14 @@ from neurostream.contract import ContractError, PredictionItem, PredictionMessag
 from neurostream.settings import CoreSettings
 from producer.outlet import CHANNELS, PredictionOutlet, source_id
 from tests.factories import unique
+from tests.lsl_support import channel_labels, open_inlet
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def exchange(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
-    conn = await aio_pika.connect_robust(core.amqp_url)
-    ch = await conn.channel(publisher_confirms=True)
-    ex = await topology.declare_exchanges(ch)
-    yield ex[topology.PREDICTIONS_EXCHANGE]
-    await conn.close()
+async def exchange(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
+    return await channel.get_exchange(topology.PREDICTIONS_EXCHANGE)
 
 
 async def publish(ex: Any, service: str, session: str, items: list[dict[str, Any]]) -> None:
@@ -60,12 +56,9 @@ def item(seq: int, t0: float, kind: str, fs: float, n: int, tmin: float | None, 
     }
 
 
-def open_inlet(session: str) -> pylsl.StreamInlet:
-    found = pylsl.resolve_byprop("source_id", source_id(session), 1, 10)
-    assert len(found) == 1, "the outlet is not visible on the network"
-    inlet = pylsl.StreamInlet(found[0], processing_flags=0)  # timestamps as pushed
-    inlet.open_stream(10)
-    return inlet
+def epoch(seq: int, t0: float) -> dict[str, Any]:
+    """An epoch's item at 250 Hz, 200 samples from -0.1 s, as most tests publish."""
+    return item(seq, t0, "epoch", 250.0, 200, -0.1)
 
 
 def pull(inlet: pylsl.StreamInlet, n: int) -> list[tuple[list[float], float, float]]:
@@ -86,21 +79,16 @@ async def test_the_outlet_pushes_a_sessions_predictions_in_order_on_the_lsl_cloc
     outlet = PredictionOutlet(core.amqp_url, service, session, lsl_offset=offset)
     await outlet.start()
     try:
-        inlet = await asyncio.to_thread(open_inlet, session)
+        inlet = await asyncio.to_thread(open_inlet, source_id(session))
         info = inlet.info()
-        labels = []
-        ch = info.desc().child("channels").child("channel")
-        while not ch.empty():
-            labels.append(ch.child_value("label"))
-            ch = ch.next_sibling()
-        assert labels == list(CHANNELS)
+        assert channel_labels(info) == list(CHANNELS)
         assert (info.type(), info.channel_count(), info.nominal_srate()) == ("Predictions", 6, 0)
         assert info.desc().child_value("session_id") == session
 
         now = time.time()
         # Epochs at 250 Hz from -0.1 s: event = t0 + 25 samples. Published out of order.
         events = {0: now - 3.0, 1: now - 2.5, 2: now - 2.0}
-        first = [item(s, events[s] - 0.1, "epoch", 250.0, 200, -0.1) for s in (2, 0, 1)]
+        first = [epoch(s, events[s] - 0.1) for s in (2, 0, 1)]
         # Sliding windows at 256 Hz (stamp: last sample), and an epoch at 256 Hz from
         # -0.1 s: round(-25.6) = -26 samples before the event.
         slide_t0 = {3: now - 1.5, 4: now - 1.0}
@@ -111,8 +99,8 @@ async def test_the_outlet_pushes_a_sessions_predictions_in_order_on_the_lsl_cloc
             item(5, event5 - 26 / 256, "epoch", 256.0, 205, -0.1, marker=1),
         ]
         await publish(exchange, service, session, first)
-        await publish(exchange, service, other, [item(99, now, "epoch", 250.0, 200, -0.1)])
-        await publish(exchange, unique("svc"), session, [item(98, now, "epoch", 250.0, 200, -0.1)])
+        await publish(exchange, service, other, [epoch(99, now)])
+        await publish(exchange, unique("svc"), session, [epoch(98, now)])
         sent = time.time()
         await publish(exchange, service, session, second)
         got = await asyncio.to_thread(pull, inlet, 6)
@@ -200,9 +188,9 @@ async def test_an_older_workers_message_is_stamped_at_t0_with_no_latency(
     outlet = PredictionOutlet(core.amqp_url, service, session, lsl_offset=offset)
     await outlet.start()
     try:
-        inlet = await asyncio.to_thread(open_inlet, session)
+        inlet = await asyncio.to_thread(open_inlet, source_id(session))
         t0 = time.time() - 1.0
-        new = item(3, t0, "epoch", 250.0, 200, -0.1)
+        new = epoch(3, t0)
         legacy = {k: v for k, v in new.items() if k not in {"fs", "n_samples", "tmin"}}
         await publish(exchange, service, session, [legacy])
         await exchange.publish(aio_pika.Message(b"{not json"), f"{service}.{session}")
@@ -262,7 +250,7 @@ async def test_drain_gives_a_slow_worker_time_before_its_first_push(
     try:
         task = asyncio.create_task(drained(outlet, 3, 10.0, idle_s=0.3))
         await asyncio.sleep(0.8)  # the worker takes longer than idle_s for the last windows
-        await publish(exchange, service, session, [item(3, time.time(), "epoch", 250.0, 200, -0.1)])
+        await publish(exchange, service, session, [epoch(3, time.time())])
         done, pushed = await task
     finally:
         await outlet.close()
@@ -276,7 +264,7 @@ async def test_drain_ends_idle_after_the_last_push_when_the_last_epochs_were_gat
     try:
         task = asyncio.create_task(drained(outlet, 9, 30.0, idle_s=0.3))
         # seq 8 and 9 were gated: their predictions never come.
-        await publish(exchange, service, session, [item(7, time.time(), "epoch", 250.0, 200, -0.1)])
+        await publish(exchange, service, session, [epoch(7, time.time())])
         done, pushed = await task
         assert (done, pushed, outlet.last_seq) == (False, 1, 7)
         # Nothing pushed and nothing expected (no window was published): done at once.

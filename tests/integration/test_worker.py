@@ -52,15 +52,6 @@ async def service(pool, models) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def channel(core: CoreSettings) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    conn = await aio_pika.connect_robust(core.amqp_url)
-    ch = await conn.channel(publisher_confirms=True)
-    await topology.declare_exchanges(ch)
-    yield ch
-    await conn.close()
-
-
-@pytest.fixture
 async def workers(core: CoreSettings) -> AsyncIterator[list[Worker]]:
     started: list[Worker] = []
     yield started
