@@ -135,7 +135,7 @@ class LabelByRange(_In):
     t_from: Timestamp = Field(description="ISO 8601 or Unix seconds (window t0).")
     t_to: Timestamp
     label: StrictInt = Field(ge=-INT32, le=INT32)
-    kind: Literal["sliding", "epoch"] | None = Field(None, description="Only windows of a kind.")
+    kind: Literal["epoch", "sliding"] | None = Field(None, description="Only windows of a kind.")
     source: str = Field("api", min_length=1, max_length=64)
 
     @model_validator(mode="after")

@@ -89,7 +89,7 @@ async def list_windows(
     model_version_id: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="Windows this version predicted.")
     ] = None,
-    kind: Literal["sliding", "epoch"] | None = None,
+    kind: Literal["epoch", "sliding"] | None = None,
     t_from: From = None,
     t_to: To = None,
     include_data: bool = False,
