@@ -154,6 +154,14 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
+def score_logit(score: float | np.ndarray) -> np.ndarray:
+    """The log-odds of classifier scores clipped to ``[SCORE_CLIP, 1 - SCORE_CLIP]``: what
+    every likelihood ratio here starts from (one scalar, or held-out scores to calibrate)."""
+    p = np.clip(np.asarray(score, dtype=np.float64), SCORE_CLIP, 1 - SCORE_CLIP)
+    logit: np.ndarray = np.log(p) - np.log1p(-p)
+    return logit
+
+
 def log_likelihood_ratio(score: float, prior: float) -> float:
     """``logit(score) - logit(prior)``: the evidence of one flash for "target" over "not".
 
@@ -163,7 +171,7 @@ def log_likelihood_ratio(score: float, prior: float) -> float:
     ``[SCORE_CLIP, 1 - SCORE_CLIP]``."""
     if not 0 < prior < 1:
         raise ValueError(f"the prior must lie in (0, 1), not {prior}")
-    return _logit(min(max(float(score), SCORE_CLIP), 1 - SCORE_CLIP)) - _logit(prior)
+    return float(score_logit(score)) - _logit(prior)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +206,7 @@ class Calibration:
         s, t = s[keep], t[keep]
         if min(int(t.sum()), int((~t).sum())) < cls.MIN_PER_CLASS:
             return None
-        x = np.log(
-            np.clip(s, SCORE_CLIP, 1 - SCORE_CLIP) / (1 - np.clip(s, SCORE_CLIP, 1 - SCORE_CLIP))
-        )
-        fit = LogisticRegression(C=1e6).fit(x[:, None], t)
+        fit = LogisticRegression(C=1e6).fit(score_logit(s)[:, None], t)
         return cls(float(fit.coef_[0, 0]), float(fit.intercept_[0]), float(t.mean()), int(t.size))
 
     @classmethod
@@ -231,8 +236,7 @@ class Calibration:
 
     def llr(self, score: float) -> float:
         """The flash's log-likelihood ratio: calibrated log-odds less the prior's."""
-        p = min(max(float(score), SCORE_CLIP), 1 - SCORE_CLIP)
-        return self.slope * _logit(p) + self.intercept - _logit(self.prior)
+        return self.slope * float(score_logit(score)) + self.intercept - _logit(self.prior)
 
 
 @dataclass
