@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import numpy as np
 
-from neurostream import __version__, registry, topology
+from neurostream import __version__, broker, registry, topology
 from neurostream.db import open_pool
 from neurostream.errors import ConfigError, SourceError
 from neurostream.features import get_pipeline
@@ -485,7 +484,7 @@ async def _notify(core: CoreSettings, pool: Any, services: list[str]) -> None:
     if not services:
         return
     try:
-        connection = await aio_pika.connect_robust(core.amqp_url, timeout=10)
+        connection = await broker.connect(core.amqp_url, name="bootstrap")
     except Exception as exc:  # workers still pick the change up at their next heartbeat
         log.warning("models.events not published (%s); workers re-check on heartbeat", exc)
         return

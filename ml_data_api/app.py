@@ -13,12 +13,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import aio_pika
 from fastapi import FastAPI
 
 from ml_data_api.ingest import Ingest
 from ml_data_api.routers import datasets, labels, live, production, sessions
 from ml_data_api.settings import DataApiSettings
+from neurostream import broker
 from neurostream.api import service_app
 from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
@@ -42,10 +42,7 @@ def create_app(core: CoreSettings, settings: DataApiSettings) -> FastAPI:
                     await conn.execute("SELECT 1")
 
             app.state.health_checks = {"database": check_db}
-            try:
-                amqp = await aio_pika.connect_robust(core.amqp_url, timeout=10)
-            except Exception as exc:
-                raise BrokerUnavailable.at(core.amqp_url, exc) from exc
+            amqp = await broker.connect(core.amqp_url, name="ml_data_api")
             stack.push_async_callback(amqp.close)
             app.state.amqp = amqp
 

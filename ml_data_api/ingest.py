@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,8 +23,8 @@ from ml_data_api.archiver import WindowArchiver
 from ml_data_api.batch_consumer import BatchConsumer
 from ml_data_api.collector import LabelCollector
 from ml_data_api.settings import DataApiSettings
+from neurostream import broker
 from neurostream.db import open_pool
-from neurostream.errors import BrokerUnavailable
 from neurostream.lifecycle import Lifecycle, signal_name
 from neurostream.settings import CoreSettings
 
@@ -67,10 +66,7 @@ class Ingest(Lifecycle):
         if self.pool is None:
             self.pool = await open_pool(self.core.database_url, max_size=4)
         if self.connection is None:
-            try:
-                self.connection = await aio_pika.connect_robust(self.core.amqp_url, timeout=10)
-            except Exception as exc:
-                raise BrokerUnavailable.at(self.core.amqp_url, exc) from exc
+            self.connection = await broker.connect(self.core.amqp_url, name="ml_data_api:ingest")
         for consumer in self.consumers:
             channel = await self.connection.channel()
             self._channels.append(channel)

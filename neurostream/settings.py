@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from neurostream import broker
+from neurostream.errors import ConfigError
 
 
 class CoreSettings(BaseSettings):
@@ -26,7 +29,10 @@ class CoreSettings(BaseSettings):
     )
     amqp_url: str = Field(
         "amqp://guest:guest@127.0.0.1:5672/",
-        description="RabbitMQ URL, vhost included.",
+        description="RabbitMQ URL, vhost included. A cluster: several hosts, "
+        "amqp://u:p@rabbit-0:5672,rabbit-1:5672,rabbit-2:5672/vhost (or several URLs "
+        "separated by commas); each part connects to the first that answers and fails over "
+        "to the next when its node goes away.",
     )
     api_token: SecretStr | None = Field(
         None,
@@ -48,6 +54,15 @@ class CoreSettings(BaseSettings):
     max_artifact_bytes: int = Field(
         64 * 1024 * 1024, description="Largest model artifact loaded or accepted (bytes)."
     )
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_addresses(cls, value: str) -> str:
+        try:
+            broker.addresses(value)
+        except ConfigError as exc:  # pydantic reports ValueErrors under the field's name
+            raise ValueError(exc.message) from exc
+        return value
 
     @model_validator(mode="after")
     def _production_needs_token(self) -> CoreSettings:

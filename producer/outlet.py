@@ -53,7 +53,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import ClassVar
 
-import aio_pika
 import pylsl
 from aio_pika.abc import (
     AbstractChannel,
@@ -62,14 +61,14 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from neurostream import topology
+from neurostream import broker, topology
 from neurostream.contract import (
     ContractError,
     DecisionMessage,
     PredictionItem,
     PredictionMessage,
 )
-from neurostream.errors import BrokerUnavailable, ConfigError
+from neurostream.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +160,7 @@ class ResultOutlet(ABC):
         self.info = info
         self.outlet = pylsl.StreamOutlet(info)
         if self.connection is None:
-            try:
-                self.connection = await aio_pika.connect_robust(self.amqp_url, timeout=10)
-            except Exception as exc:
-                raise BrokerUnavailable.at(self.amqp_url, exc) from exc
+            self.connection = await broker.connect(self.amqp_url, name=f"outlet:{info.name()}")
         self._channel = await self.connection.channel()
         # Results are small and pushed at once; 64 in flight keeps the loop fed.
         await self._channel.set_qos(prefetch_count=64)

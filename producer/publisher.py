@@ -18,18 +18,19 @@ archive and label queues, so what it sends waits there if the data API is not up
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import json
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
-from neurostream import contract, topology
-from neurostream.errors import BrokerUnavailable
+from neurostream import broker, contract, topology
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,60 @@ class _Item:
     exchange: str
     routing_key: str
     message: aio_pika.Message
-    is_window: bool
+    seq: int | None  # a window's seq; None for a label or a trial's truth
+    sent: int = 0  # publishes made of it (more than one: resent after a failed confirm)
+
+
+class SeqSet:
+    """A set of seqs kept as sorted disjoint ranges: what a session's broker confirmed.
+
+    Confirms arrive nearly in order, so a session of millions of windows is a handful of
+    ranges where a ``set[int]`` would hold every seq (the soak bench watches the RSS).
+    """
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []  # exclusive
+        self._len = 0
+
+    def add(self, seq: int) -> None:
+        i = bisect.bisect_right(self._starts, seq)
+        if i and self._ends[i - 1] > seq:
+            return  # already in
+        self._len += 1
+        joins_left = i > 0 and self._ends[i - 1] == seq
+        joins_right = i < len(self._starts) and self._starts[i] == seq + 1
+        if joins_left and joins_right:
+            self._ends[i - 1] = self._ends[i]
+            del self._starts[i], self._ends[i]
+        elif joins_left:
+            self._ends[i - 1] = seq + 1
+        elif joins_right:
+            self._starts[i] = seq
+        else:
+            self._starts.insert(i, seq)
+            self._ends.insert(i, seq + 1)
+
+    def __contains__(self, seq: object) -> bool:
+        if not isinstance(seq, int):
+            return False
+        i = bisect.bisect_right(self._starts, seq)
+        return bool(i) and self._ends[i - 1] > seq
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[int]:
+        for start, end in self.ranges:
+            yield from range(start, end)
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        """``(first, last + 1)`` of each run of consecutive seqs, in order."""
+        return list(zip(self._starts, self._ends, strict=True))
+
+    def __repr__(self) -> str:
+        return f"SeqSet({len(self)} seqs in {len(self._starts)} ranges)"
 
 
 class WindowPublisher:
@@ -56,8 +110,10 @@ class WindowPublisher:
         confirm_timeout_s: float = 10.0,
         record_only: bool = False,
         store: bool = False,
+        name: str | None = None,
     ) -> None:
         self.amqp_url = amqp_url
+        self.name = name  # the connection's name on the broker
         self.service = service
         self.record_only = record_only
         self.store = store or record_only
@@ -68,6 +124,8 @@ class WindowPublisher:
         self.windows_published = 0
         self.windows_confirmed = 0
         self.labels_confirmed = 0
+        self.windows_resent = 0  # window publishes sent again after a failed confirm
+        self.confirmed = SeqSet()  # the seqs of the windows the broker confirmed
         self._queue: deque[_Item] = deque()
         self._in_flight: dict[int, _Item] = {}
         self._failed: list[_Item] = []
@@ -93,10 +151,7 @@ class WindowPublisher:
         return self._outage
 
     async def start(self) -> None:
-        try:
-            self._connection = await aio_pika.connect_robust(self.amqp_url)
-        except (OSError, aio_pika.exceptions.AMQPError) as exc:
-            raise BrokerUnavailable.at(self.amqp_url, exc) from exc
+        self._connection = await broker.connect(self.amqp_url, name=self.name)
         channel = await self._connection.channel(publisher_confirms=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
@@ -118,7 +173,9 @@ class WindowPublisher:
             content_type=contract.CONTENT_TYPE,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await self._enqueue(topology.WINDOWS_EXCHANGE, self.routing_key, message, is_window=True)
+        await self._enqueue(
+            topology.WINDOWS_EXCHANGE, self.routing_key, message, seq=window.header.seq
+        )
         self.windows_published += 1
 
     async def publish_label(
@@ -135,7 +192,7 @@ class WindowPublisher:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             timestamp=time.time(),
         )
-        await self._enqueue(topology.LABELS_EXCHANGE, session_id, message, is_window=False)
+        await self._enqueue(topology.LABELS_EXCHANGE, session_id, message)
 
     async def publish_trial(self, truth: contract.TrialTruth) -> None:
         """A trial's truth (a speller's target row and column codes) on ``eeg.labels``,
@@ -150,7 +207,7 @@ class WindowPublisher:
             timestamp=time.time(),
         )
         key = contract.trial_key(self.service, truth.session_id)
-        await self._enqueue(topology.LABELS_EXCHANGE, key, message, is_window=False)
+        await self._enqueue(topology.LABELS_EXCHANGE, key, message)
 
     async def flush(self, wait_s: float | None = None) -> bool:
         """Wait until everything queued is confirmed; False if ``wait_s`` ran out."""
@@ -175,7 +232,7 @@ class WindowPublisher:
         return flushed
 
     async def _enqueue(
-        self, exchange: str, routing_key: str, message: aio_pika.Message, *, is_window: bool
+        self, exchange: str, routing_key: str, message: aio_pika.Message, *, seq: int | None = None
     ) -> None:
         self._check_pump()
         warned = False
@@ -190,7 +247,7 @@ class WindowPublisher:
             self._space.clear()
             await self._space.wait()
             self._check_pump()
-        self._queue.append(_Item(self._order, exchange, routing_key, message, is_window))
+        self._queue.append(_Item(self._order, exchange, routing_key, message, seq))
         self._order += 1
         self._idle.clear()
         self._wake.set()
@@ -225,6 +282,9 @@ class WindowPublisher:
 
     def _launch(self, item: _Item) -> None:
         exchange = self._exchanges[item.exchange]
+        if item.sent and item.seq is not None:
+            self.windows_resent += 1
+        item.sent += 1
         task = asyncio.ensure_future(
             exchange.publish(
                 item.message,
@@ -251,8 +311,9 @@ class WindowPublisher:
                 self._space.set()  # blocked producers re-check, and say the buffer is full
         else:
             self._backoff = 0.1
-            if item.is_window:
+            if item.seq is not None:
                 self.windows_confirmed += 1
+                self.confirmed.add(item.seq)
             else:
                 self.labels_confirmed += 1
             self._space.set()

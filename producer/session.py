@@ -42,7 +42,7 @@ from producer.board import Chunk, FileSource, Source
 from producer.lsl import LslSource, lsl_offset
 from producer.outlet import DecisionOutlet, PredictionOutlet
 from producer.paradigm import OddballParadigm, label_for
-from producer.publisher import WindowPublisher
+from producer.publisher import SeqSet, WindowPublisher
 from producer.settings import ProducerSettings
 from producer.shift import ChannelShift
 from producer.sources import lsl_of, open_source
@@ -65,6 +65,8 @@ class SessionResult:
     record_only: bool = False
     windows_published: int = 0
     windows_confirmed: int = 0
+    windows_resent: int = 0  # sent again after a failed or timed-out confirm (a fail-over)
+    confirmed: SeqSet = field(default_factory=SeqSet)  # the seqs the broker confirmed
     labels_confirmed: int = 0
     epochs: int = 0
     trials: int = 0  # a speller's trials begun (their truth published): the last one + 1
@@ -100,6 +102,11 @@ class SessionResult:
             f"  {self.windows_confirmed}/{self.windows_published} windows confirmed, "
             f"{self.epochs} epochs, {self.labels_confirmed} labels confirmed",
         ]
+        if self.windows_resent:
+            lines.append(
+                f"  {self.windows_resent} windows resent after a broker fail-over "
+                "(the workers store each once)"
+            )
         if self.trials:
             lines.append(f"  {self.trials} speller trials (one symbol each), truth published")
         if self.codes:
@@ -458,6 +465,7 @@ async def _session(
         confirm_timeout_s=settings.confirm_timeout_s,
         record_only=settings.record_only,
         store=mapping is not None,
+        name=f"producer:{settings.session_id}",
     )
     lsl = lsl_of(src)
     outlet: PredictionOutlet | None = None
@@ -496,6 +504,8 @@ async def _session(
             await decisions.close()
         result.windows_published = publisher.windows_published
         result.windows_confirmed = publisher.windows_confirmed
+        result.windows_resent = publisher.windows_resent
+        result.confirmed = publisher.confirmed
         result.labels_confirmed = publisher.labels_confirmed
         if lsl is not None:
             result.lsl = lsl.describe()

@@ -78,7 +78,8 @@ ORDER BY p.role DESC, p.model_version_id
 
 _WORKERS = """
 SELECT worker_id, service, host, model_version_id, shadow_version_id, processed, rejected,
-    errors, last_error, started_at, last_seen, status AS reported_status,
+    gated, duplicates, redelivered, write_retries, errors, last_error, started_at, last_seen,
+    status AS reported_status,
     CASE WHEN status <> 'stopped' AND last_seen < now() - make_interval(secs => %(stale_s)s)
         THEN 'stale' ELSE status END AS status,
     EXTRACT(EPOCH FROM now() - last_seen)::float8 AS seconds_since_seen

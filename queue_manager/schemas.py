@@ -254,6 +254,13 @@ class WorkerOut(BaseModel):
     shadow_version_id: int | None
     processed: int
     rejected: int
+    gated: int = Field(description="Epochs the serving version's gate kept from being scored")
+    duplicates: int = Field(
+        description="Rows a write found already stored: redelivered or resent windows, "
+        "not counted twice"
+    )
+    redelivered: int = Field(description="Deliveries the broker marked redelivered")
+    write_retries: int = Field(description="Database writes retried (an outage)")
     errors: int
     last_error: str | None
     status: str = Field(description="As reported, or 'stale' after 3 missed heartbeats")

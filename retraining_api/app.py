@@ -11,10 +11,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aio_pika
 from fastapi import FastAPI
 
-from neurostream import topology
+from neurostream import broker, topology
 from neurostream.api import service_app
 from neurostream.db import open_pool
 from neurostream.errors import BrokerUnavailable
@@ -35,10 +34,7 @@ def create_app(core: CoreSettings, settings: RetrainingSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await open_pool(core.database_url, max_size=core.db_pool_max)
         try:
-            try:
-                connection = await aio_pika.connect_robust(core.amqp_url, timeout=10)
-            except Exception as exc:
-                raise BrokerUnavailable.at(core.amqp_url, exc) from exc
+            connection = await broker.connect(core.amqp_url, name="retraining_api")
             async with connection:
                 channel = await connection.channel(publisher_confirms=True)
                 exchanges = await topology.declare_exchanges(channel)

@@ -48,7 +48,7 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 from psycopg_pool import AsyncConnectionPool
 
-from neurostream import topology
+from neurostream import broker, topology
 from neurostream.batching import drain, next_batch
 from neurostream.contract import ContractError, DecisionMessage, PredictionMessage
 from neurostream.db import open_pool
@@ -59,7 +59,6 @@ from neurostream.decisions import (
     TrialEvidence,
     parse_rules,
 )
-from neurostream.errors import BrokerUnavailable
 from neurostream.lifecycle import Lifecycle, signal_name
 from neurostream.settings import CoreSettings
 from workers import deliveries
@@ -198,10 +197,9 @@ class Decider(Lifecycle):
         if self.pool is None:
             self.pool = await open_pool(self.core.database_url, max_size=2, autocommit=True)
         if self.connection is None:
-            try:
-                self.connection = await aio_pika.connect_robust(self.core.amqp_url)
-            except Exception as exc:
-                raise BrokerUnavailable.at(self.core.amqp_url, exc) from exc
+            self.connection = await broker.connect(
+                self.core.amqp_url, name=f"decider:{self.settings.worker_id}"
+            )
         channel = await self.connection.channel(publisher_confirms=True)
         self._channel = channel
         await channel.set_qos(prefetch_count=self.settings.decide_prefetch)

@@ -12,13 +12,16 @@ from psycopg_pool import AsyncConnectionPool
 
 _UPSERT = """
 INSERT INTO workers (worker_id, service, host, model_version_id, shadow_version_id, processed,
-                     rejected, gated, errors, last_error, status, last_seen)
+                     rejected, gated, duplicates, redelivered, write_retries, errors, last_error,
+                     status, last_seen)
 VALUES (%(worker_id)s, %(service)s, %(host)s, %(serving)s, %(shadow)s, %(processed)s,
-        %(rejected)s, %(gated)s, %(errors)s, %(last_error)s, %(status)s, now())
+        %(rejected)s, %(gated)s, %(duplicates)s, %(redelivered)s, %(write_retries)s, %(errors)s,
+        %(last_error)s, %(status)s, now())
 ON CONFLICT (worker_id) DO UPDATE SET
     model_version_id = EXCLUDED.model_version_id, shadow_version_id = EXCLUDED.shadow_version_id,
     processed = EXCLUDED.processed, rejected = EXCLUDED.rejected, gated = EXCLUDED.gated,
-    errors = EXCLUDED.errors,
+    duplicates = EXCLUDED.duplicates, redelivered = EXCLUDED.redelivered,
+    write_retries = EXCLUDED.write_retries, errors = EXCLUDED.errors,
     last_error = EXCLUDED.last_error, status = EXCLUDED.status, last_seen = now()
 """
 
@@ -35,6 +38,9 @@ class Snapshot:
     processed: int
     rejected: int
     gated: int
+    duplicates: int  # rows a write found already stored (no-op inserts)
+    redelivered: int  # deliveries the broker marked redelivered
+    write_retries: int
     errors: int
     last_error: str | None
     status: str  # running | stopped

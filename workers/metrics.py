@@ -21,8 +21,13 @@ GATED = Counter(
     ["service"],
 )
 DUPLICATES = Counter(
+    "neurostream_worker_duplicates_total",
+    "Rows a write found already stored (no-op inserts of redelivered or resent windows)",
+    ["service"],
+)
+REDELIVERED = Counter(
     "neurostream_worker_redelivered_total",
-    "Predictions already stored (redelivered windows, not counted twice)",
+    "Deliveries the broker marked redelivered (their first consumer's channel closed unacked)",
     ["service"],
 )
 BATCH = Histogram(
@@ -92,3 +97,29 @@ def flush_gc_pauses() -> None:
     while _gc_pauses:
         generation, seconds = _gc_pauses.popleft()
         GC_PAUSES.labels(str(generation)).observe(seconds)
+
+HEARTBEAT = Gauge(
+    "neurostream_worker_last_heartbeat_timestamp_seconds",
+    "Unix time of the worker's last heartbeat-loop pass; its age, not `up`, tells a stuck "
+    "event loop (the metrics endpoint runs in its own thread and keeps answering)",
+    ["service"],
+)
+MODELS_REFUSED = Counter(
+    "neurostream_worker_models_refused_total",
+    "Model versions refused: failed to load (stage=load) or raised on predict (stage=predict)",
+    ["service", "stage"],
+)
+
+
+def beat(service: str) -> None:
+    """Stamp the heartbeat and give every per-service counter a series from 0.
+
+    A counter's label set only appears on its first increment, and ``rate``/``increase``
+    need two samples, so without the zero the first write retry or refused model of a
+    worker would never reach an alert.
+    """
+    HEARTBEAT.labels(service).set_to_current_time()
+    for counter in (WINDOWS, REJECTED, GATED, DUPLICATES, WRITE_FAILURES):
+        counter.labels(service)
+    for stage in ("load", "predict"):
+        MODELS_REFUSED.labels(service, stage)

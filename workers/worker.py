@@ -38,7 +38,7 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 from psycopg_pool import AsyncConnectionPool
 
-from neurostream import topology
+from neurostream import broker, topology
 from neurostream.batching import drain, next_batch
 from neurostream.contract import (
     PREDICTIONS_CONTENT_TYPE,
@@ -51,7 +51,6 @@ from neurostream.contract import (
     decode,
 )
 from neurostream.db import open_pool
-from neurostream.errors import BrokerUnavailable
 from neurostream.geometry import EpochGeometry
 from neurostream.lifecycle import Lifecycle, signal_name
 from neurostream.models.artifacts import ArtifactPolicy
@@ -77,7 +76,8 @@ class Counters:
     processed: int = 0
     rejected: int = 0
     gated: int = 0  # epochs the serving version's gate kept from being scored
-    duplicates: int = 0
+    duplicates: int = 0  # rows a write found already stored (no-op inserts)
+    redelivered: int = 0  # deliveries marked redelivered by the broker
     batches: int = 0
     write_retries: int = 0
     by_version: dict[int, int] = field(default_factory=lambda: defaultdict(int))
@@ -143,10 +143,9 @@ class Worker(Lifecycle):
             self.pool, self.service, policy=ArtifactPolicy.from_settings(self.core)
         )
         if self.connection is None:
-            try:
-                self.connection = await aio_pika.connect_robust(self.core.amqp_url)
-            except Exception as exc:
-                raise BrokerUnavailable.at(self.core.amqp_url, exc) from exc
+            self.connection = await broker.connect(
+                self.core.amqp_url, name=f"worker:{self.settings.worker_id}"
+            )
         channel = await self.connection.channel(publisher_confirms=True)
         self._channel = channel
         await channel.set_qos(prefetch_count=self.settings.prefetch)
@@ -191,6 +190,9 @@ class Worker(Lifecycle):
             processed=self.counters.processed,
             rejected=self.counters.rejected,
             gated=self.counters.gated,
+            duplicates=self.counters.duplicates,
+            redelivered=self.counters.redelivered,
+            write_retries=self.counters.write_retries,
             errors=self.slot.errors if self.slot is not None else 0,
             last_error=self.slot.last_error if self.slot is not None else None,
             status=status,
@@ -247,6 +249,9 @@ class Worker(Lifecycle):
 
     # -- consuming -----------------------------------------------------------------------
     async def _on_message(self, message: DeliveredMessage) -> None:
+        if message.redelivered:
+            self.counters.redelivered += 1
+            metrics.REDELIVERED.labels(self.service).inc()
         self._inbox.put_nowait((time.perf_counter(), message))  # bounded by the prefetch
 
     async def _ensure_consuming(self) -> None:
@@ -305,6 +310,7 @@ class Worker(Lifecycle):
                 log.warning("heartbeat failed: %s", exc)
             await self.sample_queue_depth()
             metrics.flush_gc_pauses()
+            metrics.beat(self.service)
 
     async def sample_queue_depth(self) -> int | None:
         """Set the queue-depth gauge to the ready messages in the service queue; the depth,

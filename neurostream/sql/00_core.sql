@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen        timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE workers ADD COLUMN IF NOT EXISTS gated bigint NOT NULL DEFAULT 0;
+-- What a fail-over costs: no-op inserts, deliveries marked redelivered, write retries.
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS duplicates bigint NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS redelivered bigint NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS write_retries bigint NOT NULL DEFAULT 0;
 
 -- One row per window and model version: the "jobs". The key includes window_ts so the
 -- same table can be a TimescaleDB hypertable (unique indexes must hold the time column);
