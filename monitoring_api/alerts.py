@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client import Gauge
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -31,6 +32,16 @@ from psycopg_pool import AsyncConnectionPool
 from neurostream import scoring
 
 log = logging.getLogger(__name__)
+
+# What Prometheus alerts on (deploy/prometheus/rules/neurostream.yml): one series per rule,
+# refreshed from the alerts table after each pass, so a restarted API reports what fires.
+FIRING = Gauge(
+    "neurostream_monitoring_alert_firing",
+    "1 while the monitoring API's alert rule fires, 0 while it does not",
+    ["service", "rule", "metric", "kind"],
+)
+DRIFT_METRICS = frozenset({"drift_share", "mmd", "drifted_channels"})
+_published: set[tuple[str, str, str, str]] = set()
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -176,7 +187,27 @@ async def evaluate_rules(
             transitions += await _evaluate(pool, client, rule, retries, backoff_s)
         except Exception:  # one bad rule must not stop the others
             log.exception("alert rule %s could not be evaluated", rule["name"])
+    await refresh_firing(pool)
     return transitions
+
+
+async def refresh_firing(pool: AsyncConnectionPool) -> None:
+    """Set ``FIRING`` for every rule (kind ``drift`` or ``serving``); drop deleted rules'."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """SELECT r.service, r.name, r.metric, EXISTS (SELECT 1 FROM alerts a
+                WHERE a.rule_id = r.id AND a.state = 'firing') FROM alert_rules r"""
+        )
+        rows = await cur.fetchall()
+    seen: set[tuple[str, str, str, str]] = set()
+    for service, name, metric, firing in rows:
+        labels = (service, name, metric, "drift" if metric in DRIFT_METRICS else "serving")
+        FIRING.labels(*labels).set(1 if firing else 0)
+        seen.add(labels)
+    for labels in _published - seen:
+        FIRING.remove(*labels)
+    _published.clear()
+    _published.update(seen)
 
 
 async def _evaluate(

@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from neurostream import broker
 from neurostream.db import ensure_database
+from neurostream.errors import redact_url
 
 log = logging.getLogger(__name__)
 _LOCAL = {"127.0.0.1", "localhost", "::1", ""}
@@ -61,7 +63,19 @@ def ensure_postgres(database_url: str) -> None:
 
 
 def ensure_rabbitmq(amqp_url: str) -> None:
-    """Start the local broker if it is down, then create the URL's vhost if missing."""
+    """Start the local broker if it is down, then create the URL's vhost if missing.
+
+    A URL that lists several nodes is a cluster, run by whoever runs it: it is only
+    checked that one node answers.
+    """
+    nodes = broker.addresses(amqp_url)
+    if len(nodes) > 1:
+        reachable = [n for n in nodes if port_open(*_host_port(n))]
+        if not reachable:
+            raise RuntimeError(
+                f"no RabbitMQ node of {redact_url(amqp_url)} is reachable; start the cluster"
+            )
+        return
     url = urlparse(amqp_url)
     host, port = url.hostname or "127.0.0.1", url.port or 5672
     if not port_open(host, port):
@@ -77,6 +91,11 @@ def ensure_rabbitmq(amqp_url: str) -> None:
     vhost = unquote(url.path[1:]) if len(url.path) > 1 else "/"
     if vhost != "/" and host in _LOCAL:
         ensure_vhost(vhost, url.username or "guest")
+
+
+def _host_port(amqp_url: str) -> tuple[str, int]:
+    url = urlparse(amqp_url)
+    return url.hostname or "127.0.0.1", url.port or (5671 if url.scheme == "amqps" else 5672)
 
 
 def ensure_vhost(vhost: str, user: str = "guest") -> None:

@@ -98,6 +98,7 @@ def flush_gc_pauses() -> None:
         generation, seconds = _gc_pauses.popleft()
         GC_PAUSES.labels(str(generation)).observe(seconds)
 
+
 HEARTBEAT = Gauge(
     "neurostream_worker_last_heartbeat_timestamp_seconds",
     "Unix time of the worker's last heartbeat-loop pass; its age, not `up`, tells a stuck "
@@ -112,14 +113,16 @@ MODELS_REFUSED = Counter(
 
 
 def beat(service: str) -> None:
-    """Stamp the heartbeat and give every per-service counter a series from 0.
+    """Stamp the heartbeat and give every per-service series a start at 0.
 
-    A counter's label set only appears on its first increment, and ``rate``/``increase``
+    A labelled series only appears on its first observation, and ``rate``/``increase``
     need two samples, so without the zero the first write retry or refused model of a
-    worker would never reach an alert.
+    worker would never reach an alert, nor a first burst of windows a latency quantile.
     """
     HEARTBEAT.labels(service).set_to_current_time()
-    for counter in (WINDOWS, REJECTED, GATED, DUPLICATES, WRITE_FAILURES):
-        counter.labels(service)
+    for metric in (WINDOWS, REJECTED, GATED, DUPLICATES, REDELIVERED, WRITE_FAILURES):
+        metric.labels(service)
+    for histogram in (BATCH, LATENCY, PROCESSING):
+        histogram.labels(service)
     for stage in ("load", "predict"):
         MODELS_REFUSED.labels(service, stage)

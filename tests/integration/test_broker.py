@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from neurostream import broker
+from neurostream import broker, infra
 from neurostream.errors import BrokerUnavailable
 from neurostream.settings import CoreSettings
 from tests.factories import TcpProxy, unique
@@ -96,3 +96,12 @@ async def test_no_node_answering_names_every_address() -> None:
     for port in ports:  # each node's own error, after the list as configured
         assert message.count(f"amqp://guest:***@127.0.0.1:{port}/: ") == 1
     assert "s3cret" not in message and "rabbitmq-server -detached" in message
+
+
+async def test_infra_checks_a_cluster_it_does_not_run(proxies: tuple[TcpProxy, TcpProxy]) -> None:
+    a, b = proxies
+    await a.cut()
+    infra.ensure_rabbitmq(_cluster_url(a.port, b.port))  # one node answers: enough
+    await b.cut()
+    with pytest.raises(RuntimeError, match="no RabbitMQ node of .* is reachable"):
+        infra.ensure_rabbitmq(_cluster_url(a.port, b.port))
