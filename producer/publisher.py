@@ -131,6 +131,7 @@ class WindowPublisher:
         self._failed: list[_Item] = []
         self._order = 0
         self._outage = False
+        self._nacked = False
         self._backoff = 0.1
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
@@ -152,6 +153,12 @@ class WindowPublisher:
 
     async def start(self) -> None:
         self._connection = await broker.connect(self.amqp_url, name=self.name)
+        await self._open_channel()
+        self._pump_task = asyncio.create_task(self._pump(), name="producer-publisher")
+
+    async def _open_channel(self) -> None:
+        """A confirm channel with the session's topology declared on it."""
+        assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
@@ -161,7 +168,28 @@ class WindowPublisher:
             await topology.declare_archive(channel)
             await topology.declare_label_store(channel)
         self._exchanges = await topology.declare_exchanges(channel)
-        self._pump_task = asyncio.create_task(self._pump(), name="producer-publisher")
+
+    async def _renew_channel(self) -> None:
+        """Replace a channel the broker nacks every publish on with a new one.
+
+        Seen on a RabbitMQ 3.10 cluster (``tests/faults/test_cluster_failover.py``): after
+        the node leading a quorum queue is killed, a channel reopened on another node while
+        the queue elects its new leader nacks every publish to it for as long as it lives
+        (25 s and more), while a new channel on the same node is confirmed at once.
+        """
+        old = self._channel
+        if old is not None:
+            try:
+                await old.close()
+            except Exception:
+                log.debug("closing the nacked channel failed", exc_info=True)
+        try:
+            await self._open_channel()
+        except Exception as exc:  # the pump retries after its backoff
+            log.warning("could not open a new channel yet (%s)", exc)
+            return
+        self._nacked = False
+        log.warning("the broker nacked publishes; resending on a new channel")
 
     async def publish_window(self, window: contract.Window) -> None:
         """Queue a window; blocks while the buffer is full."""
@@ -272,6 +300,10 @@ class WindowPublisher:
                 self._queue.extendleft(reversed(self._failed))
                 self._failed.clear()
                 await self._await_broker()
+                if self._nacked:
+                    await self._renew_channel()
+                    if self._nacked:
+                        continue  # still no channel: wait and try again
                 self._outage = False
                 continue
             while self._queue and len(self._in_flight) < self.max_in_flight:
@@ -301,6 +333,8 @@ class WindowPublisher:
         error = "cancelled" if task.cancelled() else task.exception()
         if error is not None:
             self._failed.append(item)
+            if isinstance(error, aio_pika.exceptions.DeliveryError):
+                self._nacked = True  # refused, not lost with a connection: see _renew_channel
             if not self._outage:
                 self._outage = True
                 log.warning(

@@ -25,7 +25,7 @@ from neurostream.db import ensure_database, open_pool
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
 from tests.factories import FS, synthetic_p300, unique
-from tests.faults.infra import OwnBroker, OwnPostgres
+from tests.faults.infra import OwnBroker, OwnCluster, OwnPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -244,3 +244,15 @@ async def worker_procs(tmp_path: Path) -> AsyncIterator[WorkerProcs]:
         yield procs
     finally:
         await asyncio.to_thread(procs.stop_all)
+
+
+@pytest.fixture(scope="session")
+def own_cluster() -> Iterator[OwnCluster]:
+    """A three-node RabbitMQ cluster on free ports (about 30 s to start), deleted at the end."""
+    cluster = OwnCluster()
+    try:
+        cluster.start()
+        print(f"\nown cluster up in {cluster.startup_s:.1f} s: {cluster.url}", flush=True)
+        yield cluster
+    finally:
+        cluster.shutdown()
