@@ -13,8 +13,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from monitoring_api.canary_judge import CanaryJudge
 from monitoring_api.evaluator import Evaluator
-from monitoring_api.routers import alerts, bci, drift, overview, performance, quality
+from monitoring_api.routers import alerts, bci, canary, drift, overview, performance, quality
 from monitoring_api.settings import MonitoringSettings
 from neurostream.api import service_app
 from neurostream.db import open_pool
@@ -44,6 +45,11 @@ def create_app(core: CoreSettings, settings: MonitoringSettings) -> FastAPI:
             stack.push_async_callback(evaluator.close)
             if settings.evaluator:
                 await evaluator.start()
+            judge = CanaryJudge(core, settings, pool=pool)
+            app.state.canary_judge = judge
+            stack.push_async_callback(judge.close)
+            if settings.canary_judge:
+                await judge.start()
             yield
 
     app = service_app(
@@ -56,6 +62,6 @@ def create_app(core: CoreSettings, settings: MonitoringSettings) -> FastAPI:
         "live dashboard at /dashboard. Write endpoints need `Authorization: Bearer <token>`.",
     )
     app.state.settings = settings
-    for module in (drift, performance, bci, quality, alerts, overview):
+    for module in (drift, performance, bci, quality, alerts, overview, canary):
         app.include_router(module.router)
     return app

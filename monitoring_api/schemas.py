@@ -286,3 +286,54 @@ class BciOut(BaseModel):
         description="Per rule over the rows (and per n_symbols if sessions differ in it)"
     )
     notes: list[str] = Field(description="What was left out and why")
+
+
+# --- canaries ----------------------------------------------------------------------------
+
+
+class CanaryArmOut(BaseModel):
+    """One arm of a canary since it started, over the sessions that started on it."""
+
+    arm: Literal["canary", "champion"]
+    version_id: int
+    sessions: int
+    windows: int = Field(description="Serving predictions of the arm's version")
+    rejected: int = Field(description="Rejected windows of the arm's sessions")
+    gated: int = Field(description="Epochs the arm's version's gate kept from being scored")
+    errors: int = Field(description="Windows the version raised on (re-scored by the champion)")
+    rejection_rate: float | None = Field(description="(rejected + gated) / seen")
+    error_rate: float | None
+    labels: int = Field(description="Predictions with a label")
+    estimated_roc_auc: float | None = Field(description="Label-free (CBPE-style) estimate")
+    estimated_balanced_accuracy: float | None
+    estimated_accuracy: float | None
+    measured_roc_auc: float | None = Field(None, description="Where labels arrived")
+    measured_balanced_accuracy: float | None = None
+    measured_accuracy: float | None = None
+    drift_share: float | None = Field(
+        description="Share of drifted features, newest evaluation of one of its sessions"
+    )
+
+
+class CanaryStatusOut(BaseModel):
+    service: str
+    canary_id: int
+    model_name: str
+    ref: str
+    version: int
+    version_id: int
+    champion_version_id: int = Field(description="What served when the canary started")
+    share: float
+    status: Literal["running", "promoted", "rolled_back"]
+    reason: str | None = Field(description="Why it ended")
+    started_at: datetime
+    ended_at: datetime | None
+    rule: dict[str, Any]
+    canary: CanaryArmOut
+    champion: CanaryArmOut
+    verdict: Literal["keep", "promote", "rollback"] = Field(
+        description="The rule's answer on these figures now (a running canary is ended on it)"
+    )
+    verdict_reasons: list[str]
+    switched_sessions: int = Field(description="Canary sessions a rollback moved back")
+    failed_windows: int = Field(description="Windows the canary raised on")

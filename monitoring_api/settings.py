@@ -19,6 +19,12 @@ class MonitoringSettings(BaseSettings):
         True, description="Run the drift and alert evaluator inside the API process."
     )
     evaluate_every_s: float = Field(10.0, gt=0, description="Evaluator period.")
+    canary_judge: bool = Field(
+        True,
+        description="Apply each running canary's rule (promote or roll back) inside the API "
+        "process; GET /services/{name}/canary shows the verdict either way.",
+    )
+    canary_every_s: float = Field(5.0, gt=0, description="Canary rule period.")
     close_timeout_s: float = Field(
         10.0, gt=0, description="At shutdown, how long a pass in progress may finish."
     )

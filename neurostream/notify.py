@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 
+import aio_pika
 from aio_pika.abc import AbstractExchange
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
 from neurostream import registry
-from neurostream.events import publish_model_event
+from neurostream.canary import CanaryEvent
+from neurostream.events import CONTENT_TYPE, publish_model_event
 
 log = logging.getLogger(__name__)
 EVENTS = Counter(
@@ -45,3 +47,21 @@ class Notifier:
                 EVENTS.labels(reason, "failed").inc()
                 ok = False
         return ok
+
+    async def canary(self, event: CanaryEvent) -> bool:
+        """Publish a change of a service's canary (``neurostream.canary``); False on failure."""
+        try:
+            await self._exchange.publish(
+                aio_pika.Message(
+                    event.encode(),
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=event.service,
+            )
+        except Exception:
+            log.exception("could not publish %s for service %s", event.event, event.service)
+            EVENTS.labels(event.event, "failed").inc()
+            return False
+        EVENTS.labels(event.event, "published").inc()
+        return True

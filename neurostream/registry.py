@@ -574,3 +574,207 @@ async def register_trained(
         code_version=code_version,
         artifact=trained.artifact,
     )
+
+
+# --- canaries ----------------------------------------------------------------------------
+# A service's canary (``neurostream.canary``): a version serving a share of its sessions.
+# ``start_canary`` checks it as ``assign`` checks a ref; workers record each session's arm
+# (``route_sessions``); ``conclude_canary`` ends it once, whoever asks first.
+
+_CANARY_SELECT = """SELECT c.id, c.service, c.model_name, c.ref, c.version_id, v.version,
+    c.champion_version_id, c.share, c.rule, c.status, c.reason, c.started_at, c.ended_at
+    FROM canaries c JOIN model_versions v ON v.id = c.version_id"""
+
+
+async def start_canary(
+    conn: AsyncConnection[Any],
+    service: str,
+    ref: str,
+    share: float,
+    rule: Mapping[str, Any],
+    *,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Start a canary of ``ref`` (of ``model_name``, by default the service's model) on
+    ``share`` of the service's new sessions; the canary's row.
+
+    ``Conflict`` when one is running or ``ref`` is the champion, ``Incompatible`` when the
+    service's declared input cannot meet it, ``BadRef``/``NotFound`` as ``assign``."""
+    from neurostream.canary import check_share
+
+    problem = check_share(share)
+    if problem:
+        raise RegistryError(problem, field="share")
+    async with conn.transaction():
+        found = await _one(
+            conn, "SELECT model_name, input FROM services WHERE name = %s", [service]
+        )
+        if found is None:
+            raise NotFound(f"service {service!r} not found", field="service")
+        name = model_name or found["model_name"]
+        if name is None:
+            raise Conflict(
+                f"service {service!r} serves no model: assign its champion first "
+                "(PUT /services/{name}/assign)",
+                field="service",
+            )
+        # Lock order as in ``assign``: the model row, then the service's.
+        if await _one(conn, "SELECT 1 FROM models WHERE name = %s FOR SHARE", [name]) is None:
+            raise NotFound(f"model {name!r} not found", field="model_name")
+        await conn.execute("SELECT 1 FROM services WHERE name = %s FOR UPDATE", [service])
+        running = await _one(
+            conn, f"{_CANARY_SELECT} WHERE c.service = %s AND c.status = 'running'", [service]
+        )
+        if running is not None:
+            raise Conflict(
+                f"service {service!r} already runs canary {running['id']} "
+                f"({running['model_name']}:{running['version']}); stop it first "
+                "(DELETE /services/{name}/canary)",
+                field="service",
+            )
+        version_id = await resolve_ref(conn, name, ref)
+        if version_id is None:
+            raise BadRef(f"{ref!r} is not a version or alias of {name!r}", field="ref")
+        champion = (await resolve_service(conn, service)).serving
+        if champion is None:
+            raise Conflict(
+                f"service {service!r} has no resolvable champion: assign one first",
+                field="service",
+            )
+        if champion == version_id:
+            raise Conflict(f"{name!r} at {ref!r} is already the champion", field="ref")
+        reason = await input_mismatch(conn, service, parse_input(found["input"]), version_id)
+        if reason:
+            raise Incompatible(
+                f"{name!r} at {ref!r} does not meet the input the service declares: {reason}",
+                field="ref",
+            )
+        row = await _one(
+            conn,
+            """INSERT INTO canaries (service, model_name, ref, version_id, champion_version_id,
+                share, rule) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+            [service, name, ref, version_id, champion, share, Jsonb(dict(rule))],
+        )
+    assert row is not None
+    out = await get_canary(conn, service, canary_id=int(row["id"]))
+    assert out is not None
+    return out
+
+
+async def get_canary(
+    conn: AsyncConnection[Any], service: str, *, canary_id: int | None = None
+) -> dict[str, Any] | None:
+    """The service's latest canary (or ``canary_id``), whatever its status; None if none."""
+    return await _one(
+        conn,
+        f"""{_CANARY_SELECT} WHERE c.service = %(s)s AND (%(id)s::int IS NULL OR c.id = %(id)s)
+        ORDER BY c.id DESC LIMIT 1""",
+        {"s": service, "id": canary_id},
+    )
+
+
+async def route_sessions(
+    conn: AsyncConnection[Any], canary: Mapping[str, Any], session_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The arm of each session, recorded the first time any replica asks.
+
+    While the canary runs, a new session takes its hash's arm (``canary.arm_of``); once
+    promoted, the new champion's (``canary``). A session the service already served with
+    another version started before: it stays on the champion. After a rollback nothing is
+    recorded (an unrecorded session is the champion's). Returns ``{session_id: {"arm",
+    "switch_seq"}}`` for the recorded ones."""
+    from neurostream.canary import arm_of, bucket
+
+    cid, service = int(canary["id"]), str(canary["service"])
+    if canary["status"] != "rolled_back":
+        running = canary["status"] == "running"
+        arms = [arm_of(s, float(canary["share"])) if running else "canary" for s in session_ids]
+        await conn.execute(
+            """INSERT INTO canary_sessions (canary_id, session_id, service, arm, bucket)
+            SELECT %(c)s, s.sid, %(svc)s,
+                CASE WHEN EXISTS (SELECT 1 FROM predictions p WHERE p.session_id = s.sid
+                    AND p.service = %(svc)s AND p.role = 'serving'
+                    AND p.model_version_id <> %(v)s) THEN 'champion' ELSE s.arm END, s.b
+            FROM unnest(%(sids)s::text[], %(arms)s::text[], %(b)s::float8[]) AS s(sid, arm, b)
+            ON CONFLICT (canary_id, session_id) DO NOTHING""",
+            {
+                "c": cid,
+                "svc": service,
+                "v": int(canary["version_id"]),
+                "sids": session_ids,
+                "arms": arms,
+                "b": [bucket(s) for s in session_ids],
+            },
+        )
+    rows = await _all(
+        conn,
+        """SELECT session_id, arm, switch_seq FROM canary_sessions
+        WHERE canary_id = %s AND session_id = ANY(%s)""",
+        [cid, session_ids],
+    )
+    return {r["session_id"]: r for r in rows}
+
+
+async def conclude_canary(
+    conn: AsyncConnection[Any], canary_id: int, status: str, reason: str
+) -> dict[str, Any] | None:
+    """End a running canary, promoted or rolled back; its row, or None when it had ended.
+
+    One transition whoever asks (replicas, the monitoring API, an operator): the first
+    ``UPDATE ... WHERE status = 'running'`` wins. Promotion assigns the canary's version
+    number (the version judged, even if its alias moved) as the service's champion, with
+    ``assign``'s checks, in the same transaction."""
+    if status not in ("promoted", "rolled_back"):
+        raise ValueError(f"a canary ends promoted or rolled_back, not {status!r}")
+    async with conn.transaction():
+        row = await _one(
+            conn,
+            """UPDATE canaries SET status = %s, reason = %s, ended_at = now()
+            WHERE id = %s AND status = 'running' RETURNING service, model_name, version_id""",
+            [status, reason, canary_id],
+        )
+        if row is None:
+            return None
+        if status == "promoted":
+            svc = await _one(
+                conn, "SELECT shadow_ref FROM services WHERE name = %s", [row["service"]]
+            )
+            version = await _one(
+                conn, "SELECT version FROM model_versions WHERE id = %s", [row["version_id"]]
+            )
+            assert svc is not None and version is not None
+            await assign(
+                conn, row["service"], row["model_name"], str(version["version"]), svc["shadow_ref"]
+            )
+    return await get_canary(conn, row["service"], canary_id=canary_id)
+
+
+async def record_canary_failures(
+    conn: AsyncConnection[Any],
+    canary_id: int,
+    worker_id: str,
+    windows: list[tuple[str, int]],
+    reason: str,
+) -> None:
+    """Record the windows (session_id, seq) the canary raised on (a redelivery: no-op)."""
+    await conn.execute(
+        """INSERT INTO canary_failures (canary_id, session_id, seq, reason, worker_id)
+        SELECT %s, s.sid, s.seq, %s, %s FROM unnest(%s::text[], %s::int[]) AS s(sid, seq)
+        ON CONFLICT DO NOTHING""",
+        [canary_id, reason, worker_id, [w[0] for w in windows], [w[1] for w in windows]],
+    )
+
+
+async def record_switches(
+    conn: AsyncConnection[Any], canary_id: int, first_seq: Mapping[str, int]
+) -> None:
+    """Record where each canary session went back to the champion: the least seq seen."""
+    if not first_seq:
+        return
+    await conn.execute(
+        """UPDATE canary_sessions c SET switch_seq = LEAST(COALESCE(c.switch_seq, s.seq), s.seq),
+            switched_at = COALESCE(c.switched_at, now())
+        FROM unnest(%s::text[], %s::int[]) AS s(sid, seq)
+        WHERE c.canary_id = %s AND c.session_id = s.sid AND c.arm = 'canary'""",
+        [list(first_seq), list(first_seq.values()), canary_id],
+    )

@@ -19,7 +19,7 @@ from neurostream.errors import BrokerUnavailable
 from neurostream.models.artifacts import ArtifactPolicy
 from neurostream.notify import Notifier
 from neurostream.settings import CoreSettings
-from queue_manager.routers import aliases, jobs, models, services, workers
+from queue_manager.routers import aliases, canary, jobs, models, services, workers
 from queue_manager.settings import QueueManagerSettings
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def create_app(core: CoreSettings, settings: QueueManagerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.artifact_policy = ArtifactPolicy.from_settings(core)
     app.include_router(services.router)
+    app.include_router(canary.router)
     app.include_router(models.router, max_body_size=settings.max_upload_bytes)
     app.include_router(aliases.router)
     app.include_router(jobs.router)

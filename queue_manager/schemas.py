@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurostream.canary import CanaryRule
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 REF_PATTERN = r"^([0-9]{1,9}|[A-Za-z][A-Za-z0-9_.\-]{0,63})$"
 INT32 = 2**31 - 1
@@ -268,3 +270,43 @@ class WorkerOut(BaseModel):
     started_at: datetime
     last_seen: datetime
     seconds_since_seen: float
+
+
+# --- canaries ----------------------------------------------------------------------------
+
+
+class CanaryStart(_In):
+    """A canary: ``ref`` of the service's model (or ``model_name``'s) on ``share`` of its
+    new sessions, promoted or rolled back by ``rule``."""
+
+    ref: str = Field(pattern=REF_PATTERN, description="Version number or alias.", examples=["4"])
+    model_name: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Default: the model the service serves."
+    )
+    share: float = Field(
+        gt=0, lt=1, description="Share of new sessions the canary serves.", examples=[0.3]
+    )
+    rule: CanaryRule = Field(default_factory=CanaryRule)
+
+
+class CanaryOut(BaseModel):
+    id: int
+    service: str
+    model_name: str
+    ref: str
+    version: int
+    version_id: int
+    champion_version_id: int = Field(description="What the service served when it started")
+    share: float
+    rule: CanaryRule
+    status: Literal["running", "promoted", "rolled_back"]
+    reason: str | None = Field(description="Why it ended (the rule's verdict, a raise, a hand)")
+    started_at: datetime
+    ended_at: datetime | None
+    sessions: dict[str, int] = Field(description="Sessions recorded per arm: canary, champion")
+    switched_sessions: int = Field(description="Canary sessions a rollback moved back")
+    failed_windows: int = Field(description="Windows the canary raised on, re-scored")
+
+
+class CanaryChangeOut(CanaryOut):
+    event_published: bool = Field(description="Whether workers were told over models.events.")

@@ -8,6 +8,12 @@ rejects with a reason -> ack -> publish results. Heartbeats go to the
 ``workers`` table and double as a check of the service's model assignment, so a missed
 ``models.events`` message still leads to the swap.
 
+With a canary running (``neurostream.canary``), each session is served by the version of
+the arm it started on (looked up once per session, ``registry.route_sessions``). A canary
+that raises on predict is rolled back here: the failed windows are recorded and scored by
+the champion in the same batch, the rollback is published on ``models.events``, and each
+canary session records the seq where the champion took over.
+
 Lifecycle (after arq's ``Worker``): ``run()`` = ``start()``, wait for ``request_stop()``
 (what ``handle_signal`` calls on SIGTERM/SIGINT), ``close()``. ``close()`` stops consuming,
 writes and acks the windows already received (bounded by ``drain_timeout_s``), and leaves
@@ -38,8 +44,9 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 from psycopg_pool import AsyncConnectionPool
 
-from neurostream import broker, topology
+from neurostream import broker, registry, topology
 from neurostream.batching import drain, next_batch
+from neurostream.canary import CanaryEvent, EventName
 from neurostream.contract import (
     PREDICTIONS_CONTENT_TYPE,
     ContractError,
@@ -65,7 +72,7 @@ from neurostream.results import (
 from neurostream.settings import CoreSettings
 from workers import deliveries, heartbeat, metrics
 from workers.compute import limit_threads
-from workers.model_slot import ModelSlot, Served
+from workers.model_slot import CanaryServing, ModelSlot, Served
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -129,6 +136,7 @@ class Worker(Lifecycle):
         self._consumer: deliveries.Consumer | None = None
         self._dead: AbstractExchange | None = None
         self._predictions: AbstractExchange | None = None
+        self._events: AbstractExchange | None = None  # models.events, for canary rollbacks
         # One thread featurizes and classifies (the loop keeps receiving meanwhile); its
         # native pools are capped like the loop's (workers/compute.py).
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -155,6 +163,7 @@ class Worker(Lifecycle):
         out = await self.connection.channel(publisher_confirms=False)
         self._out_channel = out
         self._predictions = await out.get_exchange(topology.PREDICTIONS_EXCHANGE)
+        self._events = await out.get_exchange(topology.MODEL_EVENTS_EXCHANGE)
         events = await out.declare_queue(exclusive=True, auto_delete=True)
         await events.bind(topology.MODEL_EVENTS_EXCHANGE, routing_key=self.service)
         await events.consume(self._on_model_event, no_ack=True)
@@ -283,6 +292,14 @@ class Worker(Lifecycle):
                 await self._limit_threads()
         except Exception:
             log.exception("model assignment check failed; keeping the current model")
+        canary = self.slot.canary
+        if canary is not None and canary.status == "running" and canary.model is None:
+            try:
+                await self._roll_back_canary(
+                    canary, [], f"canary did not load: {canary.load_error or 'unknown error'}"
+                )
+            except Exception:
+                log.exception("could not roll back canary %s; retrying", canary.id)
         serving, shadow = self.slot.current.ids
         metrics.MODEL_VERSION.labels(self.service, "serving").set(serving or 0)
         metrics.MODEL_VERSION.labels(self.service, "shadow").set(shadow or 0)
@@ -363,49 +380,71 @@ class Worker(Lifecycle):
             return
         assert self.slot is not None
         served = self.slot.current
-        if served.serving is None:
+        champion = served.serving
+        if champion is None:
             await self._requeue(batch)
             return
-        good: list[tuple[DeliveredMessage, Window]] = []
+        canary = self.slot.canary if self.slot.canary and self.slot.canary.routing else None
+        if canary is not None and canary.status == "running" and canary.model is None:
+            await self._roll_back_canary(canary, [], f"canary did not load: {canary.load_error}")
+        decoded: list[tuple[DeliveredMessage, Window]] = []
         rejects: list[_Reject] = []
         for msg in batch:
             try:
                 window = decode(
                     msg.body, msg.header.properties.headers, max_bytes=self.core.max_window_bytes
                 )
-                h = window.header
-                # By channel name when the version records names (cached per channel tuple).
-                reason = served.serving.check_input(h.channels, h.n_samples, h.fs)
-                # erp@2 versions take only epochs cut behind their stream filter.
-                reason = reason or served.serving.check_geometry(h.geometry)
-                if reason:
-                    raise ContractError(
-                        reason, session_id=window.header.session_id, seq=window.header.seq
-                    )
-                good.append((msg, window))
+                decoded.append((msg, window))
             except ContractError as exc:
                 rejects.append(_Reject(msg, exc.reason, exc.session_id, exc.seq))
+        arms = await self._arms(canary, [w for _, w in decoded]) if canary is not None else {}
+        good: list[tuple[DeliveredMessage, Window]] = []
+        for msg, window in decoded:
+            h = window.header
+            model = (
+                champion if canary is None else canary.model_for(arms.get(h.session_id), champion)
+            )
+            # By channel name when the version records names (cached per channel tuple).
+            reason = model.check_input(h.channels, h.n_samples, h.fs)
+            # erp@2 versions take only epochs cut behind their stream filter.
+            reason = reason or model.check_geometry(h.geometry)
+            if reason:
+                rejects.append(_Reject(msg, reason, h.session_id, h.seq))
+            else:
+                good.append((msg, window))
         rows: list[PredictionRow] = []
         gated: list[GatedRow] = []
-        if good:
+        for part_served, windows in _split(served, canary, arms, [w for _, w in good]):
             try:
-                windows = [w for _, w in good]
-                # A thread lets the loop keep receiving during a big batch; for a few
-                # windows the hop costs more than the work.
-                rows, gated = (
-                    _predict_rows(served, windows)
-                    if len(windows) <= _INLINE_MAX
-                    else await asyncio.get_running_loop().run_in_executor(
-                        self._compute, _predict_rows, served, windows
-                    )
-                )
+                part_rows, part_gated = await self._predict(part_served, windows)
             except Exception as exc:
-                label = served.serving.label
-                if self.slot.fail_current(f"model {label} raised on predict: {exc!r}"):
+                failing = part_served.serving
+                assert failing is not None
+                if canary is not None and canary.status == "running" and failing is canary.model:
+                    await self._roll_back_canary(
+                        canary,
+                        windows,
+                        f"canary {failing.label} raised on predict: {exc!r}",
+                    )
+                    try:  # the windows it failed on, scored by the champion
+                        part_rows, part_gated = await self._predict(served, windows)
+                    except Exception as again:
+                        exc, failing = again, champion  # the champion failed too
+                    else:
+                        rows += part_rows
+                        gated += part_gated
+                        continue
+                if failing is champion and self.slot.fail_current(
+                    f"model {failing.label} raised on predict: {exc!r}"
+                ):
                     await self.process_batch(batch, received)  # retry on the previous model
                 else:
                     await self._requeue(batch, delay=1.0)
                 return
+            rows += part_rows
+            gated += part_gated
+        if canary is not None and canary.status == "rolled_back":
+            await self._record_switches(canary, arms, rows, gated)
         if not await self._write(rows, rejects, gated):
             await self._requeue(batch)
             return
@@ -414,6 +453,105 @@ class Worker(Lifecycle):
         self._account(rows, rejects, good, received, gated)
         if self.settings.publish_predictions and (rows or gated):
             await self._publish(rows, gated)
+
+    async def _predict(
+        self, served: Served, windows: list[Window]
+    ) -> tuple[list[PredictionRow], list[GatedRow]]:
+        # A thread lets the loop keep receiving during a big batch; for a few windows the
+        # hop costs more than the work.
+        if len(windows) <= _INLINE_MAX:
+            return _predict_rows(served, windows)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._compute, _predict_rows, served, windows
+        )
+
+    # -- canary --------------------------------------------------------------------------
+    async def _arms(self, canary: CanaryServing, windows: list[Window]) -> dict[str, str]:
+        """Each session's arm: from the cache, else recorded and read back in one go
+        (the first batch of a session is the only one that asks the database)."""
+        missing = [
+            s for s in dict.fromkeys(w.header.session_id for w in windows) if s not in canary.arms
+        ]
+        if missing:
+            assert self.pool is not None
+            async with self.pool.connection() as conn:
+                found = await registry.route_sessions(conn, canary.row, missing)
+            for session_id in missing:
+                got = found.get(session_id)
+                canary.arms[session_id] = str(got["arm"]) if got else "champion"
+                if got and got["switch_seq"] is not None:
+                    canary.switched[session_id] = int(got["switch_seq"])
+        return canary.arms
+
+    async def _roll_back_canary(
+        self, canary: CanaryServing, failed: list[Window], reason: str
+    ) -> None:
+        """Record the failed windows and end the canary (once, whichever replica is first),
+        stop routing to it here, and tell every replica over ``models.events``."""
+        assert self.pool is not None and self.slot is not None
+        log.error("rolling back canary %s of %s: %s", canary.id, self.service, reason)
+        async with self.pool.connection() as conn, conn.transaction():
+            if failed:
+                await registry.record_canary_failures(
+                    conn,
+                    canary.id,
+                    self.settings.worker_id,
+                    [(w.header.session_id, w.header.seq) for w in failed],
+                    reason,
+                )
+            ended = await registry.conclude_canary(conn, canary.id, "rolled_back", reason)
+        self.slot.canary_rolled_back(reason)
+        if ended is not None:
+            await self.publish_canary_event("canary_rolled_back", canary, reason)
+
+    async def publish_canary_event(
+        self, event: EventName, canary: CanaryServing, reason: str
+    ) -> bool:
+        """Publish a canary's change on ``models.events``; False when it could not (the
+        other replicas still see it at their next heartbeat)."""
+        assert self._events is not None and self.slot is not None
+        serving, shadow = self.slot.current.ids
+        body = CanaryEvent(
+            event=event,
+            service=self.service,
+            canary_id=canary.id,
+            version_id=int(canary.row["version_id"]),
+            serving_version_id=serving,
+            shadow_version_id=shadow,
+            reason=reason,
+        )
+        try:
+            await self._events.publish(
+                aio_pika.Message(body.encode(), content_type="application/json"),
+                routing_key=self.service,
+            )
+        except Exception as exc:
+            log.warning("could not publish %s: %s", event, exc)
+            return False
+        return True
+
+    async def _record_switches(
+        self,
+        canary: CanaryServing,
+        arms: dict[str, str],
+        rows: list[PredictionRow],
+        gated: list[GatedRow],
+    ) -> None:
+        """Record, before the write, where each canary session went back to the champion
+        (only when this batch holds an earlier seq than the one recorded)."""
+        first: dict[str, int] = {}
+        for role, session_id, seq in [(r.role, r.session_id, r.seq) for r in rows] + [
+            (g.role, g.session_id, g.seq) for g in gated
+        ]:
+            if role == "serving" and arms.get(session_id) == "canary":
+                first[session_id] = min(seq, first.get(session_id, seq))
+        earlier = {s: q for s, q in first.items() if q < canary.switched.get(s, q + 1)}
+        if not earlier:
+            return
+        assert self.pool is not None
+        async with self.pool.connection() as conn:
+            await registry.record_switches(conn, canary.id, earlier)
+        canary.switched.update(earlier)
 
     async def _write(
         self, rows: list[PredictionRow], rejects: list[_Reject], gated: list[GatedRow]
@@ -560,6 +698,29 @@ class Worker(Lifecycle):
 
 _STOP = object()
 _INLINE_MAX = 8
+
+
+def _split(
+    served: Served, canary: CanaryServing | None, arms: dict[str, str], windows: list[Window]
+) -> list[tuple[Served, list[Window]]]:
+    """The batch's windows by the version each session is served by (the shadow, if any,
+    scores them all); the champion's part first."""
+    if not windows:
+        return []
+    assert served.serving is not None
+    if canary is None:
+        return [(served, windows)]
+    parts: dict[int, tuple[Served, list[Window]]] = {}
+    for w in windows:
+        model = canary.model_for(arms.get(w.header.session_id), served.serving)
+        part = parts.get(model.version_id)
+        if part is None:
+            part = parts[model.version_id] = (
+                served if model is served.serving else Served(model, served.shadow),
+                [],
+            )
+        part[1].append(w)
+    return sorted(parts.values(), key=lambda p: p[0] is not served)
 
 
 def _predict_rows(
