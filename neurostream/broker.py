@@ -74,9 +74,10 @@ def _split_authority(rest: str) -> tuple[str, str, str]:
 class FailoverConnection(aio_pika.RobustConnection):
     """A robust connection that moves to the next address on every reconnect attempt.
 
-    aio-pika clears ``transport`` right before each connection attempt (and once in
-    ``Connection.__init__``); that is the one point every attempt passes, the first and
-    the failed ones included, so the address moves there. A test of this module
+    aio-pika clears ``transport`` right before each connection attempt (and in
+    ``Connection.__init__`` and on ``close``, which are not attempts); that is the one
+    point every attempt passes, the first and the failed ones included, so the address
+    moves there. A test of this module
     (``tests/integration/test_broker.py``) fails if a later aio-pika stops passing it.
     """
 
@@ -94,7 +95,11 @@ class FailoverConnection(aio_pika.RobustConnection):
 
     @transport.setter
     def transport(self, value: Any) -> None:
-        if value is None and hasattr(self, "_attempts"):
+        if (
+            value is None
+            and hasattr(self, "_attempts")
+            and not getattr(self, "_close_called", False)
+        ):
             if self._attempts:
                 self._index = (self._index + 1) % len(self.addresses)
                 self.url = self.addresses[self._index]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import functools
 import json
 import logging
@@ -157,17 +158,23 @@ class WindowPublisher:
         self._pump_task = asyncio.create_task(self._pump(), name="producer-publisher")
 
     async def _open_channel(self) -> None:
-        """A confirm channel with the session's topology declared on it."""
+        """A confirm channel with the session's topology declared on it, put in use only
+        once all of it is declared (a failure leaves the channel in use as it was)."""
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=True)
         assert isinstance(channel, AbstractRobustChannel)
-        self._channel = channel
-        if not self.record_only:
-            await topology.declare_service(channel, self.service)
-        if self.store:
-            await topology.declare_archive(channel)
-            await topology.declare_label_store(channel)
-        self._exchanges = await topology.declare_exchanges(channel)
+        try:
+            if not self.record_only:
+                await topology.declare_service(channel, self.service)
+            if self.store:
+                await topology.declare_archive(channel)
+                await topology.declare_label_store(channel)
+            exchanges = await topology.declare_exchanges(channel)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await channel.close()
+            raise
+        self._channel, self._exchanges = channel, exchanges
 
     async def _renew_channel(self) -> None:
         """Replace a channel the broker nacks every publish on with a new one.
@@ -175,20 +182,22 @@ class WindowPublisher:
         Seen on a RabbitMQ 3.10 cluster (``tests/faults/test_cluster_failover.py``): after
         the node leading a quorum queue is killed, a channel reopened on another node while
         the queue elects its new leader nacks every publish to it for as long as it lives
-        (25 s and more), while a new channel on the same node is confirmed at once.
+        (25 s and more), while a new channel on the same node is confirmed at once. The
+        old channel is closed only once the new one is in use: if the new one cannot be
+        opened yet (the connection is reconnecting), the pump waits and tries again.
         """
         old = self._channel
+        try:
+            await self._open_channel()
+        except Exception as exc:
+            log.warning("could not open a new channel yet (%s)", exc)
+            return
+        self._nacked = False
         if old is not None:
             try:
                 await old.close()
             except Exception:
                 log.debug("closing the nacked channel failed", exc_info=True)
-        try:
-            await self._open_channel()
-        except Exception as exc:  # the pump retries after its backoff
-            log.warning("could not open a new channel yet (%s)", exc)
-            return
-        self._nacked = False
         log.warning("the broker nacked publishes; resending on a new channel")
 
     async def publish_window(self, window: contract.Window) -> None:

@@ -401,15 +401,32 @@ class Cutter:
         return None
 
 
+def session_publisher(core: CoreSettings, settings: ProducerSettings) -> WindowPublisher:
+    """The publisher a session of ``settings`` uses (not started)."""
+    return WindowPublisher(
+        core.amqp_url,
+        settings.service,
+        buffer_max=settings.buffer_max,
+        max_in_flight=settings.max_in_flight,
+        confirm_timeout_s=settings.confirm_timeout_s,
+        record_only=settings.record_only,
+        store=settings.event_mapping is not None,
+        name=f"producer:{settings.session_id}",
+    )
+
+
 async def run_session(
     core: CoreSettings,
     settings: ProducerSettings,
     *,
     source: Source | None = None,
     stop: asyncio.Event | None = None,
+    publisher: WindowPublisher | None = None,
 ) -> SessionResult:
     """Stream one session until ``duration_s``, the source's end, or ``stop``.
 
+    ``publisher`` (not started; the session starts and closes it) is made from ``core``
+    and ``settings`` when not given: a caller that watches its counters live gives one.
     The source starts first (an LSL stream is resolved there, so its rate and channels are
     known before the session is registered; a board that cannot open fails before the
     broker and the store are touched).
@@ -422,7 +439,7 @@ async def run_session(
         if not started:
             log.info("session %s: stopped before its source started", settings.session_id)
             return SessionResult(settings.session_id, settings.service, src.fs, src.channels)
-        return await _session(core, settings, src, mapping, stop)
+        return await _session(core, settings, src, mapping, stop, publisher)
     finally:
         src.stop()
 
@@ -449,6 +466,7 @@ async def _session(
     src: Source,
     mapping: EventMapping | None,
     stop: asyncio.Event,
+    publisher: WindowPublisher | None,
 ) -> SessionResult:
     paradigm = resolve_paradigm(settings, src)
     result = SessionResult(settings.session_id, settings.service, src.fs, tuple(src.channels))
@@ -457,16 +475,7 @@ async def _session(
         result.file, result.speed = str(src.recording.path), src.speed
     cutter = Cutter(settings, src.fs, result.channels, paradigm=paradigm, mapping=mapping)
     pool = await open_pool(core.database_url, max_size=2)
-    publisher = WindowPublisher(
-        core.amqp_url,
-        settings.service,
-        buffer_max=settings.buffer_max,
-        max_in_flight=settings.max_in_flight,
-        confirm_timeout_s=settings.confirm_timeout_s,
-        record_only=settings.record_only,
-        store=mapping is not None,
-        name=f"producer:{settings.session_id}",
-    )
+    publisher = publisher or session_publisher(core, settings)
     lsl = lsl_of(src)
     outlet: PredictionOutlet | None = None
     decisions: DecisionOutlet | None = None

@@ -145,6 +145,7 @@ CREATE TABLE IF NOT EXISTS rejections (
     PRIMARY KEY (id, rejected_at)
 );
 CREATE INDEX IF NOT EXISTS rejections_session ON rejections (session_id, seq);
+CREATE INDEX IF NOT EXISTS rejections_service_time ON rejections (service, rejected_at DESC);
 
 CREATE TABLE IF NOT EXISTS labels (
     session_id text NOT NULL,

@@ -30,7 +30,7 @@ async def proxies() -> AsyncIterator[tuple[TcpProxy, TcpProxy]]:
     await b.start()
     yield a, b
     for p in (a, b):
-        if p._server is not None and p._server.is_serving():
+        if p.serving:
             await p.cut()
 
 
@@ -62,7 +62,7 @@ async def test_a_cut_node_moves_the_connection_to_the_next_with_its_consumer(
         await a.cut()  # the node goes away and stays away
         await asyncio.wait_for(reconnected.wait(), 15)
         assert broker.current_address(connection).endswith(f":{b.port}/")
-        assert getattr(connection, "failovers", 0) >= 1
+        assert getattr(connection, "failovers", 0) == 1  # one move: b answered at once
 
         await channel.default_exchange.publish(aio_pika.Message(b"after"), queue.name)
         assert await asyncio.wait_for(got.get(), 10) == b"after"  # the consumer came back

@@ -316,7 +316,9 @@ def test_scaled_object_scales_the_workers_on_their_queue(
     assert trigger["type"] == "rabbitmq"
     meta = trigger["metadata"]
     assert meta["queueName"] == topology.service_queue(service) == "svc.p300"
-    assert (meta["mode"], meta["protocol"], int(meta["value"])) == ("QueueLength", "http", 500)
+    assert (meta["mode"], meta["protocol"], int(meta["value"])) == ("QueueLength", "http", 1500)
+    # A replica's own prefetch must not read as a queue to scale for.
+    assert int(meta["value"]) > WorkerSettings().prefetch
     auth = _of(objects, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
     (ref,) = auth["spec"]["secretTargetRef"]
     assert (ref["parameter"], ref["name"], ref["key"]) == (
