@@ -17,13 +17,14 @@ import psycopg
 from psycopg import sql
 
 from neurostream import infra, registry, topology
-from neurostream.contract import encode, make_window
+from neurostream.contract import Window, encode, make_window
 from neurostream.db import open_pool
 from neurostream.events import publish_model_event
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
 
 FS, N_CH, N_S = 250.0, 16, 200  # one P300 epoch of the synthetic board
+CHANNELS = tuple(f"ch{i}" for i in range(N_CH))
 
 
 def bench_core(name: str) -> CoreSettings:
@@ -167,25 +168,19 @@ async def steady_rate(core: CoreSettings, session: str) -> tuple[float, int]:
     return (inside - 1) / seconds, int(stored)
 
 
+def epoch(data: np.ndarray, session: str, seq: int, t0: float) -> Window:
+    """One epoch window as every benchmark sends it (``N_CH`` channels at ``FS``, marker
+    2), so the numbers of different benchmarks are over the same messages."""
+    return make_window(
+        data, session_id=session, seq=seq, t0=t0, fs=FS, channels=CHANNELS, kind="epoch", marker=2
+    )
+
+
 def windows(session: str, n: int) -> list[tuple[bytes, dict[str, object]]]:
     """Pre-encoded epochs (encoding cost stays out of the consumer's numbers)."""
     rng = np.random.default_rng(1)
     base = rng.normal(0, 10, (N_CH, N_S)).astype(np.float32)
-    chans = [f"ch{i}" for i in range(N_CH)]
-    out = []
-    for seq in range(n):
-        w = make_window(
-            base,
-            session_id=session,
-            seq=seq,
-            t0=1.7e9 + seq * 0.25,
-            fs=FS,
-            channels=chans,
-            kind="epoch",
-            marker=2,
-        )
-        out.append(encode(w))
-    return out
+    return [encode(epoch(base, session, seq, 1.7e9 + seq * 0.25)) for seq in range(n)]
 
 
 async def fill(

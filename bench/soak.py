@@ -48,10 +48,10 @@ import uvloop
 from psycopg import sql
 
 from bench.common import (
-    FS,
     N_CH,
     N_S,
     bench_core,
+    epoch,
     serve_model,
     table,
     train,
@@ -60,7 +60,6 @@ from bench.common import (
 )
 from bench.spine import worker_rate
 from neurostream import infra, topology
-from neurostream.contract import make_window
 from neurostream.settings import CoreSettings
 from producer.publisher import WindowPublisher
 from workers.settings import WorkerSettings
@@ -102,10 +101,9 @@ def produce(
 async def _produce(
     amqp_url: str, session: str, rate: float, total: int, counts: Any, stop: MpEvent
 ) -> None:
-    # Epoch-shaped windows as bench.common.windows makes them, built as they fall due
+    # bench.common's epochs, as its ``windows`` makes them but built as they fall due
     # (a soak's windows do not fit in memory pre-encoded); a few bases so not all are equal.
     bases = np.random.default_rng(1).normal(0, 10, (8, N_CH, N_S)).astype(np.float32)
-    chans = [f"ch{i}" for i in range(N_CH)]
     pub = WindowPublisher(amqp_url, SERVICE)
     await pub.start()
     t_wall, start, seq = time.time(), time.monotonic(), 0
@@ -117,16 +115,7 @@ async def _produce(
             # Blocks while the publisher's buffer is full: a producer that cannot keep up
             # falls behind (``due`` - confirmed grows), it does not drop windows.
             await pub.publish_window(
-                make_window(
-                    bases[seq % len(bases)],
-                    session_id=session,
-                    seq=seq,
-                    t0=t_wall + seq * step,
-                    fs=FS,
-                    channels=chans,
-                    kind="epoch",
-                    marker=2,
-                )
+                epoch(bases[seq % len(bases)], session, seq, t_wall + seq * step)
             )
             seq += 1
             if seq % 256 == 0:

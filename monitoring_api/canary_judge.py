@@ -17,12 +17,10 @@ verdict. The loop runs in the API process beside the drift evaluator
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import numpy as np
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from psycopg import AsyncConnection
@@ -32,25 +30,35 @@ from psycopg_pool import AsyncConnectionPool
 from monitoring_api.settings import MonitoringSettings
 from neurostream import broker, estimation, registry, scoring, topology
 from neurostream.canary import ArmFigures, CanaryEvent, CanaryRule, Verdict, judge
+from neurostream.db import open_pool
+from neurostream.events import publish_canary_event
+from neurostream.lifecycle import every, settle
 from neurostream.settings import CoreSettings
 
 log = logging.getLogger(__name__)
+# The estimate and the measured scores come from at most this many of an arm's newest
+# predictions (a bounded pull per tick); the window and label counts the rule compares
+# with ``rule.windows``/``min_labels`` are counted in SQL, over all of them.
 MAX_ROWS = 200_000
 
 # One arm's serving predictions since the canary started (to its end), by the arm's version.
-_PREDICTIONS = """
-SELECT p.predicted, p.score::float8, p.proba, l.label
+_ARM_PREDICTIONS = """
 FROM predictions p
 JOIN canary_sessions c ON c.canary_id = %(c)s AND c.session_id = p.session_id AND c.arm = %(arm)s
 LEFT JOIN labels l ON l.session_id = p.session_id AND l.seq = p.seq
 WHERE p.service = %(svc)s AND p.role = 'serving' AND p.model_version_id = %(v)s
   AND p.predicted_at >= %(start)s AND (%(end)s::timestamptz IS NULL OR p.predicted_at <= %(end)s)
-LIMIT %(limit)s
 """
-_COUNTS = """
+_SAMPLE = f"""
+SELECT p.predicted, p.score::float8, p.proba, l.label {_ARM_PREDICTIONS}
+ORDER BY p.predicted_at DESC LIMIT %(limit)s
+"""
+_COUNTS = f"""
 SELECT
     (SELECT count(*) FROM canary_sessions c WHERE c.canary_id = %(c)s AND c.arm = %(arm)s)
         AS sessions,
+    (SELECT count(*) {_ARM_PREDICTIONS}) AS windows,
+    (SELECT count(l.label) {_ARM_PREDICTIONS}) AS labels,
     (SELECT count(*) FROM rejections r JOIN canary_sessions c ON c.canary_id = %(c)s
         AND c.session_id = r.session_id AND c.arm = %(arm)s
         WHERE r.service = %(svc)s AND r.rejected_at >= %(start)s
@@ -90,7 +98,7 @@ async def arm_figures(conn: AsyncConnection[Any], canary: dict[str, Any], arm: s
         await cur.execute(_COUNTS, params)
         counts = await cur.fetchone()
     assert counts is not None
-    cur2 = await conn.execute(_PREDICTIONS, params | {"limit": MAX_ROWS})
+    cur2 = await conn.execute(_SAMPLE, params | {"limit": MAX_ROWS})
     rows = await cur2.fetchall()
     labelled = [r for r in rows if r[3] is not None]
     positive = np.array([_positive(r[2], r[1]) for r in rows], dtype=np.float64)
@@ -104,7 +112,7 @@ async def arm_figures(conn: AsyncConnection[Any], canary: dict[str, Any], arm: s
     drift = counts["drift_share"]
     return ArmFigures(
         sessions=int(counts["sessions"]),
-        windows=len(rows),
+        windows=int(counts["windows"]),
         rejected=int(counts["rejected"]),
         gated=int(counts["gated"]),
         errors=int(counts["errors"]) if arm == "canary" else 0,
@@ -113,7 +121,7 @@ async def arm_figures(conn: AsyncConnection[Any], canary: dict[str, Any], arm: s
             for k in ("expected_roc_auc", "expected_balanced_accuracy", "expected_accuracy")
         },
         measured=measured,
-        labels=len(labelled),
+        labels=int(counts["labels"]),
         drift_share=None if drift is None else float(drift),
     )
 
@@ -129,7 +137,7 @@ class Assessment:
 
 
 async def assess(conn: AsyncConnection[Any], canary: dict[str, Any]) -> Assessment:
-    rule = CanaryRule.model_validate(registry.json_column(canary["rule"]) or {})
+    rule = CanaryRule.from_stored(registry.json_column(canary["rule"]))
     figures = {arm: await arm_figures(conn, canary, arm) for arm in ("canary", "champion")}
     verdict = judge(rule, figures["canary"], figures["champion"])
     return Assessment(canary, rule, figures, verdict)
@@ -160,14 +168,15 @@ class CanaryJudge:
 
     async def open(self) -> None:
         if self.pool is None:
-            from neurostream.db import open_pool
-
             self.pool = await open_pool(self.core.database_url, max_size=2)
 
     async def start(self) -> None:
         await self.open()
         self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="canary-judge")
+        self._task = asyncio.create_task(
+            every(self.settings.canary_every_s, self._stopping, self.tick, "canary pass"),
+            name="canary-judge",
+        )
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -175,11 +184,7 @@ class CanaryJudge:
     async def close(self) -> None:
         self.request_stop()
         if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=self.settings.close_timeout_s)
-            if not done:
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await settle(self._task, self.settings.close_timeout_s, "canary pass")
             self._task = None
         if self._owns_connection and self.connection is not None:
             await self.connection.close()
@@ -188,50 +193,57 @@ class CanaryJudge:
             await self.pool.close()
             self.pool = None
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("canary pass failed; retrying in %ss", self.settings.canary_every_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.canary_every_s)
-
     async def tick(self) -> list[dict[str, Any]]:
-        """One pass over the running canaries: the ones it ended, with their verdicts."""
+        """One pass over the running canaries: the ones it ended, with their verdicts.
+
+        Each service is judged on its own connection, and one that fails (its figures
+        cannot be read, ``assign`` refuses the promotion) is logged and retried next pass
+        without holding up the others."""
         if self.pool is None:
             raise RuntimeError("the canary judge is not open: call start() or open() first")
         ended: list[dict[str, Any]] = []
-        async with self.pool.connection() as conn:
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute("SELECT service FROM canaries WHERE status = 'running'")
-                services = [r["service"] for r in await cur.fetchall()]
-            for service in services:
-                canary = await registry.get_canary(conn, service)
-                if canary is None or canary["status"] != "running":
-                    continue
-                verdict = (await assess(conn, canary)).verdict
-                if verdict.action == "keep":
-                    continue
-                status = "promoted" if verdict.action == "promote" else "rolled_back"
-                row = await registry.conclude_canary(conn, canary["id"], status, verdict.reason)
-                if row is None:  # a worker or an operator ended it first
-                    continue
-                serving = await registry.resolve_service(conn, service)
-                log.info("canary %s of %s %s: %s", row["id"], service, status, verdict.reason)
-                event = CanaryEvent(
-                    event="canary_promoted" if status == "promoted" else "canary_rolled_back",
-                    service=service,
-                    canary_id=int(row["id"]),
-                    version_id=int(row["version_id"]),
-                    serving_version_id=serving.serving,
-                    shadow_version_id=serving.shadow,
-                    reason=verdict.reason,
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT service FROM canaries WHERE status = 'running'")
+            services = [r["service"] for r in await cur.fetchall()]
+        for service in services:
+            try:
+                row = await self._judge(service)
+            except Exception as exc:
+                log.error(
+                    "canary of %s not judged this pass (retried in %ss): %s",
+                    service,
+                    self.settings.canary_every_s,
+                    exc,
                 )
-                published = await self.publish(event)
-                ended.append(row | {"verdict": verdict.action, "event_published": published})
+                continue
+            if row is not None:
+                ended.append(row)
         self.ticks += 1
         return ended
+
+    async def _judge(self, service: str) -> dict[str, Any] | None:
+        """Apply the rule to ``service``'s running canary; its row if this call ended it."""
+        assert self.pool is not None
+        async with self.pool.connection() as conn:
+            canary = await registry.get_canary(conn, service)
+            if canary is None or canary["status"] != "running":
+                return None
+            verdict = (await assess(conn, canary)).verdict
+            if verdict.action == "keep":
+                return None
+            status = "promoted" if verdict.action == "promote" else "rolled_back"
+            row = await registry.conclude_canary(conn, canary["id"], status, verdict.reason)
+            if row is None:  # a worker or an operator ended it first
+                return None
+            log.info("canary %s of %s %s: %s", row["id"], service, status, verdict.reason)
+            event = await registry.canary_event(
+                conn,
+                "canary_promoted" if status == "promoted" else "canary_rolled_back",
+                row,
+                verdict.reason,
+            )
+        published = await self.publish(event)
+        return row | {"verdict": verdict.action, "event_published": published}
 
     async def publish(self, event: CanaryEvent) -> bool:
         """Publish on ``models.events``; False when the broker could not be reached."""
@@ -245,14 +257,7 @@ class CanaryJudge:
                 self._exchange = (await topology.declare_exchanges(channel))[
                     topology.MODEL_EVENTS_EXCHANGE
                 ]
-            await self._exchange.publish(
-                aio_pika.Message(
-                    event.encode(),
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=event.service,
-            )
+            await publish_canary_event(self._exchange, event)
         except Exception as exc:
             log.warning("could not publish %s for %s: %s", event.event, event.service, exc)
             self._exchange = None

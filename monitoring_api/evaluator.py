@@ -15,7 +15,6 @@ the pool and client it created itself are closed, never injected ones).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -27,6 +26,7 @@ from monitoring_api import alerts, store
 from monitoring_api.detector import LatestDrift, ReferenceCache, evaluate_latest
 from monitoring_api.settings import MonitoringSettings
 from neurostream.db import open_pool
+from neurostream.lifecycle import every, settle
 from neurostream.settings import CoreSettings
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ class Evaluator:
         """Open what is missing and run the loop in a task until ``request_stop``."""
         await self.open()
         self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="monitoring-evaluator")
+        self._task = asyncio.create_task(
+            every(self.settings.evaluate_every_s, self._stopping, self.tick, "evaluator tick"),
+            name="monitoring-evaluator",
+        )
 
     def request_stop(self) -> None:
         """Stop after the pass in progress (safe from a signal handler)."""
@@ -80,15 +83,7 @@ class Evaluator:
         """Stop the loop (bounded drain), then close the resources this object created."""
         self.request_stop()
         if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=self.settings.close_timeout_s)
-            if not done:
-                log.warning(
-                    "evaluator pass still running after %ss; cancelling it",
-                    self.settings.close_timeout_s,
-                )
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await settle(self._task, self.settings.close_timeout_s, "evaluator pass")
             self._task = None
         if self._owns_client and self.client is not None:
             await self.client.aclose()
@@ -96,17 +91,6 @@ class Evaluator:
         if self._owns_pool and self.pool is not None:
             await self.pool.close()
             self.pool = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception(
-                    "evaluator tick failed; retrying in %ss", self.settings.evaluate_every_s
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.evaluate_every_s)
 
     def _resources(self) -> tuple[AsyncConnectionPool, httpx.AsyncClient]:
         if self.pool is None or self.client is None:

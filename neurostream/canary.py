@@ -13,9 +13,10 @@ figures' SQL live in ``neurostream.registry`` and the monitoring API.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,20 +50,14 @@ class CanaryRule(BaseModel):
     """When a canary is promoted and when it is rolled back.
 
     The canary is judged once it has served ``windows`` windows: every bound that is set
-    must hold, then it is promoted, else rolled back. Errors roll it back at once, before
-    that count (a version that raises cannot be left serving sessions)."""
+    must hold, then it is promoted, else rolled back. A raise on predict rolls it back at
+    once, before that count, with no tolerance to set: the worker that saw it ends the
+    canary there and then (a version that raises cannot be left serving sessions)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     windows: int = Field(
         200, ge=1, le=10_000_000, description="Canary windows served before the verdict."
-    )
-    max_error_rate: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Largest share of the canary's windows it may fail on (raise on predict). "
-        "The champion's failures are not attributed to sessions, so this bound is absolute.",
     )
     max_rejection_rate_delta: float = Field(
         0.05,
@@ -92,6 +87,12 @@ class CanaryRule(BaseModel):
         description="Largest share of drifted features in the newest drift evaluation of a "
         "canary session (drift is not judged when none was evaluated).",
     )
+
+    @classmethod
+    def from_stored(cls, raw: Mapping[str, Any] | None) -> CanaryRule:
+        """The rule a ``canaries.rule`` column holds; keys of fields since dropped (a
+        stored ``max_error_rate``) are ignored, so an old canary still reads."""
+        return cls.model_validate({k: v for k, v in (raw or {}).items() if k in cls.model_fields})
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +136,13 @@ class Verdict:
 
 def judge(rule: CanaryRule, canary: ArmFigures, champion: ArmFigures) -> Verdict:
     """Keep, promote or roll back, from the two arms' figures (pure)."""
-    error_rate = canary.error_rate or 0.0
-    if canary.errors and error_rate > rule.max_error_rate:
+    if canary.errors:  # workers roll back on the first raise; this covers a missed one
         return Verdict(
             "rollback",
-            (f"error rate {error_rate:.3f} > {rule.max_error_rate:.3f} ({canary.errors} windows)",),
+            (
+                f"error rate {canary.error_rate or 0.0:.3f}: raised on predict on "
+                f"{canary.errors} windows (any raise rolls a canary back)",
+            ),
         )
     if canary.windows < rule.windows:
         return Verdict("keep", (f"{canary.windows} of {rule.windows} canary windows served",))

@@ -4,6 +4,9 @@ The queue manager publishes one message per affected service on the ``models.eve
 topic exchange (routing key = service) after the change is committed; each worker binds
 its own exclusive queue, hears the event, and re-reads ``registry.resolve_service``.
 The body carries the resolved version ids, so a listener may also act on it directly.
+A change of a service's canary (``neurostream.canary.CanaryEvent``) goes the same way,
+through ``publish_canary_event``, whoever publishes it (the queue manager, the monitoring
+API's judge, a worker rolling a canary back).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurostream import topology
+from neurostream.canary import CanaryEvent
 
 CONTENT_TYPE = "application/json"
 
@@ -70,3 +74,21 @@ async def publish_model_event(
         routing_key=service,
     )
     return event
+
+
+async def publish_canary_event(
+    channel_or_exchange: AbstractChannel | AbstractExchange, event: CanaryEvent
+) -> None:
+    """Publish a change of a service's canary, as ``publish_model_event`` publishes an
+    assignment (persistent; confirmed if the channel has confirms); raises on failure."""
+    exchange = await _exchange(channel_or_exchange)
+    await exchange.publish(
+        aio_pika.Message(
+            event.encode(),
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=uuid.uuid4().hex,
+            timestamp=event.at,
+        ),
+        routing_key=event.service,
+    )

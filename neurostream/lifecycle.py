@@ -9,6 +9,10 @@ the retraining runner) has the same public lifecycle, after arq's ``Worker``: a 
 ``Lifecycle`` is that shell, once: ``run()`` = ``start()``, wait for ``request_stop()``,
 ``close()``; the subclass writes ``start``, ``close`` and its own ``handle_signal`` line.
 
+``every`` and ``settle`` are the two halves of a loop on a timer (the monitoring API's
+drift evaluator and canary judge): passes until the stop, a failed pass logged and
+retried at the next tick; and a bounded wait for the pass in progress at ``close()``.
+
 ``StopSignals`` is the guard around the event loop's signal API: it installs only in the
 main thread (``loop.add_signal_handler`` raises elsewhere, and a loop embedded in another
 program, e.g. under uvicorn, must not take over its handlers), only once, and removes the
@@ -18,15 +22,16 @@ handlers again so a process that outlives the loop (a test run) gets its default
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STOP_SIGNALS", "Lifecycle", "StopSignals", "signal_name"]
+__all__ = ["STOP_SIGNALS", "Lifecycle", "StopSignals", "every", "settle", "signal_name"]
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 
@@ -37,6 +42,30 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+async def every(
+    interval_s: float, stopping: asyncio.Event, tick: Callable[[], Awaitable[object]], what: str
+) -> None:
+    """``tick()`` now and then every ``interval_s`` until ``stopping`` is set; a pass that
+    raises is logged and the next one tries again (one bad pass must not end the loop)."""
+    while not stopping.is_set():
+        try:
+            await tick()
+        except Exception:
+            log.exception("%s failed; retrying in %ss", what, interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval_s)
+
+
+async def settle(task: asyncio.Task[object], timeout_s: float, what: str) -> None:
+    """Let ``task`` finish its pass within ``timeout_s``, then cancel it (a bounded close)."""
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        log.warning("%s still running after %ss; cancelling it", what, timeout_s)
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class StopSignals:

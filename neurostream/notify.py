@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 
-import aio_pika
 from aio_pika.abc import AbstractExchange
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
 from neurostream import registry
 from neurostream.canary import CanaryEvent
-from neurostream.events import CONTENT_TYPE, publish_model_event
+from neurostream.events import publish_canary_event, publish_model_event
 
 log = logging.getLogger(__name__)
 EVENTS = Counter(
@@ -51,14 +50,7 @@ class Notifier:
     async def canary(self, event: CanaryEvent) -> bool:
         """Publish a change of a service's canary (``neurostream.canary``); False on failure."""
         try:
-            await self._exchange.publish(
-                aio_pika.Message(
-                    event.encode(),
-                    content_type=CONTENT_TYPE,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=event.service,
-            )
+            await publish_canary_event(self._exchange, event)
         except Exception:
             log.exception("could not publish %s for service %s", event.event, event.service)
             EVENTS.labels(event.event, "failed").inc()

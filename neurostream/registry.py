@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from neurostream import errors
+from neurostream.canary import CanaryEvent, EventName, arm_of, bucket, check_share
 
 if TYPE_CHECKING:
     from neurostream.models.compat import ServiceInput
@@ -579,7 +580,8 @@ async def register_trained(
 # --- canaries ----------------------------------------------------------------------------
 # A service's canary (``neurostream.canary``): a version serving a share of its sessions.
 # ``start_canary`` checks it as ``assign`` checks a ref; workers record each session's arm
-# (``route_sessions``); ``conclude_canary`` ends it once, whoever asks first.
+# (``route_sessions``); ``conclude_canary`` ends it once, whoever asks first. The APIs read
+# it (``require_canary``, ``canary_counts``) and announce a change (``canary_event``).
 
 _CANARY_SELECT = """SELECT c.id, c.service, c.model_name, c.ref, c.version_id, v.version,
     c.champion_version_id, c.share, c.rule, c.status, c.reason, c.started_at, c.ended_at
@@ -600,8 +602,6 @@ async def start_canary(
 
     ``Conflict`` when one is running or ``ref`` is the champion, ``Incompatible`` when the
     service's declared input cannot meet it, ``BadRef``/``NotFound`` as ``assign``."""
-    from neurostream.canary import check_share
-
     problem = check_share(share)
     if problem:
         raise RegistryError(problem, field="share")
@@ -673,6 +673,52 @@ async def get_canary(
     )
 
 
+async def require_canary(conn: AsyncConnection[Any], service: str) -> dict[str, Any]:
+    """The service's latest canary; ``NotFound`` when it never ran one (one message for
+    every API that reads it)."""
+    row = await get_canary(conn, service)
+    if row is None:
+        raise NotFound(f"service {service!r} has no canary", field="service")
+    return row
+
+
+async def canary_counts(conn: AsyncConnection[Any], canary_id: int) -> dict[str, int]:
+    """A canary's sessions per arm (``canary``, ``champion``), the canary sessions that
+    went back to the champion mid-session (``switched``) and the windows it raised on
+    (``failed``)."""
+    row = await _one(
+        conn,
+        """SELECT
+        (SELECT count(*) FROM canary_sessions WHERE canary_id = %(c)s AND arm = 'canary')
+            AS canary,
+        (SELECT count(*) FROM canary_sessions WHERE canary_id = %(c)s AND arm = 'champion')
+            AS champion,
+        (SELECT count(*) FROM canary_sessions WHERE canary_id = %(c)s
+            AND switch_seq IS NOT NULL) AS switched,
+        (SELECT count(*) FROM canary_failures WHERE canary_id = %(c)s) AS failed""",
+        {"c": canary_id},
+    )
+    assert row is not None
+    return {k: int(v) for k, v in row.items()}
+
+
+async def canary_event(
+    conn: AsyncConnection[Any], event: EventName, row: Mapping[str, Any], reason: str
+) -> CanaryEvent:
+    """The ``models.events`` body for a change of ``row``'s state, naming the versions the
+    service serves after it (the queue manager and the judge publish the same body)."""
+    serving = await resolve_service(conn, str(row["service"]))
+    return CanaryEvent(
+        event=event,
+        service=str(row["service"]),
+        canary_id=int(row["id"]),
+        version_id=int(row["version_id"]),
+        serving_version_id=serving.serving,
+        shadow_version_id=serving.shadow,
+        reason=reason,
+    )
+
+
 async def route_sessions(
     conn: AsyncConnection[Any], canary: Mapping[str, Any], session_ids: list[str]
 ) -> dict[str, dict[str, Any]]:
@@ -683,8 +729,6 @@ async def route_sessions(
     another version started before: it stays on the champion. After a rollback nothing is
     recorded (an unrecorded session is the champion's). Returns ``{session_id: {"arm",
     "switch_seq"}}`` for the recorded ones."""
-    from neurostream.canary import arm_of, bucket
-
     cid, service = int(canary["id"]), str(canary["service"])
     if canary["status"] != "rolled_back":
         running = canary["status"] == "running"
@@ -747,6 +791,25 @@ async def conclude_canary(
                 conn, row["service"], row["model_name"], str(version["version"]), svc["shadow_ref"]
             )
     return await get_canary(conn, row["service"], canary_id=canary_id)
+
+
+async def running_canary_id(conn: AsyncConnection[Any], service: str) -> int | None:
+    """The service's running canary, or None (one index lookup: workers ask it for the
+    sessions they have not seen, so one that missed ``canary_started`` routes them too)."""
+    row = await _one(
+        conn, "SELECT id FROM canaries WHERE service = %s AND status = 'running'", [service]
+    )
+    return None if row is None else int(row["id"])
+
+
+async def hold_canary(conn: AsyncConnection[Any], canary_id: int) -> str | None:
+    """The canary's status, its row share-locked to the end of the caller's transaction.
+
+    A worker writes canary-scored rows after this in the same transaction: the canary
+    cannot end (``conclude_canary`` waits for the lock) between the check and the write,
+    so no canary row lands after a rollback that another replica committed."""
+    row = await _one(conn, "SELECT status FROM canaries WHERE id = %s FOR SHARE", [canary_id])
+    return None if row is None else str(row["status"])
 
 
 async def record_canary_failures(

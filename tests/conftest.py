@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aio_pika
 import numpy as np
@@ -16,6 +17,9 @@ from neurostream import infra, topology
 from neurostream.contract import Window, make_window
 from neurostream.settings import CoreSettings
 from tests.lsl_support import Replays
+
+if TYPE_CHECKING:
+    from workers.worker import Worker
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -94,6 +98,16 @@ async def pool(core: CoreSettings) -> AsyncIterator[object]:
     p = await open_pool(core.database_url, max_size=4)
     yield p
     await p.close()
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[list[Worker]]:
+    """The in-process worker replicas a test starts (``tests.factories.start_worker``),
+    closed after it."""
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        await w.close()
 
 
 def window_factory(

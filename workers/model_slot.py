@@ -225,9 +225,10 @@ class ModelSlot:
                 return model
         return await self._load(version_id, None)
 
-    def canary_rolled_back(self, reason: str) -> None:
-        """This replica stops routing to the canary now (the registry says so already)."""
-        if self.canary is None:
+    def canary_rolled_back(self, canary_id: int, reason: str) -> None:
+        """This replica stops routing to canary ``canary_id`` now (the registry says so
+        already); a newer canary the slot follows meanwhile is left alone."""
+        if self.canary is None or self.canary.id != canary_id:
             return
         self.canary.row = {**self.canary.row, "status": "rolled_back", "reason": reason}
         self.canary.model = None

@@ -48,6 +48,12 @@ class WorkerSettings(BaseSettings):
     heartbeat_s: float = Field(
         2.0, gt=0, description="Heartbeat and model-assignment check period."
     )
+    model_events: bool = Field(
+        True,
+        description="Listen on models.events for assignment and canary changes; off, the "
+        "worker sees them at its next heartbeat (or, for a canary, at the first session or "
+        "write it touches).",
+    )
     publish_predictions: bool = Field(True, description="Publish results on eeg.predictions.")
     metrics_port: int = Field(0, ge=0, description="Prometheus port; 0 disables the endpoint.")
     write_retry_max_s: float = Field(5.0, gt=0, description="Cap of the back-off on DB outages.")

@@ -12,7 +12,11 @@ With a canary running (``neurostream.canary``), each session is served by the ve
 the arm it started on (looked up once per session, ``registry.route_sessions``). A canary
 that raises on predict is rolled back here: the failed windows are recorded and scored by
 the champion in the same batch, the rollback is published on ``models.events``, and each
-canary session records the seq where the champion took over.
+canary session records the seq where the champion took over. Replicas that have not yet
+heard of a change keep to the same rule: a session this replica has not seen makes it ask
+whether a canary runs (and sync first if it missed one), and canary-scored rows are
+written only while the canary row, share-locked in the same transaction, still says
+running (else the batch is re-scored by the champion).
 
 Lifecycle (after arq's ``Worker``): ``run()`` = ``start()``, wait for ``request_stop()``
 (what ``handle_signal`` calls on SIGTERM/SIGINT), ``close()``. ``close()`` stops consuming,
@@ -23,6 +27,7 @@ nothing acked that was not written; anything it could not settle is redelivered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -58,6 +63,7 @@ from neurostream.contract import (
     decode,
 )
 from neurostream.db import open_pool
+from neurostream.events import publish_canary_event
 from neurostream.geometry import EpochGeometry
 from neurostream.lifecycle import Lifecycle, signal_name
 from neurostream.models.artifacts import ArtifactPolicy
@@ -137,6 +143,9 @@ class Worker(Lifecycle):
         self._dead: AbstractExchange | None = None
         self._predictions: AbstractExchange | None = None
         self._events: AbstractExchange | None = None  # models.events, for canary rollbacks
+        # Sessions this replica checked for a canary it may have missed (bounded: forgetting
+        # one costs one more lookup).
+        self._seen: set[str] = set()
         # One thread featurizes and classifies (the loop keeps receiving meanwhile); its
         # native pools are capped like the loop's (workers/compute.py).
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -164,9 +173,10 @@ class Worker(Lifecycle):
         self._out_channel = out
         self._predictions = await out.get_exchange(topology.PREDICTIONS_EXCHANGE)
         self._events = await out.get_exchange(topology.MODEL_EVENTS_EXCHANGE)
-        events = await out.declare_queue(exclusive=True, auto_delete=True)
-        await events.bind(topology.MODEL_EVENTS_EXCHANGE, routing_key=self.service)
-        await events.consume(self._on_model_event, no_ack=True)
+        if self.settings.model_events:
+            events = await out.declare_queue(exclusive=True, auto_delete=True)
+            await events.bind(topology.MODEL_EVENTS_EXCHANGE, routing_key=self.service)
+            await events.consume(self._on_model_event, no_ack=True)
         self._process = asyncio.create_task(self._process_loop(), name="process")
         await self._sync_models()
         await heartbeat.beat(self.pool, self.snapshot("running"))
@@ -320,14 +330,17 @@ class Worker(Lifecycle):
                 pass
             if self._stopping.is_set():
                 return
+            # First: an outage of the store or the broker slows what follows, and is
+            # alerted on by itself (write retries), not as a worker without heartbeats.
+            metrics.beat(self.service)
             await self._sync_models()
             try:
                 await heartbeat.beat(self.pool, self.snapshot("running"))
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await self.sample_queue_depth()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sample_queue_depth(), self.settings.heartbeat_s)
             metrics.flush_gc_pauses()
-            metrics.beat(self.service)
 
     async def sample_queue_depth(self) -> int | None:
         """Set the queue-depth gauge to the ready messages in the service queue; the depth,
@@ -386,7 +399,11 @@ class Worker(Lifecycle):
             return
         canary = self.slot.canary if self.slot.canary and self.slot.canary.routing else None
         if canary is not None and canary.status == "running" and canary.model is None:
-            await self._roll_back_canary(canary, [], f"canary did not load: {canary.load_error}")
+            why = f"canary did not load: {canary.load_error}"
+            if not await self._roll_back_canary(canary, [], why):
+                await self._requeue(batch)  # promoted meanwhile: routed as the registry says
+                return
+        started_running = canary is not None and canary.status == "running"
         decoded: list[tuple[DeliveredMessage, Window]] = []
         rejects: list[_Reject] = []
         for msg in batch:
@@ -397,6 +414,13 @@ class Worker(Lifecycle):
                 decoded.append((msg, window))
             except ContractError as exc:
                 rejects.append(_Reject(msg, exc.reason, exc.session_id, exc.seq))
+        if not started_running and await self._missed_canary([w for _, w in decoded]):
+            # A canary runs that this replica had not heard of: route by it, or wait for it.
+            if self.slot.canary is not None and self.slot.canary.status == "running":
+                await self.process_batch(batch, received)
+            else:
+                await self._requeue(batch, delay=1.0)
+            return
         arms = await self._arms(canary, [w for _, w in decoded]) if canary is not None else {}
         good: list[tuple[DeliveredMessage, Window]] = []
         for msg, window in decoded:
@@ -421,11 +445,13 @@ class Worker(Lifecycle):
                 failing = part_served.serving
                 assert failing is not None
                 if canary is not None and canary.status == "running" and failing is canary.model:
-                    await self._roll_back_canary(
+                    if not await self._roll_back_canary(
                         canary,
                         windows,
                         f"canary {failing.label} raised on predict: {exc!r}",
-                    )
+                    ):
+                        await self._requeue(batch)  # promoted meanwhile: routed anew
+                        return
                     try:  # the windows it failed on, scored by the champion
                         part_rows, part_gated = await self._predict(served, windows)
                     except Exception as again:
@@ -445,7 +471,26 @@ class Worker(Lifecycle):
             gated += part_gated
         if canary is not None and canary.status == "rolled_back":
             await self._record_switches(canary, arms, rows, gated)
-        if not await self._write(rows, rejects, gated):
+        hold = None
+        if canary is not None and started_running:
+            version = int(canary.row["version_id"])
+            scored = [(r.role, r.model_version_id) for r in rows]
+            scored += [(g.role, g.model_version_id) for g in gated]
+            if ("serving", version) in scored:
+                hold = canary.id
+        try:
+            written = await self._write(rows, rejects, gated, hold_canary=hold)
+        except _CanaryEnded:
+            # Rolled back elsewhere after this batch was routed: follow the registry and
+            # score the batch again (its canary sessions now by the champion).
+            log.info("canary %s of %s ended elsewhere; re-scoring", hold, self.service)
+            await self._sync_models()
+            if canary is not None and self.slot.canary is canary and canary.status == "running":
+                await self._requeue(batch, delay=1.0)  # the registry could not be read
+            else:
+                await self.process_batch(batch, received)
+            return
+        if not written:
             await self._requeue(batch)
             return
         await self._dead_letter(rejects)
@@ -483,15 +528,48 @@ class Worker(Lifecycle):
                     canary.switched[session_id] = int(got["switch_seq"])
         return canary.arms
 
+    async def _missed_canary(self, windows: list[Window]) -> bool:
+        """Whether a canary runs that this replica had not heard of (then it has synced).
+
+        Asked only for sessions it has not seen, while it knows of no running canary: a
+        replica that missed ``canary_started`` would otherwise start canary-arm sessions,
+        recorded by a replica that heard it, on the champion."""
+        new = [
+            s for s in dict.fromkeys(w.header.session_id for w in windows) if s not in self._seen
+        ]
+        if not new:
+            return False
+        assert self.pool is not None and self.slot is not None
+        async with self.pool.connection() as conn:
+            running = await registry.running_canary_id(conn, self.service)
+        known = self.slot.canary
+        if running is None or (
+            known is not None and known.id == running and known.status == "running"
+        ):
+            if len(self._seen) + len(new) > _SEEN_MAX:
+                self._seen.clear()
+            self._seen.update(new)
+            return False
+        log.info("canary %s of %s runs but was not heard of here; syncing", running, self.service)
+        await self._sync_models()
+        return True
+
     async def _roll_back_canary(
         self, canary: CanaryServing, failed: list[Window], reason: str
-    ) -> None:
-        """Record the failed windows and end the canary (once, whichever replica is first),
-        stop routing to it here, and tell every replica over ``models.events``."""
+    ) -> bool:
+        """End the canary (once, whichever replica is first) and record the failed windows;
+        True when it is rolled back, so the caller re-scores them by the champion.
+
+        When this call ended it, this replica stops routing to it and tells every replica
+        over ``models.events``. When another replica, the judge or an operator ended it
+        first, this replica follows the registry instead: rolled back, the same; promoted,
+        the canary is now the champion (False: the caller routes the batch anew)."""
         assert self.pool is not None and self.slot is not None
         log.error("rolling back canary %s of %s: %s", canary.id, self.service, reason)
         async with self.pool.connection() as conn, conn.transaction():
-            if failed:
+            ended = await registry.conclude_canary(conn, canary.id, "rolled_back", reason)
+            status = "rolled_back" if ended else await registry.hold_canary(conn, canary.id)
+            if failed and status == "rolled_back":
                 await registry.record_canary_failures(
                     conn,
                     canary.id,
@@ -499,10 +577,17 @@ class Worker(Lifecycle):
                     [(w.header.session_id, w.header.seq) for w in failed],
                     reason,
                 )
-            ended = await registry.conclude_canary(conn, canary.id, "rolled_back", reason)
-        self.slot.canary_rolled_back(reason)
+        if ended is None:
+            log.info(
+                "canary %s of %s had ended (%s); following it", canary.id, self.service, status
+            )
+            await self.slot.sync()
+        if status != "rolled_back":
+            return False
+        self.slot.canary_rolled_back(canary.id, reason)
         if ended is not None:
             await self.publish_canary_event("canary_rolled_back", canary, reason)
+        return True
 
     async def publish_canary_event(
         self, event: EventName, canary: CanaryServing, reason: str
@@ -521,10 +606,7 @@ class Worker(Lifecycle):
             reason=reason,
         )
         try:
-            await self._events.publish(
-                aio_pika.Message(body.encode(), content_type="application/json"),
-                routing_key=self.service,
-            )
+            await publish_canary_event(self._events, body)
         except Exception as exc:
             log.warning("could not publish %s: %s", event, exc)
             return False
@@ -538,12 +620,15 @@ class Worker(Lifecycle):
         gated: list[GatedRow],
     ) -> None:
         """Record, before the write, where each canary session went back to the champion
-        (only when this batch holds an earlier seq than the one recorded)."""
+        (only when this batch holds an earlier seq than the one recorded). Only rows the
+        champion scored count: a canary row of a batch the rollback landed in is not a
+        switch (the write then finds the canary ended and the batch is scored again)."""
+        canary_version = int(canary.row["version_id"])
         first: dict[str, int] = {}
-        for role, session_id, seq in [(r.role, r.session_id, r.seq) for r in rows] + [
-            (g.role, g.session_id, g.seq) for g in gated
-        ]:
-            if role == "serving" and arms.get(session_id) == "canary":
+        scored = [(r.role, r.model_version_id, r.session_id, r.seq) for r in rows]
+        scored += [(g.role, g.model_version_id, g.session_id, g.seq) for g in gated]
+        for role, version, session_id, seq in scored:
+            if role == "serving" and version != canary_version and arms.get(session_id) == "canary":
                 first[session_id] = min(seq, first.get(session_id, seq))
         earlier = {s: q for s, q in first.items() if q < canary.switched.get(s, q + 1)}
         if not earlier:
@@ -554,11 +639,18 @@ class Worker(Lifecycle):
         canary.switched.update(earlier)
 
     async def _write(
-        self, rows: list[PredictionRow], rejects: list[_Reject], gated: list[GatedRow]
+        self,
+        rows: list[PredictionRow],
+        rejects: list[_Reject],
+        gated: list[GatedRow],
+        *,
+        hold_canary: int | None = None,
     ) -> bool:
         """Write durably, retrying through a database outage; False only when stopping.
 
-        Predictions, gated epochs and rejections of a batch go in one transaction."""
+        Predictions, gated epochs and rejections of a batch go in one transaction. With
+        ``hold_canary`` (the batch holds rows the canary scored) that transaction first
+        share-locks the canary's row and raises ``_CanaryEnded`` if it was rolled back."""
         assert self.pool is not None
         delay = 0.1
         rejection_rows = [
@@ -568,8 +660,12 @@ class Worker(Lifecycle):
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    if rejection_rows or gated:
+                    if rejection_rows or gated or hold_canary is not None:
                         async with conn.transaction():
+                            if hold_canary is not None and (
+                                await registry.hold_canary(conn, hold_canary) == "rolled_back"
+                            ):
+                                raise _CanaryEnded(hold_canary)
                             new = await write_predictions(
                                 conn, self.service, self.settings.worker_id, rows
                             )
@@ -584,6 +680,8 @@ class Worker(Lifecycle):
                 self.counters.duplicates += len(rows) - new
                 metrics.DUPLICATES.labels(self.service).inc(len(rows) - new)
                 return True
+            except _CanaryEnded:
+                raise
             except Exception as exc:
                 self.counters.write_retries += 1
                 metrics.WRITE_FAILURES.labels(self.service).inc()
@@ -698,6 +796,11 @@ class Worker(Lifecycle):
 
 _STOP = object()
 _INLINE_MAX = 8
+_SEEN_MAX = 100_000
+
+
+class _CanaryEnded(Exception):
+    """The canary whose rows a batch holds was rolled back before the write (internal)."""
 
 
 def _split(

@@ -12,7 +12,6 @@ from fastapi import APIRouter
 
 from monitoring_api.canary_judge import assess
 from monitoring_api.deps import Pool, ServicePath
-from monitoring_api.errors import NotFound
 from monitoring_api.schemas import CanaryArmOut, CanaryStatusOut
 from neurostream import registry
 from neurostream.canary import ArmFigures
@@ -50,17 +49,9 @@ def _arm(arm: str, version_id: int, f: ArmFigures) -> CanaryArmOut:
 async def canary_status(name: ServicePath, pool: Pool) -> CanaryStatusOut:
     """The service's latest canary against its champion, with the rule's verdict and why."""
     async with pool.connection() as conn:
-        canary = await registry.get_canary(conn, name)
-        if canary is None:
-            raise NotFound(f"service {name!r} has no canary", field="service")
+        canary = await registry.require_canary(conn, name)
         a = await assess(conn, canary)
-        cur = await conn.execute(
-            """SELECT (SELECT count(*) FROM canary_sessions WHERE canary_id = %(c)s
-                AND switch_seq IS NOT NULL),
-            (SELECT count(*) FROM canary_failures WHERE canary_id = %(c)s)""",
-            {"c": canary["id"]},
-        )
-        switched, failed = await cur.fetchone() or (0, 0)
+        n = await registry.canary_counts(conn, canary["id"])
     return CanaryStatusOut(
         service=name,
         canary_id=canary["id"],
@@ -79,6 +70,6 @@ async def canary_status(name: ServicePath, pool: Pool) -> CanaryStatusOut:
         champion=_arm("champion", canary["champion_version_id"], a.figures["champion"]),
         verdict=a.verdict.action,
         verdict_reasons=list(a.verdict.reasons),
-        switched_sessions=switched,
-        failed_windows=failed,
+        switched_sessions=n["switched"],
+        failed_windows=n["failed"],
     )

@@ -16,29 +16,22 @@ from fastapi import APIRouter, Path
 
 from neurostream import registry
 from neurostream.auth import Writer
-from neurostream.canary import CanaryEvent, EventName
+from neurostream.canary import CanaryRule, EventName
 from queue_manager.deps import Notify, Pool
 from queue_manager.schemas import NAME_PATTERN, CanaryChangeOut, CanaryOut, CanaryStart
 
 router = APIRouter(prefix="/services", tags=["canary"])
 ServiceName = Annotated[str, Path(pattern=NAME_PATTERN, description="Service name")]
 
-_COUNTS = """SELECT
-    (SELECT count(*) FROM canary_sessions WHERE canary_id = %(c)s AND arm = 'canary'),
-    (SELECT count(*) FROM canary_sessions WHERE canary_id = %(c)s AND arm = 'champion'),
-    (SELECT count(*) FROM canary_sessions WHERE canary_id = %(c)s AND switch_seq IS NOT NULL),
-    (SELECT count(*) FROM canary_failures WHERE canary_id = %(c)s)"""
-
 
 async def _out(pool: Pool, row: dict[str, Any]) -> CanaryOut:
     async with pool.connection() as conn:
-        cur = await conn.execute(_COUNTS, {"c": row["id"]})
-        canary, champion, switched, failed = await cur.fetchone() or (0, 0, 0, 0)
+        n = await registry.canary_counts(conn, row["id"])
     return CanaryOut(
-        **row | {"rule": registry.json_column(row["rule"])},
-        sessions={"canary": canary, "champion": champion},
-        switched_sessions=switched,
-        failed_windows=failed,
+        **row | {"rule": CanaryRule.from_stored(registry.json_column(row["rule"]))},
+        sessions={"canary": n["canary"], "champion": n["champion"]},
+        switched_sessions=n["switched"],
+        failed_windows=n["failed"],
     )
 
 
@@ -46,18 +39,8 @@ async def _tell(
     pool: Pool, notify: Notify, event: EventName, row: dict[str, Any], reason: str
 ) -> CanaryChangeOut:
     async with pool.connection() as conn:
-        serving = await registry.resolve_service(conn, row["service"])
-    published = await notify.canary(
-        CanaryEvent(
-            event=event,
-            service=row["service"],
-            canary_id=row["id"],
-            version_id=row["version_id"],
-            serving_version_id=serving.serving,
-            shadow_version_id=serving.shadow,
-            reason=reason,
-        )
-    )
+        body = await registry.canary_event(conn, event, row, reason)
+    published = await notify.canary(body)
     out = await _out(pool, row)
     return CanaryChangeOut(**out.model_dump(), event_published=published)
 
@@ -99,9 +82,7 @@ async def start_canary(
 async def get_canary(name: ServiceName, pool: Pool) -> CanaryOut:
     """The service's latest canary, running or ended."""
     async with pool.connection() as conn:
-        row = await registry.get_canary(conn, name)
-    if row is None:
-        raise registry.NotFound(f"service {name!r} has no canary", field="service")
+        row = await registry.require_canary(conn, name)
     return await _out(pool, row)
 
 
@@ -118,9 +99,7 @@ async def roll_back_canary(name: ServiceName, pool: Pool, notify: Notify) -> Can
     """Roll the running canary back by hand: its sessions return to the champion."""
     reason = "rolled back by hand"
     async with pool.connection() as conn:
-        row = await registry.get_canary(conn, name)
-        if row is None:
-            raise registry.NotFound(f"service {name!r} has no canary", field="service")
+        row = await registry.require_canary(conn, name)
         ended = await registry.conclude_canary(conn, row["id"], "rolled_back", reason)
     if ended is None:
         raise registry.Conflict(

@@ -15,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 import pytest
 
-import producer.session
 from neurostream import broker, topology
 from neurostream.settings import CoreSettings
 from producer.board import RecordingSource
 from producer.publisher import WindowPublisher
-from producer.session import SessionResult, run_session
+from producer.session import SessionResult, run_session, session_publisher
 from producer.settings import ProducerSettings
 from tests.faults.conftest import (
     Counts,
@@ -73,31 +71,29 @@ async def wait_connection(cluster: OwnCluster, name: str, among: list[int], time
     raise AssertionError(f"no connection {name!r} on nodes {among}")
 
 
+async def cluster_service(
+    core: CoreSettings, cluster: OwnCluster, trained
+) -> tuple[CoreSettings, str, str, int]:
+    """The test's settings on its own cluster, a fresh service serving ``trained`` and its
+    quorum queue declared through node 0: (settings, service, queue, the leader's node)."""
+    assert core.api_token is not None
+    ccore = isolated_core(core.database_url, cluster.url, core.api_token.get_secret_value())
+    name = (await register_service(ccore.database_url, trained))["name"]
+    leader = await declare_on(cluster, 0, name)
+    return ccore, name, topology.service_queue(name), leader
+
+
 @dataclass
 class PublisherWatch:
-    """Samples the session's publisher (its public counters) to time the fail-over.
+    """Samples a session's publisher (its public counters) to time the fail-over."""
 
-    ``run_session`` builds its ``WindowPublisher`` inside; the watch swaps the class the
-    session module uses for a subclass that only records each instance."""
-
-    publishers: list[WindowPublisher] = field(default_factory=list)
+    publisher: WindowPublisher
     samples: list[tuple[float, int, bool]] = field(default_factory=list)
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        publishers = self.publishers
-
-        class Watched(WindowPublisher):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                publishers.append(self)
-
-        monkeypatch.setattr(producer.session, "WindowPublisher", Watched)
-
     async def run(self) -> None:
+        p = self.publisher
         while True:
-            if self.publishers:
-                p = self.publishers[0]
-                self.samples.append((time.monotonic(), p.windows_confirmed, p.in_outage))
+            self.samples.append((time.monotonic(), p.windows_confirmed, p.in_outage))
             await asyncio.sleep(0.01)
 
     def confirms_again_after(self, t_kill: float) -> tuple[float | None, float | None]:
@@ -108,6 +104,32 @@ class PublisherWatch:
             return None, None
         again = next((s for s in after if s[0] > down[0] and s[1] > down[1]), None)
         return down[0] - t_kill, (again[0] - t_kill if again else None)
+
+
+async def ledger(
+    database_url: str, worker_procs, procs: list[WorkerProc], result: SessionResult
+) -> tuple[dict[str, int], Counts, set[int]]:
+    """Stop the workers, then read what ``check_ledger`` checks: their totals, the
+    session's row counts and its stored seqs."""
+    session_id = result.session_id
+    await asyncio.to_thread(worker_procs.stop_all)
+    totals = await worker_totals(database_url, procs)
+    c = await counts(database_url, session_id, result.windows_confirmed)
+    return totals, c, await stored_seqs(database_url, session_id)
+
+
+def ledger_figures(result: SessionResult, c: Counts, totals: dict[str, int]) -> dict[str, int]:
+    """The counts every fault's report starts with, from what ``ledger`` read."""
+    return {
+        "sent": result.windows_published,
+        "confirmed": len(result.confirmed),
+        "stored": c.distinct,
+        "rows": c.rows,
+        "redelivered": totals["redelivered"],
+        "noop_inserts": totals["duplicates"],
+        "resent": result.windows_resent,
+        "processed": totals["processed"],
+    }
 
 
 async def db_clock(database_url: str) -> float:
@@ -164,34 +186,30 @@ def check_ledger(result: SessionResult, c: Counts, seqs: set[int], totals: dict[
 
 
 async def test_leader_node_killed_mid_session_fails_over_and_counts_add_up(
-    core: CoreSettings, own_cluster: OwnCluster, lda16, recording, worker_procs, monkeypatch
+    core: CoreSettings, own_cluster: OwnCluster, lda16, recording, worker_procs
 ) -> None:
-    assert core.api_token is not None
-    ccore = isolated_core(core.database_url, own_cluster.url, core.api_token.get_secret_value())
-    svc = await register_service(ccore.database_url, lda16)
-    queue = topology.service_queue(svc["name"])
-    leader = await declare_on(own_cluster, 0, svc["name"])
+    ccore, name, queue, leader = await cluster_service(core, own_cluster, lda16)
     assert own_cluster.members(queue) == [0, 1, 2]
     other = (leader + 1) % 3
 
     on_leader = worker_procs.start(
-        on_node(ccore, own_cluster, leader), svc["name"], prefetch=64, batch_max=16
+        on_node(ccore, own_cluster, leader), name, prefetch=64, batch_max=16
     )
     on_other = worker_procs.start(
-        on_node(ccore, own_cluster, other), svc["name"], prefetch=64, batch_max=16
+        on_node(ccore, own_cluster, other), name, prefetch=64, batch_max=16
     )
     procs = [on_leader, on_other]
     await worker_procs.wait_ready(ccore.database_url, procs)
     assert await wait_connection(own_cluster, f"worker:{on_leader.worker_id}", [leader]) == leader
     assert await wait_connection(own_cluster, f"worker:{on_other.worker_id}", [other]) == other
 
-    watch = PublisherWatch()
-    watch.install(monkeypatch)
-    sampler = asyncio.create_task(watch.run())
-    settings = ProducerSettings(service=svc["name"], duration_s=450.0, seed=18)
+    settings = ProducerSettings(service=name, duration_s=450.0, seed=18)
     source = RecordingSource.from_file(recording, speed=30, loop=True)  # ~15 s of wall time
+    pcore = on_node(ccore, own_cluster, leader)
+    watch = PublisherWatch(session_publisher(pcore, settings))
+    sampler = asyncio.create_task(watch.run())
     session = asyncio.create_task(
-        run_session(on_node(ccore, own_cluster, leader), settings, source=source)
+        run_session(pcore, settings, source=source, publisher=watch.publisher)
     )
     producer_name = f"producer:{settings.session_id}"
     assert await wait_connection(own_cluster, producer_name, [leader]) == leader
@@ -226,24 +244,14 @@ async def test_leader_node_killed_mid_session_fails_over_and_counts_add_up(
     members_after = own_cluster.members(queue)
     online_after = await _wait_online(own_cluster, queue, 3)
 
-    await asyncio.to_thread(worker_procs.stop_all)
-    totals = await worker_totals(ccore.database_url, procs)
-    c = await counts(ccore.database_url, settings.session_id, result.windows_confirmed)
-    seqs = await stored_seqs(ccore.database_url, settings.session_id)
+    totals, c, seqs = await ledger(ccore.database_url, worker_procs, procs, result)
     times = [t - t_kill_db for t in await store_times(ccore.database_url, settings.session_id)]
     after = [t for t in times if t > 0]
     gaps = [b - a for a, b in zip([0.0, *after], after, strict=False)]
     outage_s, confirm_again_s = watch.confirms_again_after(t_kill)
     report(
         "cluster-leader-killed",
-        sent=result.windows_published,
-        confirmed=len(result.confirmed),
-        stored=c.distinct,
-        rows=c.rows,
-        redelivered=totals["redelivered"],
-        noop_inserts=totals["duplicates"],
-        resent=result.windows_resent,
-        processed=totals["processed"],
+        **ledger_figures(result, c, totals),
         write_retries=totals["write_retries"],
         stored_before_kill=before,
         leader=leader,
@@ -272,22 +280,16 @@ async def test_leader_node_killed_mid_session_fails_over_and_counts_add_up(
 async def test_worker_node_killed_with_unacked_windows_redelivers_them_once(
     core: CoreSettings, own_cluster: OwnCluster, lda16, recording, worker_procs
 ) -> None:
-    assert core.api_token is not None
-    ccore = isolated_core(core.database_url, own_cluster.url, core.api_token.get_secret_value())
-    svc = await register_service(ccore.database_url, lda16)
-    queue = topology.service_queue(svc["name"])
-    leader = await declare_on(own_cluster, 0, svc["name"])
+    ccore, name, queue, leader = await cluster_service(core, own_cluster, lda16)
     node = (leader + 1) % 3  # the worker's node: not the leader, so the queue stays up
-    wp = worker_procs.start(
-        on_node(ccore, own_cluster, node), svc["name"], prefetch=300, batch_max=32
-    )
+    wp = worker_procs.start(on_node(ccore, own_cluster, node), name, prefetch=300, batch_max=32)
     await worker_procs.wait_ready(ccore.database_url, [wp])
     assert await wait_connection(own_cluster, f"worker:{wp.worker_id}", [node]) == node
 
     # A database that stalls the worker's inserts: it holds its deliveries unacked. The
     # lock is taken once the session's row exists: the producer's own schema migration
     # (at start-up) would wait behind it.
-    settings = ProducerSettings(service=svc["name"], duration_s=40.0, seed=19)
+    settings = ProducerSettings(service=name, duration_s=40.0, seed=19)
     source = RecordingSource.from_file(recording, speed=30, loop=True)
     session = asyncio.create_task(
         run_session(on_node(ccore, own_cluster, leader), settings, source=source)
@@ -310,22 +312,12 @@ async def test_worker_node_killed_with_unacked_windows_redelivers_them_once(
     c = await wait_stored(ccore.database_url, settings.session_id, result.windows_confirmed, 90)
     await asyncio.to_thread(own_cluster.restart, node)
     online_after = await _wait_online(own_cluster, queue, 3)
-    await asyncio.to_thread(worker_procs.stop_all)
-    totals = await worker_totals(ccore.database_url, [wp])
-    c = await counts(ccore.database_url, settings.session_id, result.windows_confirmed)
-    seqs = await stored_seqs(ccore.database_url, settings.session_id)
+    totals, c, seqs = await ledger(ccore.database_url, worker_procs, [wp], result)
     report(
         "cluster-worker-node-killed",
-        sent=result.windows_published,
-        confirmed=len(result.confirmed),
+        **ledger_figures(result, c, totals),
         unacked_at_kill=held["messages_unacknowledged"],
         ready_at_kill=held["messages_ready"],
-        stored=c.distinct,
-        rows=c.rows,
-        redelivered=totals["redelivered"],
-        noop_inserts=totals["duplicates"],
-        resent=result.windows_resent,
-        processed=totals["processed"],
         worker_node=node,
         moved_to=moved_to,
     )

@@ -10,34 +10,18 @@ import asyncio
 import time
 
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from neurostream import registry, topology
 from neurostream.db import open_pool
 from neurostream.events import publish_model_event
-from neurostream.features import get_pipeline
-from neurostream.models import artifacts
-from neurostream.models.serving import warm_up_batch
 from neurostream.settings import CoreSettings
-from tests.factories import FS, unique
+from tests.factories import raising_artifact, unique
 from tests.faults.conftest import counts, register_service, report, scalar, wait_stored
 from tests.faults.test_poison import good_windows, publish
 from workers.settings import WorkerSettings
 from workers.worker import Worker
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
-
-
-def raises_on_real_windows(lda4) -> bytes:
-    """A valid, trusted sklearn artifact that passes the warm-up but raises on real EEG:
-    a one-hot encoder that knows only the warm-up batch's feature values as categories
-    (``handle_unknown="error"``) refuses every other window."""
-    x = warm_up_batch(lda4.signature)
-    features = get_pipeline(lda4.feature_pipeline).transform(x, FS, lda4.feature_params)
-    clf = make_pipeline(OneHotEncoder(handle_unknown="error"), LogisticRegression())
-    return artifacts.dump(clf.fit(features, [0, 1]), "sklearn-lda")
 
 
 async def wait_until(predicate, seconds: float = 10) -> None:
@@ -82,7 +66,7 @@ async def test_bad_models_are_refused_and_the_previous_keeps_serving(
             conn,
             model_name=svc["model"],
             feature_pipeline="erp@1",
-            artifact=raises_on_real_windows(lda4),
+            artifact=raising_artifact(lda4),
             **meta,
         )
     worker = Worker(core, WorkerSettings(service=svc["name"], heartbeat_s=0.3))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -26,9 +27,17 @@ from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
 from queue_manager.app import create_app as queue_manager_app
 from queue_manager.settings import QueueManagerSettings
-from tests.factories import FS, app_client, synthetic_p300, unique
-from tests.integration.test_worker import epochs, publish
-from workers.settings import WorkerSettings
+from tests.factories import (
+    FS,
+    app_client,
+    p300_windows,
+    publish_windows,
+    raising_artifact,
+    settled,
+    start_worker,
+    synthetic_p300,
+    unique,
+)
 from workers.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -53,31 +62,23 @@ def models() -> dict[str, TrainedModel]:
 
 @pytest.fixture
 async def service(pool, models) -> dict[str, Any]:
-    """A fresh service serving version 1; 2 = a good canary, 3 = noise, 4 = other names."""
+    """A fresh service serving version 1; 2 = a good canary, 3 = noise, 4 = other names,
+    5 = a version that loads but raises on predict on every real window."""
     name, model = unique("svc"), unique("lda")
     ids = {}
+    raising = replace(models["canary"], artifact=raising_artifact(models["canary"]))
     async with pool.connection() as conn:
-        for key in ("champion", "canary", "noise", "renamed"):
-            row = await registry.register_trained(conn, model, models[key], code_version="t")
+        for key, trained in [*((k, models[k]) for k in models), ("raising", raising)]:
+            row = await registry.register_trained(conn, model, trained, code_version="t")
             ids[key] = row["id"]
         await registry.create_service(conn, name, service_input={"channels": CHANNELS})
         await registry.assign(conn, name, model, "1")
     return {"name": name, "model": model, **ids}
 
 
-@pytest.fixture
-async def workers(core: CoreSettings) -> AsyncIterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        await w.close()
-
-
 async def start_workers(core: CoreSettings, service: str, started: list[Worker], n: int = 2):
     for _ in range(n):
-        w = Worker(core, WorkerSettings(service=service, heartbeat_s=0.3, decide=False))
-        await w.start()
-        started.append(w)
+        await start_worker(core, service, started, decide=False)
     return started
 
 
@@ -103,8 +104,8 @@ def sessions_by_hash(share: float, canary: int, champion: int) -> tuple[list[str
 
 async def stream(channel, service: str, sessions: list[str], start: int, n: int) -> None:
     """``n`` epochs per session from ``start``, sessions interleaved as live streams are."""
-    per = {s: epochs(s, start, n) for s in sessions}
-    await publish(channel, service, [per[s][i] for i in range(n) for s in sessions])
+    per = {s: p300_windows(s, start, n) for s in sessions}
+    await publish_windows(channel, service, [per[s][i] for i in range(n) for s in sessions])
 
 
 async def scalar(pool, query: str, params: Any = ()) -> Any:
@@ -121,6 +122,66 @@ async def stored(pool, sessions: list[str]) -> int:
             [sessions],
         )
     )
+
+
+async def at_least(pool, sessions: list[str], n: int) -> bool:
+    return await stored(pool, sessions) >= n
+
+
+async def served(pool, sessions: list[str]) -> list[tuple[str, int, int]]:
+    """Every serving prediction of ``sessions`` as (session_id, seq, model_version_id)."""
+    async with pool.connection() as conn:
+        return await (
+            await conn.execute(
+                "SELECT session_id, seq, model_version_id FROM predictions "
+                "WHERE role = 'serving' AND session_id = ANY(%s)",
+                [sessions],
+            )
+        ).fetchall()
+
+
+def by_seq(rows: list[tuple[str, int, int]], sessions: list[str], n: int) -> dict[str, list[int]]:
+    """The version that served each of seqs 0..n-1, per session."""
+    version = {(s, q): v for s, q, v in rows}
+    return {s: [version[(s, q)] for q in range(n)] for s in sessions}
+
+
+def switched_at(
+    sessions: list[str], on_canary: set[str], canary: int, champion: int, seq: int, n: int
+) -> dict[str, list[int]]:
+    """What ``by_seq`` should read when the canary sessions went back to the champion at
+    ``seq``: the canary's version before it, the champion's from there (and throughout on
+    the champion's sessions)."""
+    return {
+        s: [canary if s in on_canary and q < seq else champion for q in range(n)] for s in sessions
+    }
+
+
+async def arms(pool, canary_id: int) -> dict[str, tuple[str, int | None]]:
+    """Each session the canary recorded: its arm and the seq it switched at (or None)."""
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT session_id, arm, switch_seq FROM canary_sessions WHERE canary_id = %s",
+                [canary_id],
+            )
+        ).fetchall()
+    return {s: (a, q) for s, a, q in rows}
+
+
+async def switches(pool, canary_id: int) -> dict[str, int | None]:
+    """The canary arm's sessions and the seq each went back to the champion at."""
+    return {s: q for s, (a, q) in (await arms(pool, canary_id)).items() if a == "canary"}
+
+
+async def judge_ticks(core, pool, n: int) -> list[list[dict[str, Any]]]:
+    """What each of ``n`` passes of a canary judge on ``pool`` ended."""
+    judge = CanaryJudge(core, MonitoringSettings(), pool=pool)
+    await judge.open()
+    try:
+        return [await judge.tick() for _ in range(n)]
+    finally:
+        await judge.close()
 
 
 async def versions_by_session(pool, sessions: list[str]) -> dict[str, list[int]]:
@@ -177,16 +238,18 @@ async def all_on(started: list[Worker], status: str) -> bool:
 async def test_a_raising_canary_is_rolled_back_with_no_window_lost(
     core, pool, service, channel, workers
 ) -> None:
-    """10 sessions, 30% canary, two replicas: each session on one version until the canary
-    raises; then the champion takes over at a recorded seq and re-scores what failed."""
+    """10 sessions, 30% canary, two replicas, a canary version that loads (it passes the
+    warm-up) and raises on predict on every real window: the canary sessions' windows it
+    failed on are re-scored by the champion, which serves them from seq 0 (the recorded
+    switch); every session is served by the champion alone."""
     sessions, expected_canary = sessions_by_hash(0.3, canary=3, champion=7)
     events = await events_queue(channel, service["name"])
     started = await start_canary(
-        core, service["name"], {"ref": "2", "share": 0.3, "rule": {"windows": 100_000}}
+        core, service["name"], {"ref": "5", "share": 0.3, "rule": {"windows": 100_000}}
     )
     assert (started["status"], started["version_id"], started["share"]) == (
         "running",
-        service["canary"],
+        service["raising"],
         0.3,
     )
     assert started["event_published"] is True
@@ -194,33 +257,14 @@ async def test_a_raising_canary_is_rolled_back_with_no_window_lost(
     await until(lambda: all_on(workers, "running"))
 
     await stream(channel, service["name"], sessions, 0, 20)
-    await until(lambda: _at_least(pool, sessions, 200))
-    by_session = await versions_by_session(pool, sessions)
-    assert {s: v for s, v in by_session.items()} == {
-        s: [service["canary"] if s in expected_canary else service["champion"]] for s in sessions
-    }
-    async with pool.connection() as conn:
-        arms = dict(
-            await (
-                await conn.execute(
-                    "SELECT session_id, arm FROM canary_sessions WHERE canary_id = %s",
-                    [started["id"]],
-                )
-            ).fetchall()
-        )
-    assert {s for s, a in arms.items() if a == "canary"} == expected_canary
-    assert set(arms) == set(sessions)
-
-    # Both replicas' canary now raises on every window.
-    def boom(*args: Any, **kw: Any) -> Any:
-        raise RuntimeError("canary exploded")
-
-    for w in workers:
-        assert w.slot is not None and w.slot.canary is not None and w.slot.canary.model
-        w.slot.canary.model.predict = boom
-    await stream(channel, service["name"], sessions, 20, 20)
-    await until(lambda: _at_least(pool, sessions, 400))
-    await asyncio.sleep(0.5)  # anything stored twice would show now
+    await until(lambda: at_least(pool, sessions, 200))
+    await settled(core, service["name"], workers)  # anything stored twice is stored now
+    recorded = await arms(pool, started["id"])
+    # The sessions seen before the rollback recorded their hash's arm; one whose first
+    # window came after it is recorded nowhere (an unrecorded session is the champion's).
+    on_canary = {s for s, (a, _) in recorded.items() if a == "canary"}
+    assert on_canary and on_canary == expected_canary & set(recorded)
+    assert set(recorded) <= set(sessions)
 
     async with pool.connection() as conn:
         once = await (
@@ -230,22 +274,6 @@ async def test_a_raising_canary_is_rolled_back_with_no_window_lost(
                 [sessions],
             )
         ).fetchone()
-        served = await (
-            await conn.execute(
-                "SELECT session_id, seq, model_version_id FROM predictions "
-                "WHERE role = 'serving' AND session_id = ANY(%s)",
-                [sessions],
-            )
-        ).fetchall()
-        switches = dict(
-            await (
-                await conn.execute(
-                    "SELECT session_id, switch_seq FROM canary_sessions WHERE canary_id = %s "
-                    "AND arm = 'canary'",
-                    [started["id"]],
-                )
-            ).fetchall()
-        )
         failures = await (
             await conn.execute(
                 "SELECT session_id, seq, reason FROM canary_failures WHERE canary_id = %s",
@@ -256,45 +284,37 @@ async def test_a_raising_canary_is_rolled_back_with_no_window_lost(
             await conn.execute("SELECT status, reason FROM canaries WHERE id = %s", [started["id"]])
         ).fetchone()
     # Every window of every session stored exactly once.
-    assert once == (400, 400, 0, 39)
+    assert once == (200, 200, 0, 19)
     assert status[0] == "rolled_back" and "raised on predict" in status[1]
-    assert "canary exploded" in status[1]
-    # The switch is at seq 20 for each canary session: canary before, champion from there.
-    assert switches == {s: 20 for s in expected_canary}
-    version = {(s, q): v for s, q, v in served}
-    for s in sessions:
-        want = [
-            service["canary"] if s in expected_canary and q < 20 else service["champion"]
-            for q in range(40)
-        ]
-        assert [version[(s, q)] for q in range(40)] == want, s
-    # The failed windows are the canary sessions' first windows after the fault, each
-    # re-scored by the champion (and by nothing else).
+    assert "unknown categories" in status[1]
+    # The canary served no window: each canary session switched at seq 0.
+    assert await switches(pool, started["id"]) == {s: 0 for s in on_canary}
+    rows = await served(pool, sessions)
+    assert by_seq(rows, sessions, 20) == {s: [service["champion"]] * 20 for s in sessions}
+    version = {(s, q): v for s, q, v in rows}
+    # The failed windows are canary sessions' windows, each re-scored by the champion.
     assert failures
-    assert {s for s, _, _ in failures} <= expected_canary
-    assert all(q >= 20 and version[(s, q)] == service["champion"] for s, q, _ in failures)
-    assert all("canary exploded" in r for _, _, r in failures)
+    assert {s for s, _, _ in failures} <= on_canary
+    assert all(version[(s, q)] == service["champion"] for s, q, _ in failures)
+    assert all("unknown categories" in r for _, _, r in failures)
     event = await next_canary_event(events, "canary_rolled_back")
     assert (event["service"], event["version_id"], event["serving_version_id"]) == (
         service["name"],
-        service["canary"],
+        service["raising"],
         service["champion"],
     )
     await until(lambda: all_on(workers, "rolled_back"))
 
     view = await monitoring_view(core, service["name"])
     assert view["status"] == "rolled_back"
-    assert (view["canary"]["sessions"], view["canary"]["windows"]) == (3, 60)
+    assert (view["canary"]["sessions"], view["canary"]["windows"]) == (len(on_canary), 0)
     assert view["canary"]["errors"] == len(failures) == view["failed_windows"]
-    # Figures stop at the rollback: the champion's sessions' first 20 windows each, and
-    # whatever of the next 20 was stored before it.
-    assert view["champion"]["sessions"] == 7 and 140 <= view["champion"]["windows"] <= 280
-    assert view["switched_sessions"] == 3
+    # Figures stop at the rollback: whatever of the champion's sessions' windows was stored
+    # before it.
+    assert view["champion"]["sessions"] == len(set(recorded) - on_canary)
+    assert view["champion"]["windows"] <= 140
+    assert view["switched_sessions"] == len(on_canary)
     assert view["verdict"] == "rollback" and view["verdict_reasons"][0].startswith("error rate")
-
-
-async def _at_least(pool, sessions: list[str], n: int) -> bool:
-    return await stored(pool, sessions) >= n
 
 
 async def test_a_canary_below_the_estimate_rule_is_rolled_back_by_the_judge(
@@ -307,7 +327,7 @@ async def test_a_canary_below_the_estimate_rule_is_rolled_back_by_the_judge(
     await start_workers(core, service["name"], workers)
     await until(lambda: all_on(workers, "running"))
     await stream(channel, service["name"], sessions, 0, 20)
-    await until(lambda: _at_least(pool, sessions, 200))
+    await until(lambda: at_least(pool, sessions, 200))
 
     view = await monitoring_view(core, service["name"])
     assert view["status"] == "running" and view["canary"]["windows"] == 60
@@ -319,13 +339,8 @@ async def test_a_canary_below_the_estimate_rule_is_rolled_back_by_the_judge(
         f"(at least {RULE_MIN_ESTIMATE:.3f})"
     ]
 
-    judge = CanaryJudge(core, MonitoringSettings(), pool=pool)
-    await judge.open()
-    try:
-        ended = await judge.tick()
-        assert await judge.tick() == []  # ended once
-    finally:
-        await judge.close()
+    ended, again = await judge_ticks(core, pool, 2)
+    assert again == []  # ended once
     assert [(e["id"], e["status"], e["verdict"]) for e in ended] == [
         (started["id"], "rolled_back", "rollback")
     ]
@@ -334,33 +349,14 @@ async def test_a_canary_below_the_estimate_rule_is_rolled_back_by_the_judge(
     await until(lambda: all_on(workers, "rolled_back"))
 
     await stream(channel, service["name"], sessions, 20, 10)
-    await until(lambda: _at_least(pool, sessions, 300))
-    await asyncio.sleep(0.5)
-    async with pool.connection() as conn:
-        switches = dict(
-            await (
-                await conn.execute(
-                    "SELECT session_id, switch_seq FROM canary_sessions WHERE canary_id = %s "
-                    "AND arm = 'canary'",
-                    [started["id"]],
-                )
-            ).fetchall()
-        )
-        served = await (
-            await conn.execute(
-                "SELECT session_id, seq, model_version_id FROM predictions "
-                "WHERE role = 'serving' AND session_id = ANY(%s)",
-                [sessions],
-            )
-        ).fetchall()
-    assert switches == {s: 20 for s in expected_canary}
-    assert len(served) == len({(s, q) for s, q, _ in served}) == 300
-    version = {(s, q): v for s, q, v in served}
-    for s in sessions:
-        assert [version[(s, q)] for q in range(30)] == [
-            service["noise"] if s in expected_canary and q < 20 else service["champion"]
-            for q in range(30)
-        ], s
+    await until(lambda: at_least(pool, sessions, 300))
+    await settled(core, service["name"], workers)
+    assert await switches(pool, started["id"]) == {s: 20 for s in expected_canary}
+    rows = await served(pool, sessions)
+    assert len(rows) == len({(s, q) for s, q, _ in rows}) == 300
+    assert by_seq(rows, sessions, 30) == switched_at(
+        sessions, expected_canary, service["noise"], service["champion"], 20, 30
+    )
     assert (
         await scalar(
             pool, "SELECT count(*) FROM canary_failures WHERE canary_id = %s", [started["id"]]
@@ -377,21 +373,16 @@ async def test_a_canary_that_holds_is_promoted_and_running_sessions_keep_their_v
     events = await events_queue(channel, service["name"])
     await start_workers(core, service["name"], workers)
     await stream(channel, service["name"], early, 0, 10)  # began before the canary
-    await until(lambda: _at_least(pool, early, 10))
+    await until(lambda: at_least(pool, early, 10))
 
     rule = {"windows": 40, "min_estimated_balanced_accuracy": RULE_MIN_ESTIMATE}
     started = await start_canary(core, service["name"], {"ref": "2", "share": 0.3, "rule": rule})
     await until(lambda: all_on(workers, "running"))
     await stream(channel, service["name"], sessions + early, 10, 10)
     await stream(channel, service["name"], sessions, 0, 10)
-    await until(lambda: _at_least(pool, sessions + early, 220))
+    await until(lambda: at_least(pool, sessions + early, 220))
 
-    judge = CanaryJudge(core, MonitoringSettings(), pool=pool)
-    await judge.open()
-    try:
-        ended = await judge.tick()
-    finally:
-        await judge.close()
+    (ended,) = await judge_ticks(core, pool, 1)
     assert [(e["status"], e["verdict"]) for e in ended] == [("promoted", "promote")]
     event = await next_canary_event(events, "canary_promoted")
     assert (event["version_id"], event["serving_version_id"]) == (
@@ -409,8 +400,8 @@ async def test_a_canary_that_holds_is_promoted_and_running_sessions_keep_their_v
     later, _ = sessions_by_hash(0.3, canary=1, champion=1)  # after the promotion
     await stream(channel, service["name"], sessions + early, 20, 5)
     await stream(channel, service["name"], later, 0, 5)
-    await until(lambda: _at_least(pool, sessions + early + later, 220 + 55 + 10))
-    await asyncio.sleep(0.5)
+    await until(lambda: at_least(pool, sessions + early + later, 220 + 55 + 10))
+    await settled(core, service["name"], workers)
     by_session = await versions_by_session(pool, sessions + early + later)
     assert by_session == {
         **{
@@ -421,12 +412,7 @@ async def test_a_canary_that_holds_is_promoted_and_running_sessions_keep_their_v
         **{s: [service["canary"]] for s in later},  # new sessions: the new champion
     }
     assert await stored(pool, sessions + early + later) == 285
-    async with pool.connection() as conn:
-        arm = await scalar(
-            pool,
-            "SELECT arm FROM canary_sessions WHERE canary_id = %s AND session_id = %s",
-            [started["id"], early[0]],
-        )
+    arm, _ = (await arms(pool, started["id"]))[early[0]]
     assert bucket(early[0]) < 0.3 and arm == "champion"
 
 
@@ -446,6 +432,10 @@ async def test_the_queue_manager_refuses_bad_canaries_with_a_message(core, servi
         assert r.status_code == 404
         r = await http.get(f"/services/{name}/canary")
         assert r.status_code == 404 and "has no canary" in r.text
+        mon = monitoring_app(core, MonitoringSettings(evaluator=False, canary_judge=False))
+        async with app_client(mon) as monitoring:
+            m = await monitoring.get(f"/services/{name}/canary")
+        assert (m.status_code, m.json()["detail"]) == (404, r.json()["detail"])
         r = await anonymous.put(f"/services/{name}/canary", json={"ref": "2", "share": 0.3})
         assert r.status_code == 401
 
@@ -465,3 +455,100 @@ async def test_the_queue_manager_refuses_bad_canaries_with_a_message(core, servi
         assert (r.json()["status"], r.json()["reason"]) == ("rolled_back", "rolled back by hand")
         r = await http.delete(f"/services/{name}/canary")
         assert r.status_code == 409 and "already ended" in r.text
+
+
+async def test_a_replica_that_missed_the_events_still_serves_each_session_by_one_version(
+    core, pool, service, channel, workers
+) -> None:
+    """Two replicas, only one of which hears ``models.events`` (the other checks the
+    registry once an hour): the deaf one routes new sessions by the canary it had not
+    heard of, and after a rollback it stores no canary row, so every session is served
+    by one version with one switch, at the seq the rollback happened."""
+    name = service["name"]
+    sessions, on_canary = sessions_by_hash(0.3, canary=3, champion=7)
+    heard = await start_worker(core, name, workers, decide=False, prefetch=4)
+    deaf = await start_worker(
+        core, name, workers, decide=False, prefetch=4, heartbeat_s=3600, model_events=False
+    )
+    started = await start_canary(core, name, {"ref": "2", "share": 0.3, "rule": {"windows": 10**6}})
+    await until(lambda: all_on([heard], "running"))
+    assert deaf.slot is not None and deaf.slot.canary is None
+
+    await stream(channel, name, sessions, 0, 20)
+    await until(lambda: at_least(pool, sessions, 200))
+    await settled(core, name, workers)
+    assert heard.counters.processed > 0 and deaf.counters.processed > 0
+    # The deaf replica learnt of the canary from the first new session it saw.
+    canary = deaf.slot.canary
+    assert canary is not None and (canary.id, canary.status) == (started["id"], "running")
+    assert await versions_by_session(pool, sessions) == {
+        s: [service["canary"] if s in on_canary else service["champion"]] for s in sessions
+    }
+
+    app = queue_manager_app(core, QueueManagerSettings())
+    async with app_client(app, core) as http:
+        r = await http.delete(f"/services/{name}/canary")
+    assert r.status_code == 200 and r.json()["status"] == "rolled_back"
+    await until(lambda: all_on([heard], "rolled_back"))
+    assert canary.status == "running" and deaf.slot.canary is canary  # it has not heard
+
+    before = deaf.counters.processed
+    await stream(channel, name, sessions, 20, 20)
+    await until(lambda: at_least(pool, sessions, 400))
+    await settled(core, name, workers)
+    assert deaf.counters.processed > before
+    rows = await served(pool, sessions)
+    assert len(rows) == len({(s, q) for s, q, _ in rows}) == 400
+    assert by_seq(rows, sessions, 40) == switched_at(
+        sessions, on_canary, service["canary"], service["champion"], 20, 40
+    )
+    assert await switches(pool, started["id"]) == {s: 20 for s in on_canary}
+    # It found the rollback at its first canary write, and follows it.
+    assert canary.status == "rolled_back"
+
+
+async def test_a_replica_whose_canary_raises_after_it_was_promoted_follows_the_promotion(
+    core, pool, service, channel, workers
+) -> None:
+    """The race: the judge promotes the canary while, on a replica that has not heard it,
+    the canary raises. The replica must not mark it rolled back nor score the canary's
+    sessions with the old champion: it re-reads the registry and follows the promotion
+    (the promoted version is the champion now). Nothing is lost: once an operator assigns
+    the old champion again, every window is served by it, once."""
+    name = service["name"]
+    sessions, _ = sessions_by_hash(0.3, canary=2, champion=0)
+    started = await start_canary(core, name, {"ref": "5", "share": 0.3})
+    worker = await start_worker(
+        core, name, workers, decide=False, heartbeat_s=3600, model_events=False
+    )
+    assert worker.slot is not None and worker.slot.canary is not None
+    assert worker.slot.canary.model is not None  # it loads: it raises on real windows only
+    async with pool.connection() as conn:  # what the judge does, with no event heard here
+        row = await registry.conclude_canary(conn, started["id"], "promoted", "held the rule")
+    assert row is not None and row["status"] == "promoted"
+
+    await stream(channel, name, sessions, 0, 5)
+    await until(lambda: all_on([worker], "promoted"))
+    assert worker.slot.current.ids[0] == service["raising"]
+    async with pool.connection() as conn:
+        status = await (
+            await conn.execute("SELECT status, reason FROM canaries WHERE id = %s", [started["id"]])
+        ).fetchone()
+    assert status == ("promoted", "held the rule")
+    assert worker.slot.errors == 0  # not counted as a canary rollback here
+    assert await stored(pool, sessions) == 0  # nothing scored by the stale champion
+    assert (
+        await scalar(
+            pool, "SELECT count(*) FROM canary_failures WHERE canary_id = %s", [started["id"]]
+        )
+        == 0
+    )
+
+    async with pool.connection() as conn:
+        await registry.assign(conn, name, service["model"], "1")
+    await worker.close()
+    await start_worker(core, name, workers, decide=False)
+    await until(lambda: at_least(pool, sessions, 10))
+    await settled(core, name, workers[-1:])
+    assert await versions_by_session(pool, sessions) == {s: [service["champion"]] for s in sessions}
+    assert await stored(pool, sessions) == 10

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 import numpy as np
 import pytest
@@ -32,11 +31,11 @@ import yaml
 from prometheus_client import REGISTRY
 
 from monitoring_api import alerts
-from neurostream import registry, topology
-from neurostream.contract import encode, make_window
+from neurostream import registry
+from neurostream.contract import make_window
 from neurostream.models.training import train_model
 from neurostream.settings import CoreSettings
-from tests.factories import FS, synthetic_p300, unique
+from tests.factories import FS, epoch_windows, publish_windows, synthetic_p300, unique
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,19 +191,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 async def publish(channel: Any, service: str, session: str) -> None:
     """``N`` epochs, the first ``DUPLICATES`` of them again, and ``POISON`` with 8 channels."""
     x, _ = synthetic_p300(n=N, channels=CHANNELS, seed=7)
-    good = [
-        make_window(
-            x[i],
-            session_id=session,
-            seq=i,
-            t0=1.7e9 + i * 0.25,
-            fs=FS,
-            channels=[f"c{j}" for j in range(CHANNELS)],
-            kind="epoch",
-            marker=1,
-        )
-        for i in range(N)
-    ]
+    good = epoch_windows(x, session)
     poison = [
         make_window(
             np.zeros((8, x.shape[2])),
@@ -217,14 +204,7 @@ async def publish(channel: Any, service: str, session: str) -> None:
         )
         for i in range(POISON)
     ]
-    await topology.declare_service(channel, service)
-    exchange = await channel.get_exchange(topology.WINDOWS_EXCHANGE)
-    for window in [*good, *good[:DUPLICATES], *poison]:
-        body, headers = encode(window)
-        message_id = f"{session}:{window.header.seq}"
-        await exchange.publish(
-            aio_pika.Message(body, headers=headers, message_id=message_id), service
-        )
+    await publish_windows(channel, service, [*good, *good[:DUPLICATES], *poison])
 
 
 def scalar_of(data: dict[str, Any]) -> float | None:

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
@@ -24,7 +24,15 @@ from neurostream.geometry import EpochGeometry
 from neurostream.models.serving import ServingModel
 from neurostream.models.training import TrainedModel, train_model
 from neurostream.settings import CoreSettings
-from tests.factories import FS, synthetic_p300, unique
+from tests.factories import (
+    FS,
+    epoch_windows,
+    p300_windows,
+    publish_windows,
+    start_worker,
+    synthetic_p300,
+    unique,
+)
 from workers.settings import WorkerSettings
 from workers.worker import Worker
 
@@ -51,49 +59,6 @@ async def service(pool, models) -> dict[str, Any]:
     return {"name": name, "model": model, "v1": v1["id"], "v2": v2["id"]}
 
 
-@pytest.fixture
-async def workers(core: CoreSettings) -> AsyncIterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        await w.close()
-
-
-async def start_worker(
-    core: CoreSettings, service: str, started: list[Worker], **kw: Any
-) -> Worker:
-    w = Worker(core, WorkerSettings(service=service, heartbeat_s=0.3, **kw))
-    await w.start()
-    started.append(w)
-    return w
-
-
-def epochs(session: str, start: int, n: int, channels: int = CHANNELS) -> list[Window]:
-    x, _ = synthetic_p300(n=n, channels=channels, seed=start + 100)
-    return [
-        make_window(
-            x[i],
-            session_id=session,
-            seq=start + i,
-            t0=1.7e9 + (start + i) * 0.25,
-            fs=FS,
-            channels=[f"c{j}" for j in range(channels)],
-            kind="epoch",
-            marker=1,
-        )
-        for i in range(n)
-    ]
-
-
-async def publish(channel: Any, service: str, items: Sequence[Window | tuple[bytes, dict]]) -> None:
-    await topology.declare_service(channel, service)
-    ex = await channel.get_exchange(topology.WINDOWS_EXCHANGE)
-    for item in items:
-        body, headers = encode(item) if isinstance(item, Window) else item
-        msg_id = f"{headers.get('session_id')}:{headers.get('seq')}"
-        await ex.publish(aio_pika.Message(body, headers=headers, message_id=msg_id), service)
-
-
 async def wait_for(
     pool, query: str, params: Sequence[Any], expected: int, timeout: float = 20
 ) -> int:
@@ -116,8 +81,8 @@ async def test_each_window_gets_one_prediction_and_redeliveries_are_not_counted_
 ) -> None:
     w = await start_worker(core, service["name"], workers)
     session = unique("s")
-    windows = epochs(session, 0, 200)
-    await publish(channel, service["name"], windows + windows[:20])  # 20 duplicates
+    windows = p300_windows(session, 0, 200)
+    await publish_windows(channel, service["name"], windows + windows[:20])  # 20 duplicates
     assert await wait_for(pool, COUNT, [session], 200) == 200
     await asyncio.sleep(0.5)
     async with pool.connection() as conn:
@@ -155,7 +120,7 @@ async def test_malformed_windows_are_dead_lettered_with_a_reason(
 ) -> None:
     w = await start_worker(core, service["name"], workers)
     session = unique("s")
-    good = epochs(session, 0, 3)
+    good = p300_windows(session, 0, 3)
     body, headers = encode(good[0])
     nan = good[1].data.copy()
     nan[0, 5] = np.nan
@@ -175,7 +140,7 @@ async def test_malformed_windows_are_dead_lettered_with_a_reason(
         ),
         (body, {**headers, "seq": 14, "fs": 500.0}),
     ]
-    await publish(channel, service["name"], [good[0], *bad, good[1], good[2]])
+    await publish_windows(channel, service["name"], [good[0], *bad, good[1], good[2]])
     assert await wait_for(pool, COUNT, [session], 3) == 3
     dead = await channel.declare_queue(
         topology.dead_queue(service["name"]), durable=True, arguments={"x-queue-type": "quorum"}
@@ -208,7 +173,7 @@ async def test_model_swap_mid_stream_without_restart_or_loss(
 ) -> None:
     w = await start_worker(core, service["name"], workers)
     session = unique("s")
-    await publish(channel, service["name"], epochs(session, 0, 100))
+    await publish_windows(channel, service["name"], p300_windows(session, 0, 100))
     assert await wait_for(pool, COUNT, [session], 100) == 100
     async with pool.connection() as conn:
         await registry.assign(conn, service["name"], service["model"], "2")
@@ -220,7 +185,7 @@ async def test_model_swap_mid_stream_without_restart_or_loss(
         await asyncio.sleep(0.02)
     swap_s = time.monotonic() - t0
     assert slot.current.ids == (service["v2"], None), "no swap within 5 s"
-    await publish(channel, service["name"], epochs(session, 100, 100))
+    await publish_windows(channel, service["name"], p300_windows(session, 100, 100))
     assert await wait_for(pool, COUNT, [session], 200) == 200
     async with pool.connection() as conn:
         by_version = dict(
@@ -263,7 +228,7 @@ async def test_a_model_that_cannot_load_is_refused_and_the_previous_keeps_servin
     assert slot.last_error and "erp@99" in slot.last_error
     assert slot.current.ids == (service["v1"], None)
     session = unique("s")
-    await publish(channel, service["name"], epochs(session, 0, 10))
+    await publish_windows(channel, service["name"], p300_windows(session, 0, 10))
     assert await wait_for(pool, COUNT, [session], 10) == 10
     await asyncio.sleep(0.7)  # a heartbeat reports the refusal
     async with pool.connection() as conn:
@@ -282,7 +247,7 @@ async def test_two_replicas_share_the_queue_and_sigterm_finishes_in_flight_work(
     a = await start_worker(core, service["name"], workers, prefetch=32, batch_max=8)
     b = await start_worker(core, service["name"], workers, prefetch=32, batch_max=8)
     session = unique("s")
-    await publish(channel, service["name"], epochs(session, 0, 600))
+    await publish_windows(channel, service["name"], p300_windows(session, 0, 600))
     while a.counters.processed + b.counters.processed < 100:
         await asyncio.sleep(0.01)
     await a.close()  # graceful stop mid-stream: unacked windows go back to the queue
@@ -314,7 +279,7 @@ async def test_predictions_are_published_for_closed_loops(
     await q.bind(topology.PREDICTIONS_EXCHANGE, routing_key=f"{service['name']}.#")
     await start_worker(core, service["name"], workers)
     session = unique("s")
-    await publish(channel, service["name"], epochs(session, 0, 5))
+    await publish_windows(channel, service["name"], p300_windows(session, 0, 5))
     seen: list[int] = []
     deadline = time.monotonic() + 10
     while len(seen) < 5 and time.monotonic() < deadline:
@@ -344,9 +309,9 @@ async def test_queue_depth_metric_follows_the_queue(
         assert gauge is not None and gauge == depth
         return gauge
 
-    await publish(channel, name, epochs(session, 0, 3))
+    await publish_windows(channel, name, p300_windows(session, 0, 3))
     assert await sampled() == 3
-    await publish(channel, name, epochs(session, 3, 5))
+    await publish_windows(channel, name, p300_windows(session, 3, 5))
     assert await sampled() == 8  # not the first sample again
 
 
@@ -367,7 +332,8 @@ async def test_close_writes_and_acks_the_windows_in_flight_and_loses_none(
 ) -> None:
     n = 2000
     session = unique("s")
-    await publish(channel, service["name"], epochs(session, 0, n))  # queued before the start
+    # queued before the worker starts
+    await publish_windows(channel, service["name"], p300_windows(session, 0, n))
     w = Worker(core, WorkerSettings(service=service["name"], prefetch=256, batch_max=16))
     await w.start()
     deadline = time.monotonic() + 20
@@ -407,7 +373,7 @@ async def test_a_stop_request_ends_run_after_a_clean_close(
     query = "SELECT count(*) FROM workers WHERE worker_id = %s AND status = %s"
     assert await wait_for(pool, query, [w.settings.worker_id, "running"], 1) == 1
     session = unique("s")
-    await publish(channel, service["name"], epochs(session, 0, 10))
+    await publish_windows(channel, service["name"], p300_windows(session, 0, 10))
     assert await wait_for(pool, COUNT, [session], 10) == 10
     assert not run.done()
     if how == "request_stop":
@@ -437,7 +403,7 @@ async def test_an_injected_pool_and_connection_are_used_and_left_open(
         )
         await w.start()
         session = unique("s")
-        await publish(channel, service["name"], epochs(session, 0, 20))
+        await publish_windows(channel, service["name"], p300_windows(session, 0, 20))
         assert await wait_for(own_pool, COUNT, [session], 20) == 20
         await w.close()
         await w.close()  # a second close waits for the same shutdown, then returns
@@ -463,7 +429,7 @@ async def test_an_injected_pool_and_connection_are_used_and_left_open(
 
 
 # -- channels by name ---------------------------------------------------------------------
-NAMES = [f"c{j}" for j in range(CHANNELS)]  # what epochs() names its channels
+NAMES = [f"c{j}" for j in range(CHANNELS)]  # what p300_windows() names its channels
 
 
 @pytest.fixture(scope="module")
@@ -535,12 +501,14 @@ async def test_windows_are_matched_by_channel_name_reordered_or_with_extra_chann
 ) -> None:
     w = await start_worker(core, named_service["name"], workers)
     ordered, reordered, extra = unique("s"), unique("s"), unique("s")
-    base = epochs(ordered, 0, 40)
-    await publish(channel, named_service["name"], base)
-    await publish(channel, named_service["name"], renamed(epochs(reordered, 0, 40), [2, 0, 3, 1]))
+    base = p300_windows(ordered, 0, 40)
+    await publish_windows(channel, named_service["name"], base)
+    await publish_windows(
+        channel, named_service["name"], renamed(p300_windows(reordered, 0, 40), [2, 0, 3, 1])
+    )
     # An AUX column the model never saw is dropped at serving time, whatever its position.
-    await publish(
-        channel, named_service["name"], renamed(epochs(extra, 0, 40), [3, 2, 1, 0], extra=2)
+    await publish_windows(
+        channel, named_service["name"], renamed(p300_windows(extra, 0, 40), [3, 2, 1, 0], extra=2)
     )
     for session in (ordered, reordered, extra):
         assert await wait_for(pool, COUNT, [session], 40) == 40
@@ -566,7 +534,7 @@ async def test_a_missing_channel_wrong_fs_or_length_is_dead_lettered_with_expect
 ) -> None:
     w = await start_worker(core, named_service["name"], workers)
     session = unique("s")
-    good = epochs(session, 0, 5)
+    good = p300_windows(session, 0, 5)
     x = good[0].data
     bad = [
         make_window(
@@ -583,7 +551,7 @@ async def test_a_missing_channel_wrong_fs_or_length_is_dead_lettered_with_expect
         make_window(x, session_id=session, seq=12, t0=0, fs=500.0, channels=NAMES),
         make_window(x[:, :100], session_id=session, seq=13, t0=0, fs=FS, channels=NAMES),
     ]
-    await publish(channel, named_service["name"], [*good[:2], *bad, *good[2:]])
+    await publish_windows(channel, named_service["name"], [*good[:2], *bad, *good[2:]])
     assert await wait_for(pool, COUNT, [session], 5) == 5
     reasons = await dead_reasons(channel, named_service["name"], 4)
     label = f"{named_service['model']}:1"
@@ -609,7 +577,7 @@ async def test_a_version_without_channel_names_is_matched_by_count(
     assert models[0].input_spec["channels"] is None
     await start_worker(core, service["name"], workers)
     session = unique("s")
-    windows = epochs(session, 0, 3)
+    windows = p300_windows(session, 0, 3)
     # Names are not read: other names in the same order score the same.
     other = [
         make_window(
@@ -625,7 +593,7 @@ async def test_a_version_without_channel_names_is_matched_by_count(
         fs=FS,
         channels=[*NAMES, "AUX"],
     )
-    await publish(channel, service["name"], [*windows, *other, five])
+    await publish_windows(channel, service["name"], [*windows, *other, five])
     assert await wait_for(pool, COUNT, [session], 6) == 6
     got = await scores(pool, session)
     for seq in range(3):
@@ -649,7 +617,7 @@ async def test_gated_epochs_are_stored_with_their_reason_and_not_scored_once_eac
         await registry.assign(conn, name, model, "1")
     w = await start_worker(core, name, workers)
     session = unique("s")
-    windows = epochs(session, 0, 40)
+    windows = p300_windows(session, 0, 40)
     blink, flat, both = windows[5].data.copy(), windows[17].data.copy(), windows[30].data.copy()
     blink[2, 50:70] += 300.0
     flat[0] = 0.1 * np.sign(np.sin(np.arange(flat.shape[1])))  # std ~0.1 µV on c0
@@ -667,7 +635,7 @@ async def test_gated_epochs_are_stored_with_their_reason_and_not_scored_once_eac
             kind="epoch",
             marker=1,
         )
-    await publish(channel, name, windows + windows[:10] + [windows[17]])  # redeliveries
+    await publish_windows(channel, name, windows + windows[:10] + [windows[17]])  # redeliveries
     gated_count = "SELECT count(*) FROM gated WHERE session_id = %s"
     assert await wait_for(pool, COUNT, [session], 37) == 37
     assert await wait_for(pool, gated_count, [session], 3) == 3
@@ -733,21 +701,8 @@ async def test_trials_and_gated_epochs_are_published_and_the_trial_stored(
     # one repetition of a 6x6 speller's 12 codes in trial 2, the flash of code 5 blinked
     data, _ = synthetic_p300(n=12, channels=CHANNELS, seed=7)
     data[4, 1, 40:60] += 300.0
-    windows = [
-        make_window(
-            data[i],
-            session_id=session,
-            seq=i,
-            t0=1.7e9 + i * 0.175,
-            fs=FS,
-            channels=[f"c{j}" for j in range(CHANNELS)],
-            kind="epoch",
-            marker=i + 1,
-            trial=2,
-        )  # fmt: skip
-        for i in range(12)
-    ]
-    await publish(channel, name, windows)
+    windows = epoch_windows(data, session, period_s=0.175, markers=range(1, 13), trial=2)
+    await publish_windows(channel, name, windows)
     predicted: dict[int, tuple[int | None, int | None]] = {}
     gated: list[GatedItem] = []
     deadline = time.monotonic() + 10
@@ -808,7 +763,7 @@ async def test_an_erp2_version_scores_filtered_epochs_and_dead_letters_the_other
     shifted = EpochGeometry(-0.2, None, (-0.2, 0.0), "1-30@4")
     sent = [window(0, STREAM), window(1, None), window(2, other), window(3, shifted)]
     sent += [window(4, STREAM), window(5, STREAM)]
-    await publish(channel, name, sent)
+    await publish_windows(channel, name, sent)
     assert await wait_for(pool, COUNT, [session], 3) == 3
     reasons = await dead_reasons(channel, name, 3)
     assert sorted(reasons) == [1, 2, 3]

@@ -59,11 +59,18 @@ def test_the_rule_keeps_a_canary_until_it_served_its_windows() -> None:
 def test_errors_roll_back_before_the_window_count() -> None:
     v = judge(CanaryRule(windows=200), figures(windows=10, errors=2))
     assert v.action == "rollback"
-    assert v.reason == "error rate 0.167 > 0.000 (2 windows)"
-    assert (
-        judge(CanaryRule(windows=200, max_error_rate=0.2), figures(windows=10, errors=2)).action
-        == "keep"
+    assert v.reason == (
+        "error rate 0.167: raised on predict on 2 windows (any raise rolls a canary back)"
     )
+    assert judge(CanaryRule(windows=200), figures(windows=10, errors=0)).action == "keep"
+
+
+def test_there_is_no_error_tolerance_and_an_old_stored_rule_still_reads() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        CanaryRule.model_validate({"windows": 10, "max_error_rate": 0.2})
+    stored = {"windows": 10, "max_error_rate": 0.0, "min_labels": 5}
+    assert CanaryRule.from_stored(stored) == CanaryRule(windows=10, min_labels=5)
+    assert CanaryRule.from_stored(None) == CanaryRule()
 
 
 def test_promotes_when_every_bound_holds() -> None:

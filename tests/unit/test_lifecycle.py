@@ -1,4 +1,5 @@
-"""Stop signals: installed once, only from the main thread, and given back on remove."""
+"""Stop signals: installed once, only from the main thread, and given back on remove; a
+loop on a timer outlives a failed pass and stops when told; a close is bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import signal
 import threading
 
-from neurostream.lifecycle import StopSignals, signal_name
+from neurostream.lifecycle import StopSignals, every, settle, signal_name
 
 
 async def test_a_real_sigterm_reaches_the_handler_once_and_remove_restores_the_default() -> None:
@@ -47,3 +48,28 @@ def test_outside_the_main_thread_nothing_is_installed() -> None:
 def test_signal_names_for_logs() -> None:
     assert signal_name(signal.SIGTERM) == "SIGTERM"
     assert signal_name(10_000) == "signal 10000"
+
+
+async def test_every_retries_after_a_failed_pass_and_stops_when_told() -> None:
+    stopping = asyncio.Event()
+    passes: list[int] = []
+
+    async def tick() -> None:
+        passes.append(len(passes))
+        if len(passes) == 2:
+            raise RuntimeError("one bad pass")
+        if len(passes) == 4:
+            stopping.set()
+
+    await asyncio.wait_for(every(0.001, stopping, tick, "test pass"), 10)
+    assert passes == [0, 1, 2, 3]  # the raise on pass 2 did not end the loop
+
+
+async def test_settle_waits_for_a_pass_that_finishes_and_cancels_one_that_does_not() -> None:
+    finished = asyncio.create_task(asyncio.sleep(0, result=None))
+    await settle(finished, 5, "quick pass")
+    assert finished.done() and not finished.cancelled()
+
+    stuck = asyncio.create_task(asyncio.Event().wait())
+    await settle(stuck, 0.01, "stuck pass")
+    assert stuck.cancelled()
