@@ -273,6 +273,39 @@ QUEUE_MANAGER = [
     ),
     Step(
         "PUT",
+        "/services/{name}/canary",
+        "Start a canary: the challenger on 30 % of new sessions",
+        body={
+            "model_name": "{{modelName}}",
+            "ref": "challenger",
+            "share": 0.3,
+            "rule": {"windows": 200, "min_estimated_balanced_accuracy": 0.6},
+        },
+        tests=[
+            "const c = pm.response.json();",
+            "pm.test('running on 30 %', () => "
+            "pm.expect([c.status, c.share]).to.eql(['running', 0.3]));",
+            "pm.test('the challenger', () => pm.expect(c.version)"
+            ".to.eql(Number(pm.variables.get('challengerVersion'))));",
+        ],
+    ),
+    Step(
+        "GET",
+        "/services/{name}/canary",
+        "Get the canary",
+        tests=["pm.test('running', () => pm.expect(pm.response.json().status).to.eql('running'));"],
+    ),
+    Step(
+        "DELETE",
+        "/services/{name}/canary",
+        "Roll the canary back by hand",
+        tests=[
+            "pm.test('rolled back', () => pm.expect(pm.response.json().status)"
+            ".to.eql('rolled_back'));"
+        ],
+    ),
+    Step(
+        "PUT",
         "/services/{name}",
         "Declare an input the served model cannot meet (409)",
         body={"input": {**SERVICE_INPUT, "fs": 2 * FS}},
@@ -617,6 +650,23 @@ MONITORING_API = [
     Step("GET", "/alerts", "Alerts of the service", query=_SVC),
     Step("DELETE", "/alerts/rules/{rule_id}", "Delete the rule"),
     Step("GET", "/overview", "Overview of the service", query=_SVC),
+    Step(
+        "GET",
+        "/services/{name}/canary",
+        "Canary against champion (its latest; 404 when it never ran one)",
+        expect=(200, 404),
+        check_fields=False,
+        tests=[
+            "const r = pm.response.json();",
+            "if (pm.response.code === 404) {",
+            "  pm.test('names the missing canary', () => pm.expect(r.detail)"
+            ".to.include('has no canary'));",
+            "} else {",
+            "  pm.test('both arms and a verdict', () => pm.expect(r)"
+            ".to.include.keys('canary', 'champion', 'verdict', 'verdict_reasons'));",
+            "}",
+        ],
+    ),
     Step(
         "GET",
         "/dashboard",
